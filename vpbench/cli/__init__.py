@@ -1,0 +1,77 @@
+"""The ``vpbench`` command line: thin Typer commands, one module each.
+
+Errors raised on purpose (:class:`~vpbench.errors.VPBenchError`) print as one red line and
+exit with status 2; anything unexpected prints one line naming the exception (set
+``VPBENCH_DEBUG=1`` for the full traceback) and exits with status 1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+from typer.core import TyperGroup
+
+from vpbench.cli.common import console, err_console
+from vpbench.errors import VPBenchError, one_line
+
+
+def _is_click_control(exc: BaseException) -> bool:
+    """Exit / Abort / usage errors of (Typer's own or the real) click: let click handle them."""
+    return isinstance(exc, (typer.Exit, typer.Abort)) or hasattr(exc, "exit_code")
+
+
+class VPBenchGroup(TyperGroup):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except VPBenchError as exc:
+            err_console().print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err_console().print("[bold red]interrupted[/]")
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            if _is_click_control(exc) or os.environ.get("VPBENCH_DEBUG"):
+                raise
+            err_console().print(
+                f"[bold red]error:[/] unexpected {one_line(exc)} (set VPBENCH_DEBUG=1 for the traceback)",
+                highlight=False, soft_wrap=True,
+            )
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(
+    cls=VPBenchGroup,
+    name="vpbench",
+    help="Benchmark video prediction models: train, evaluate, compare, ablate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register_builtin_commands() -> None:
+    from vpbench.cli import compare, data, eval_cmd, plugins_cmd, predict, report_cmd, run
+
+    for module in (run, eval_cmd, predict, compare, plugins_cmd, report_cmd, data):
+        module.register(app)
+
+
+_register_builtin_commands()
+
+
+def main() -> None:
+    """Console-script entry point: add plugin commands, then run the app."""
+    from vpbench.plugins import get_harness
+
+    try:
+        get_harness().register_commands(app)
+    except VPBenchError as exc:  # pragma: no cover - loading never raises VPBenchError today
+        err_console().print(f"[bold red]error:[/] {exc}")
+        sys.exit(2)
+    app(prog_name="vpbench")
+
+
+__all__ = ["app", "console", "main"]

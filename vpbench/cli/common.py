@@ -1,0 +1,68 @@
+"""Shared CLI pieces: consoles, option types, rich progress events."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Annotated, Any, Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from vpbench.events import Events
+
+_CONSOLE = Console()
+_ERR = Console(stderr=True)
+
+
+def console() -> Console:
+    return _CONSOLE
+
+
+def err_console() -> Console:
+    return _ERR
+
+
+Dataset = Annotated[Optional[str], typer.Option("--dataset", "-d", help="Dataset plugin name (default: digits, embedded).")]
+Preset = Annotated[Optional[str], typer.Option("--preset", "-p", help="Model preset: smoke, cpu or paper (see the model's presets).")]
+ConfigFile = Annotated[Optional[str], typer.Option("--config", help="YAML, TOML or JSON file of config overrides.")]
+Sets = Annotated[Optional[list[str]], typer.Option("--set", help="Override one config key, e.g. --set train.batch_size=8 (repeatable).")]
+Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed of the run (default 0).")]
+Device = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N (default auto).")]
+Out = Annotated[Optional[str], typer.Option("--out", "-o", help="Output directory (default: runs/<model>-<dataset>-<preset>-<hash>).")]
+DataDir = Annotated[Optional[str], typer.Option("--data-dir", help="Data root (default: $VPBENCH_DATA or datasets/).")]
+
+
+class RichEvents(Events):
+    """Progress bars and messages on the console."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=console, transient=False,
+        )
+        self.tasks: dict[str, Any] = {}
+
+    def task_start(self, key, description, total, completed=0):
+        self.tasks[key] = self.progress.add_task(description, total=total, completed=completed, info="")
+
+    def task_advance(self, key, advance=1, **fields):
+        info = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
+        self.progress.update(self.tasks[key], advance=advance, info=info)
+
+    def task_end(self, key):
+        task = self.tasks.pop(key, None)
+        if task is not None:
+            self.progress.update(task, visible=True)
+
+    def message(self, text):
+        self.progress.console.print(f"[dim]·[/] {text}", highlight=False)
+
+
+@contextlib.contextmanager
+def rich_events() -> Iterator[RichEvents]:
+    events = RichEvents(console())
+    with events.progress:
+        yield events

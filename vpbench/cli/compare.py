@@ -1,0 +1,60 @@
+"""``vpbench compare MODEL... --dataset D``: several models, one table, paired differences."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vpbench.cli import common as c
+
+
+def compare(
+    models: Annotated[list[str], typer.Argument(help="Model plugin names; the first is the reference for paired differences.")],
+    dataset: c.Dataset = None,
+    preset: c.Preset = None,
+    config: c.ConfigFile = None,
+    set_: c.Sets = None,
+    seed: c.Seed = None,
+    device: c.Device = None,
+    out: Annotated[str | None, typer.Option("--out", "-o", help="Where the combined results go (default runs/compare-...).")] = None,
+    data_dir: c.DataDir = None,
+) -> None:
+    """Train (if needed) and evaluate every model on the same test clips; print one table."""
+    import pandas as pd
+
+    from vpbench import runs
+    from vpbench.compare import paired_table, write_comparison
+    from vpbench.errors import ConfigError
+    from vpbench.plugins import get_harness
+    from vpbench.report.tables import rich_table
+
+    if len(set(models)) != len(models):
+        raise ConfigError("each model may appear once in vpbench compare")
+    harness = get_harness()
+    prepared = [runs.prepare(harness, m, dataset=dataset, preset=preset, config_file=config, sets=set_,
+                             seed=seed, device=device, data_dir=data_dir) for m in models]
+    tables, per_clip = [], {}
+    with c.rich_events() as events:
+        for run_ in prepared:
+            data = runs.build_dataset(run_)
+            model = runs.train(run_, data, events=events)
+            tables.append(runs.evaluate(run_, model, data, events=events))
+            per_clip[run_.config.model_name] = runs.read_per_clip(run_.run_dir)
+    table = pd.concat(tables, ignore_index=True)
+    cfg = prepared[0].config
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_dir = Path(out) if out else runs.RUNS_DIR / f"compare-{cfg.dataset_name}-{cfg.preset}-{stamp}"
+    paired = paired_table(per_clip, models[0], harness, cfg.eval.bootstrap, cfg.seed)
+    write_comparison(out_dir, table, paired, prepared, harness)
+    c.console().print(rich_table(table, title=f"{cfg.dataset_name} ({cfg.eval.split}), preset {cfg.preset}"))
+    from vpbench.compare import rich_paired
+
+    c.console().print(rich_paired(paired, models[0]))
+    c.console().print(f"results: {out_dir / 'results.csv'}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("compare")(compare)

@@ -1,0 +1,57 @@
+"""``vpbench data info|download NAME``: what a dataset is, and getting it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from vpbench.cli import common as c
+
+data_app = typer.Typer(help="Dataset information and downloads.", no_args_is_help=True)
+
+
+@data_app.command("info")
+def info(
+    name: Annotated[str, typer.Argument(help="Dataset plugin name.")],
+    data_dir: c.DataDir = None,
+) -> None:
+    """Show a dataset's protocol, provenance, licence, citation and what is on disk."""
+    from vpbench.data.root import data_root
+    from vpbench.plugins import get_harness
+
+    harness = get_harness()
+    cls = harness.datasets.get(name)
+    dataset = cls(cls.Config(), data_root(data_dir))
+    table = Table(title=f"dataset {name} (version {cls.version}, {harness.source_of('dataset', name)})", show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    spec = dataset.spec
+    table.add_row("frames", f"{spec.channels}x{spec.height}x{spec.width}, {spec.n_in} -> {spec.n_out}")
+    for key, value in dataset.info().items():
+        table.add_row(key, str(value))
+    c.console().print(table)
+
+
+@data_app.command("download")
+def download(
+    name: Annotated[str, typer.Argument(help="Dataset plugin name.")],
+    data_dir: c.DataDir = None,
+) -> None:
+    """Download (resumable, sha256-checked) the files of a dataset into the data root."""
+    from vpbench.data.root import data_root
+    from vpbench.plugins import get_harness
+
+    harness = get_harness()
+    cls = harness.datasets.get(name)
+    dataset = cls(cls.Config(), data_root(data_dir))
+    if not hasattr(dataset, "download"):
+        c.console().print(f"{name} needs no download ({dataset.info().get('status', 'embedded')})")
+        return
+    with c.rich_events() as events:
+        dataset.download(events)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(data_app, name="data")

@@ -1,0 +1,43 @@
+"""``vpbench run MODEL``: train if needed, evaluate, print the table, write the run directory."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from vpbench.cli import common as c
+
+
+def run(
+    model: Annotated[str, typer.Argument(help="Model plugin name, e.g. copylast or shrvqvae.")],
+    dataset: c.Dataset = None,
+    preset: c.Preset = None,
+    config: c.ConfigFile = None,
+    set_: c.Sets = None,
+    seed: c.Seed = None,
+    device: c.Device = None,
+    out: c.Out = None,
+    data_dir: c.DataDir = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an unfinished training in the run directory.")] = False,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Move an existing run directory aside and start over.")] = False,
+) -> None:
+    """Train MODEL if needed, evaluate it on the test split and print the results table."""
+    from vpbench import runs
+    from vpbench.plugins import get_harness
+    from vpbench.report.tables import rich_table
+
+    harness = get_harness()
+    run_ = runs.prepare(harness, model, dataset=dataset, preset=preset, config_file=config, sets=set_,
+                        seed=seed, device=device, out=out, data_dir=data_dir)
+    with c.rich_events() as events:
+        data = runs.build_dataset(run_)
+        trained = runs.train(run_, data, resume=resume, fresh=fresh, events=events)
+        table = runs.evaluate(run_, trained, data, events=events)
+    cfg = run_.config
+    c.console().print(rich_table(table, title=f"{cfg.model_name} on {cfg.dataset_name} ({cfg.eval.split})"))
+    c.console().print(f"run directory: {run_.run_dir}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)

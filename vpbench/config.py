@@ -1,0 +1,331 @@
+"""Run configuration: frozen dataclasses built from layers of overrides.
+
+Layers, later wins: the dataclass defaults, the model's preset (``--preset smoke``; a
+``smoke@kth`` entry adds dataset-specific values on top), ``--config FILE`` (YAML, TOML or
+JSON), ``--set key=value`` (dotted keys, e.g. ``train.batch_size=8`` or ``model.levels=2``),
+then explicit CLI options such as ``--seed``. Unknown keys, wrong types and bad values are
+:class:`~vpbench.errors.ConfigError` with the offending key named and near misses suggested.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from vpbench.errors import ConfigError
+from vpbench.registry import suggest
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How the trainer runs every stage of every model."""
+
+    batch_size: int = 16  # clips per optimiser step (global, over all processes)
+    grad_clip: float = 1.0  # max gradient norm; 0 disables clipping
+    amp: Literal["auto", "on", "off"] = "auto"  # mixed precision; auto = on for CUDA only
+    val_every: int = 0  # validate every N steps; 0 = only at the end of each stage
+    val_clips: int = 64  # validation clips used for model selection (never the test split)
+    select_best: bool = True  # restore the weights with the best validation loss per stage
+    ckpt_every: int = 200  # write the resumable checkpoint every N steps
+    log_every: int = 10  # append a line to train_log.jsonl every N steps
+    num_workers: int = 0  # DataLoader worker processes
+    nonfinite: Literal["stop", "skip"] = "stop"  # on a NaN/Inf loss: stop the stage or skip the step
+
+    def __post_init__(self) -> None:
+        _positive(self, "batch_size", "ckpt_every", "log_every")
+        _non_negative(self, "grad_clip", "val_every", "val_clips", "num_workers")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How a trained model is scored."""
+
+    split: Literal["val", "test"] = "test"  # which split to score
+    batch_size: int = 16  # clips per prediction batch
+    max_clips: int = 0  # score only the first N clips; 0 = the whole split
+    metrics: tuple[str, ...] = ("mse", "mae", "psnr", "ssim")  # metric plugin names
+    bootstrap: int = 1000  # bootstrap resamples for the 95% confidence intervals
+    examples: int = 4  # test clips drawn into the report's GIF / PNG strip
+
+    def __post_init__(self) -> None:
+        _positive(self, "batch_size")
+        _non_negative(self, "max_clips", "bootstrap", "examples")
+        if not self.metrics:
+            raise ConfigError("eval.metrics must name at least one metric")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run. ``model`` and ``data`` hold the plugins' configs."""
+
+    model_name: str
+    dataset_name: str = "digits"
+    preset: str = "none"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    model: Any = None
+    data: Any = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+
+def _positive(obj: Any, *names: str) -> None:
+    for name in names:
+        if getattr(obj, name) <= 0:
+            raise ConfigError(f"{name} must be > 0, got {getattr(obj, name)}")
+
+
+def _non_negative(obj: Any, *names: str) -> None:
+    for name in names:
+        if getattr(obj, name) < 0:
+            raise ConfigError(f"{name} must be >= 0, got {getattr(obj, name)}")
+
+
+def to_dict(obj: Any) -> Any:
+    """A dataclass tree as plain JSON-able dicts / lists."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+# -- parsing values ----------------------------------------------------------------------
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def coerce(value: Any, tp: Any, key: str) -> Any:
+    """``value`` (a string from the CLI or a typed value from a file) as type ``tp``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if origin is Literal:
+        choices = list(args)
+        for choice in choices:
+            if value == choice or (isinstance(value, str) and str(choice) == value):
+                return choice
+        raise ConfigError(
+            f"{key}: {value!r} is not one of {', '.join(map(str, choices))}"
+            f"{suggest(str(value), [str(c) for c in choices])}"
+        )
+    if origin in (tuple, list):
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        items = [i.strip() if isinstance(i, str) else i for i in items]
+        items = [i for i in items if i != ""]
+        item_type = args[0] if args else Any
+        out = [coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(items)]
+        return tuple(out) if origin is tuple else out
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+            return value.lower() in _TRUE
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value.replace("_", ""))
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported config type {tp!r}")
+
+
+def build(cls: type, overrides: Mapping[str, Any] | None, prefix: str = "", **fixed: Any) -> Any:
+    """Instantiate dataclass ``cls`` from ``overrides``, validating every key and value."""
+    overrides = dict(overrides or {})
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = dict(fixed)
+    for key, value in overrides.items():
+        path = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(
+                f"unknown config key '{path}'{suggest(key, names)}; valid keys: "
+                f"{', '.join(prefix + n for n in names) or 'none (this section takes no options)'}"
+            )
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{path}: expected a section of keys, got {value!r}")
+            kwargs[key] = build(tp, value, prefix=f"{path}.")
+        else:
+            kwargs[key] = coerce(value, tp, path)
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{prefix}{exc}" if prefix and not str(exc).startswith(prefix) else str(exc)) from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {exc}") from None
+
+
+def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep merge of nested override dicts (``update`` wins)."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_sets(pairs: list[str] | None) -> dict[str, Any]:
+    """``["train.batch_size=8", "model.levels=2"]`` -> nested dict of strings."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got {pair!r}")
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: '{part}' is a value, not a section")
+        node[parts[-1]] = value.strip()
+    return out
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """A YAML, TOML or JSON config file as a nested dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    text = path.read_text()
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        elif path.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise ConfigError(f"config file {path}: use .yaml, .yml, .toml or .json")
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"config file {path} does not parse: {' '.join(str(exc).split())}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys at the top")
+    return data
+
+
+def preset_overrides(
+    presets: Mapping[str, Mapping[str, Any]], preset: str, dataset: str | None, model: str
+) -> dict[str, Any]:
+    """The nested overrides of ``preset`` (plus ``preset@dataset`` when present)."""
+    if preset == "none":
+        return {}
+    base_names = sorted({k.split("@")[0] for k in presets})
+    if preset not in base_names:
+        raise ConfigError(
+            f"model '{model}' has no preset '{preset}'{suggest(preset, base_names)}; "
+            f"available: {', '.join(base_names) or 'none'}"
+        )
+    out = dict(presets.get(preset, {}))
+    if dataset and f"{preset}@{dataset}" in presets:
+        out = merge(out, presets[f"{preset}@{dataset}"])
+    return out
+
+
+def resolve(
+    model_name: str,
+    model_cls: type,
+    dataset_for: Any,
+    *,
+    dataset: str | None = None,
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    sets: list[str] | None = None,
+    seed: int | None = None,
+    device: str | None = None,
+) -> RunConfig:
+    """The full :class:`RunConfig` for one run.
+
+    ``dataset_for(name)`` returns the dataset class for a dataset name (the registry lookup).
+    """
+    layers: dict[str, Any] = {}
+    file_layer = load_file(config_file) if config_file else {}
+    set_layer = parse_sets(sets)
+    preset = preset or file_layer.get("preset") or "none"
+    # the dataset decides which preset@dataset entry applies, so find it first
+    dataset_name = (
+        dataset
+        or set_layer.get("dataset_name")
+        or file_layer.get("dataset_name")
+        or getattr(model_cls, "presets", {}).get(preset, {}).get("dataset_name")
+        or "digits"
+    )
+    presets = getattr(model_cls, "presets", {})
+    for layer in (preset_overrides(presets, preset, dataset_name, model_name), file_layer, set_layer):
+        layers = merge(layers, layer)
+    explicit = {"dataset_name": dataset_name, "preset": preset, "model_name": model_name}
+    if seed is not None:
+        explicit["seed"] = seed
+    if device is not None:
+        explicit["device"] = device
+    layers = merge(layers, explicit)
+    if layers.get("model_name") != model_name:
+        raise ConfigError(f"model_name in the config ({layers['model_name']}) differs from {model_name}")
+    model_section = layers.pop("model", {}) or {}
+    data_section = layers.pop("data", {}) or {}
+    dataset_cls = dataset_for(dataset_name)
+    model_cfg = build(model_cls.Config, model_section, prefix="model.")
+    data_cfg = build(dataset_cls.Config, data_section, prefix="data.")
+    return build(RunConfig, layers, model=model_cfg, data=data_cfg)
+
+
+def from_dict(data: Mapping[str, Any], model_cls: type, dataset_cls: type) -> RunConfig:
+    """Rebuild a saved :class:`RunConfig` (``config.json`` of a run directory)."""
+    data = dict(data)
+    model_cfg = build(model_cls.Config, data.pop("model", {}) or {}, prefix="model.")
+    data_cfg = build(dataset_cls.Config, data.pop("data", {}) or {}, prefix="data.")
+    return build(RunConfig, data, model=model_cfg, data=data_cfg)

@@ -1,0 +1,42 @@
+"""Errors that reach the user as one clear line.
+
+Every error the harness raises on purpose derives from :class:`VPBenchError`; the CLI prints
+its message on one line (no traceback) and exits with status 2. Messages say what is wrong
+and what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class VPBenchError(Exception):
+    """Base class of every error vpbench reports to the user as one line."""
+
+
+class ConfigError(VPBenchError):
+    """A bad configuration key, type or value."""
+
+
+class RegistryError(VPBenchError):
+    """An unknown, duplicate or malformed model / dataset / metric."""
+
+
+class PluginError(VPBenchError):
+    """A plugin failed to import, register, or behaved against its contract."""
+
+
+class DataError(VPBenchError):
+    """Missing, corrupt or mismatching data."""
+
+
+class RunError(VPBenchError):
+    """A run directory that cannot be used as asked (e.g. would overwrite trained work)."""
+
+
+class TrainingError(VPBenchError):
+    """Training cannot continue (for example a non-finite loss)."""
+
+
+def one_line(exc: BaseException) -> str:
+    """``TypeName: message`` squeezed onto one line (for reporting foreign exceptions)."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

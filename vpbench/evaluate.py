@@ -1,0 +1,176 @@
+"""Model-agnostic evaluation: predict -> metric plugins -> tidy rows.
+
+The evaluator streams a split through ``model.predict`` and every metric's ``per_frame``,
+keeping only the ``(clips, n_out)`` score matrix of each metric, so the split never has to fit
+in memory. Each prediction gets a fresh copy of the context only (the future frames are not
+reachable from what the model receives), and is checked against the contract: shape
+``(B, n_out, C, H, W)``, finite, within ``[0, 1]``.
+
+Aggregates are means over clips and frames; 95% confidence intervals come from a percentile
+bootstrap over test clips (clip-level means), and comparisons of two models on the same clips
+are paired (bootstrap of per-clip differences).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from vpbench.errors import PluginError, one_line
+from vpbench.events import Events
+from vpbench.protocols import DataSpec
+
+RANGE_TOLERANCE = 1e-4
+COLUMNS = [
+    "run", "model", "variant", "dataset", "split", "metric", "horizon", "seed",
+    "value", "ci_low", "ci_high", "n_clips", "unit", "higher_is_better",
+]
+
+
+@dataclass
+class Scores:
+    """Per-clip, per-horizon scores of each metric: ``{name: (clips, n_out) array}``."""
+
+    values: dict[str, np.ndarray]
+    n_clips: int
+
+
+def check_prediction(pred: Any, context: torch.Tensor, spec: DataSpec, model_name: str) -> torch.Tensor:
+    """The contract every ``predict`` output must meet; a clear error names the model."""
+    expected = (context.shape[0], spec.n_out, *spec.frame_shape)
+    if not torch.is_tensor(pred):
+        raise PluginError(f"model '{model_name}': predict returned {type(pred).__name__}, not a tensor")
+    if tuple(pred.shape) != expected:
+        raise PluginError(
+            f"model '{model_name}': predict returned shape {tuple(pred.shape)}, expected {expected} "
+            "(B, n_out, C, H, W)"
+        )
+    if not torch.isfinite(pred).all():
+        raise PluginError(f"model '{model_name}': predict returned NaN or Inf values")
+    lo, hi = float(pred.min()), float(pred.max())
+    if lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
+        raise PluginError(
+            f"model '{model_name}': predict returned values in [{lo:.4g}, {hi:.4g}]; frames must be "
+            "in [0, 1] (clamp or use a sigmoid)"
+        )
+    return pred
+
+
+def predict(model: torch.nn.Module, context: torch.Tensor, spec: DataSpec, model_name: str) -> torch.Tensor:
+    """``model.predict`` on a private copy of ``context``, checked against the contract."""
+    context = context.detach().clone().contiguous()
+    try:
+        pred = model.predict(context, spec.n_out)
+    except PluginError:
+        raise
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"model '{model_name}' raised in predict: {one_line(exc)}") from exc
+    return check_prediction(pred, context, spec, model_name).float()
+
+
+@torch.no_grad()
+def score(
+    model: torch.nn.Module,
+    split: torch.utils.data.Dataset,
+    spec: DataSpec,
+    metrics: Sequence[Any],
+    *,
+    model_name: str,
+    device: torch.device,
+    batch_size: int = 16,
+    max_clips: int = 0,
+    events: Events | None = None,
+    num_workers: int = 0,
+) -> Scores:
+    """Scores of every metric on every clip of ``split`` (or its first ``max_clips``)."""
+    events = events or Events()
+    n = len(split) if max_clips <= 0 else min(len(split), max_clips)
+    if n < len(split):
+        split = torch.utils.data.Subset(split, range(n))
+    loader = torch.utils.data.DataLoader(split, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    model.eval()
+    chunks: dict[str, list[np.ndarray]] = {m.name: [] for m in metrics}
+    events.task_start("eval", f"evaluating {model_name}", n)
+    for context, future in loader:
+        context, future = context.to(device), future.to(device)
+        pred = predict(model, context, spec, model_name)
+        for metric in metrics:
+            try:
+                values = metric.per_frame(pred, future)
+            except Exception as exc:
+                raise PluginError(f"metric '{metric.name}' raised: {one_line(exc)}") from exc
+            chunks[metric.name].append(values.detach().double().cpu().numpy())
+        events.task_advance("eval", len(context))
+    events.task_end("eval")
+    return Scores({k: np.concatenate(v) for k, v in chunks.items()}, n)
+
+
+def bootstrap_ci(x: np.ndarray, resamples: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of ``x`` (1-D, one value per clip)."""
+    x = np.asarray(x, dtype=np.float64)
+    if len(x) < 2 or resamples <= 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    chunk = max(1, 2_000_000 // len(x))  # bound memory for large test sets
+    for start in range(0, resamples, chunk):
+        stop = min(resamples, start + chunk)
+        idx = rng.integers(0, len(x), size=(stop - start, len(x)))
+        means[start:stop] = x[idx].mean(axis=1)
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(means, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray, resamples: int = 1000, seed: int = 0) -> dict[str, float]:
+    """Mean of ``b - a`` over paired clips with its bootstrap 95% CI."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired clips must match: {a.shape} vs {b.shape}")
+    diff = b - a
+    lo, hi = bootstrap_ci(diff, resamples, seed)
+    return {"diff": float(diff.mean()), "ci_low": lo, "ci_high": hi}
+
+
+def tidy(scores: Scores, metrics: Sequence[Any], meta: dict[str, Any], resamples: int = 1000) -> pd.DataFrame:
+    """One row per metric x horizon (``all`` and 1..n_out) with value and 95% CI."""
+    rows = []
+    for metric in metrics:
+        values = scores.values[metric.name]  # (clips, n_out)
+        columns = [("all", values.mean(axis=1))]
+        columns += [(str(h + 1), values[:, h]) for h in range(values.shape[1])]
+        for horizon, per_clip in columns:
+            lo, hi = bootstrap_ci(per_clip, resamples, seed=meta.get("seed", 0))
+            rows.append({
+                **meta, "metric": metric.name, "horizon": horizon, "value": float(per_clip.mean()),
+                "ci_low": lo, "ci_high": hi, "n_clips": len(per_clip), "unit": metric.unit,
+                "higher_is_better": bool(metric.higher_is_better),
+            })
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """``(total, trainable)``; trainable = parameters some training stage optimises."""
+    total = sum(p.numel() for p in model.parameters())
+    seen: dict[int, int] = {}
+    for stage in model.stages():
+        for p in stage.params():
+            seen[id(p)] = p.numel()
+    return total, sum(seen.values())
+
+
+def cost_rows(model: torch.nn.Module, meta: dict[str, Any]) -> pd.DataFrame:
+    """Parameter counts as rows of the same tidy table."""
+    total, trainable = count_parameters(model)
+    rows = [
+        {**meta, "metric": name, "horizon": "all", "value": float(v), "ci_low": np.nan, "ci_high": np.nan,
+         "n_clips": 0, "unit": "count", "higher_is_better": False}
+        for name, v in (("params", total), ("params_trainable", trainable))
+    ]
+    return pd.DataFrame(rows, columns=COLUMNS)

@@ -1,0 +1,1 @@
+"""Built-in metric plugins (conventions follow OpenSTL; see each class)."""

@@ -1,0 +1,122 @@
+"""MSE, MAE, PSNR and SSIM as metric plugins.
+
+Conventions (OpenSTL's, so numbers line up with its benchmark tables):
+
+- ``mse`` / ``mae``: per frame, the SUM over C*H*W of the squared / absolute error on [0, 1]
+  data, then averaged over frames and clips (KTH 128x128: per-pixel MSE * 16384).
+  ``mse_px`` / ``mae_px`` are the per-pixel means.
+- ``psnr``: per frame ``10 log10(1 / per-pixel MSE)`` on [0, 1] predictions clipped to
+  [0, 1], averaged. A frame predicted exactly would give +inf; the per-pixel MSE is floored
+  at 1e-10 so such a frame scores 100 dB and averages stay finite.
+- ``ssim``: per frame, scikit-image's ``structural_similarity`` definition (7x7 uniform
+  window, K1 = 0.01, K2 = 0.03, sample covariance, border of 3 pixels excluded, channels
+  averaged) with ``data_range = 1`` stated explicitly; predictions clipped to [0, 1].
+  ``ssim_dr2`` is the same with data_range 2, what OpenSTL's pinned old scikit-image used
+  for float frames (inflated; a compatibility option only, never the default).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from vpbench.hookspecs import hookimpl
+
+
+def _frames(x: torch.Tensor) -> torch.Tensor:
+    if x.dim() != 5:
+        raise ValueError(f"expected (B, T, C, H, W) frames, got shape {tuple(x.shape)}")
+    return x
+
+
+class _PixelSum:
+    version = "1"
+    higher_is_better = False
+
+    def __init__(self, name: str, power: int, reduce: str):
+        self.name, self.power, self.reduce = name, power, reduce
+        self.unit = "per frame, summed over pixels" if reduce == "sum" else "per pixel"
+        kind = "squared" if power == 2 else "absolute"
+        self.description = f"{kind} error on [0,1], {self.unit}"
+
+    def per_frame(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        diff = (_frames(pred).float() - _frames(target).float()).abs()
+        err = diff.pow(self.power) if self.power != 1 else diff
+        err = err.flatten(2)
+        return err.sum(-1) if self.reduce == "sum" else err.mean(-1)
+
+
+class PSNR:
+    name = "psnr"
+    version = "1"
+    higher_is_better = True
+    unit = "dB"
+    description = "10 log10(1 / per-pixel MSE), predictions clipped to [0,1]"
+    mse_floor = 1e-10
+
+    def per_frame(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        pred = _frames(pred).float().clamp(0, 1)
+        mse = (pred - _frames(target).float()).pow(2).flatten(2).mean(-1)
+        return -10.0 * torch.log10(mse.clamp_min(self.mse_floor))
+
+
+def ssim_per_frame(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    data_range: float = 1.0,
+    win_size: int = 7,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> torch.Tensor:
+    """Batched SSIM, ``(B, T, C, H, W)`` -> ``(B, T)``, scikit-image's definition.
+
+    Local statistics use a ``win_size`` uniform window over valid positions only (the same
+    numbers scikit-image keeps after cropping its filtered maps by ``(win_size - 1) // 2``),
+    with the unbiased (sample) covariance. Computed in float64 for parity.
+    """
+    b, t, c, h, w = pred.shape
+    if min(h, w) < win_size:
+        raise ValueError(f"SSIM needs frames of at least {win_size}x{win_size}")
+    x = pred.reshape(b * t * c, 1, h, w).double()
+    y = target.reshape(b * t * c, 1, h, w).double()
+    pool = lambda z: F.avg_pool2d(z, win_size, stride=1)  # noqa: E731
+    n = win_size * win_size
+    cov = n / (n - 1)
+    ux, uy = pool(x), pool(y)
+    vx = cov * (pool(x * x) - ux * ux)
+    vy = cov * (pool(y * y) - uy * uy)
+    vxy = cov * (pool(x * y) - ux * uy)
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+    return s.mean(dim=(1, 2, 3)).reshape(b, t, c).mean(-1).float()
+
+
+class SSIM:
+    version = "1"
+    higher_is_better = True
+    unit = ""
+
+    def __init__(self, name: str = "ssim", data_range: float = 1.0):
+        self.name, self.data_range = name, data_range
+        self.description = f"scikit-image SSIM, 7x7 uniform window, data_range={data_range:g}"
+
+    def per_frame(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        pred = _frames(pred).float().clamp(0, 1)
+        return ssim_per_frame(pred, _frames(target).float(), data_range=self.data_range)
+
+
+METRICS = (
+    _PixelSum("mse", 2, "sum"),
+    _PixelSum("mae", 1, "sum"),
+    _PixelSum("mse_px", 2, "mean"),
+    _PixelSum("mae_px", 1, "mean"),
+    PSNR(),
+    SSIM("ssim", 1.0),
+    SSIM("ssim_dr2", 2.0),
+)
+
+
+@hookimpl
+def vpbench_register_metrics(register):
+    for metric in METRICS:
+        register(metric)

@@ -1,0 +1,188 @@
+"""Plugin loading: built-ins and entry points, the same hooks for both.
+
+Built-in plugins (vpbench's own datasets, metrics and trivial baselines) are modules listed
+in :data:`BUILTIN_PLUGINS`; third-party ones come from the entry-point group ``vpbench``. Each
+plugin's hooks are called one plugin at a time with a ``register`` callback that knows which
+plugin is calling, so every registered object is attributed to its distribution, and a
+plugin that raises (at import or while registering) is recorded and skipped: its partial
+registrations are rolled back and the rest of the harness works.
+
+Environment variables:
+- ``VPBENCH_DISABLE_PLUGIN_AUTOLOAD=1``: load built-ins only (no entry points).
+- ``VPBENCH_LOAD_PLUGINS=a,b``: load only these entry points (by entry-point name).
+- ``VPBENCH_TRACE_PLUGINS=1``: trace every hook call to stderr (pluggy's tracer).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any, Iterable
+
+import pluggy
+
+from vpbench import hookspecs
+from vpbench.errors import PluginError, one_line
+from vpbench.protocols import Registered, validate_dataset, validate_metric, validate_model
+from vpbench.registry import Registry, Source
+
+BUILTIN_PLUGINS = (
+    "vpbench.builtin.digits",
+    "vpbench.builtin.trivial",
+    "vpbench.metrics.basic",
+)
+BUILTIN_DIST = "vpbench"
+KINDS = ("models", "datasets", "metrics")
+
+
+def _vpbench_version() -> str:
+    from vpbench import __version__
+
+    return __version__
+
+
+@dataclass
+class PluginRecord:
+    """One plugin as ``vpbench plugins`` shows it."""
+
+    name: str
+    distribution: str
+    version: str
+    registered: Registered = field(default_factory=Registered)
+    error: str | None = None
+
+    @property
+    def source(self) -> Source:
+        return Source(self.name, self.distribution, self.version)
+
+
+class Harness:
+    """The loaded plugins and their registries (models, datasets, metrics)."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.models: Registry[type] = Registry("model", validate_model)
+        self.datasets: Registry[type] = Registry("dataset", validate_dataset)
+        self.metrics: Registry[Any] = Registry("metric", validate_metric)
+        self.records: list[PluginRecord] = []
+        if os.environ.get("VPBENCH_TRACE_PLUGINS"):
+            self.pm.trace.root.setwriter(sys.stderr.write)
+            self.pm.enable_tracing()
+
+    # -- loading -------------------------------------------------------------------------
+    def load_builtins(self) -> None:
+        for module_name in BUILTIN_PLUGINS:
+            short = "builtin:" + module_name.rsplit(".", 1)[-1]
+            record = PluginRecord(short, BUILTIN_DIST, _vpbench_version())
+            try:
+                module = importlib.import_module(module_name)
+            except Exception as exc:  # a broken built-in is reported like any plugin
+                record.error = f"import failed: {one_line(exc)}"
+                self.records.append(record)
+                continue
+            self.add_plugin(module, record)
+
+    def load_entrypoints(self, group: str = hookspecs.PROJECT) -> None:
+        if os.environ.get("VPBENCH_DISABLE_PLUGIN_AUTOLOAD"):
+            return
+        only = os.environ.get("VPBENCH_LOAD_PLUGINS")
+        wanted = {n.strip() for n in only.split(",")} if only else None
+        seen: set[tuple[str, str]] = set()
+        for ep in metadata.entry_points(group=group):
+            dist = ep.dist.name if ep.dist else "unknown"
+            version = ep.dist.version if ep.dist else ""
+            if (ep.name, ep.value) in seen or (wanted is not None and ep.name not in wanted):
+                continue  # the same distribution can be visible twice on sys.path
+            seen.add((ep.name, ep.value))
+            record = PluginRecord(ep.name, dist, version)
+            try:
+                plugin = ep.load()
+            except Exception as exc:
+                record.error = f"import of {ep.value} failed: {one_line(exc)}"
+                self.records.append(record)
+                continue
+            self.add_plugin(plugin, record)
+
+    def add_plugin(self, plugin: Any, record: PluginRecord) -> PluginRecord:
+        """Register ``plugin`` with pluggy, then call its hooks; failures go on the record."""
+        self.records.append(record)
+        try:
+            self.pm.register(plugin, name=record.name)
+            self.pm.check_pending()
+        except Exception as exc:
+            if self.pm.is_registered(plugin):
+                self.pm.unregister(plugin)
+            record.error = f"invalid plugin: {one_line(exc)}"
+            return record
+        try:
+            self._collect(plugin, record)
+        except Exception as exc:
+            record.error = f"registration failed: {one_line(exc)}"
+        return record
+
+    def _collect(self, plugin: Any, record: PluginRecord) -> None:
+        """Call the plugin's register hooks; commit what it registered only if all succeed."""
+        staged: dict[str, list[Any]] = {kind: [] for kind in KINDS}
+        for kind in KINDS:
+            hook = getattr(self.pm.hook, f"vpbench_register_{kind}")
+            for impl in hook.get_hookimpls():
+                if impl.plugin is plugin:
+                    impl.function(register=staged[kind].append)
+        registries = {"models": self.models, "datasets": self.datasets, "metrics": self.metrics}
+        added: list[tuple[Registry, str]] = []
+        try:
+            for kind in KINDS:
+                for obj in staged[kind]:
+                    name = registries[kind].add(obj, record.source)
+                    added.append((registries[kind], name))
+                    getattr(record.registered, kind).append(name)
+        except Exception:
+            for registry, name in added:
+                registry._entries.pop(name, None)
+            record.registered = Registered()
+            raise
+
+    def register_commands(self, app: Any) -> None:
+        """Let plugins add CLI commands; a failing plugin is recorded, not fatal."""
+        for impl in self.pm.hook.vpbench_register_commands.get_hookimpls():
+            try:
+                impl.function(app=app)
+            except Exception as exc:
+                for record in self.records:
+                    if record.name == impl.plugin_name and record.error is None:
+                        record.error = f"adding commands failed: {one_line(exc)}"
+
+    # -- queries -------------------------------------------------------------------------
+    @property
+    def failures(self) -> list[PluginRecord]:
+        return [r for r in self.records if r.error]
+
+    def source_of(self, kind: str, name: str) -> Source:
+        registry = {"model": self.models, "dataset": self.datasets, "metric": self.metrics}[kind]
+        return registry.entry(name).source
+
+    def metric_objects(self, names: Iterable[str]) -> list[Any]:
+        return [self.metrics.get(n) for n in names]
+
+
+_HARNESS: Harness | None = None
+
+
+def get_harness(reload: bool = False) -> Harness:
+    """The process-wide harness with built-ins and entry-point plugins loaded."""
+    global _HARNESS
+    if _HARNESS is None or reload:
+        harness = Harness()
+        harness.load_builtins()
+        harness.load_entrypoints()
+        _HARNESS = harness
+    return _HARNESS
+
+
+def plugin_error(source: Source, what: str, exc: BaseException) -> PluginError:
+    """A one-line error blaming the plugin that raised."""
+    return PluginError(f"{source} raised while {what}: {one_line(exc)}")

@@ -1,0 +1,82 @@
+"""How a result was made: command, git revision, versions, device, seed, time."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def git_revision(path: Path | None = None) -> str:
+    """``<sha>`` or ``<sha>+dirty`` of the checkout holding vpbench, else ``unknown``."""
+    path = path or Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        if sha.returncode != 0:
+            return "unknown (not a git checkout)"
+        dirty = subprocess.run(
+            ["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10,
+        )
+        return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (git not available)"
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        return f"cuda: {props.name}, {props.total_memory / 2**30:.0f} GiB, torch CUDA {torch.version.cuda}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"cpu: {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+
+
+def versions(distributions: list[str] | None = None) -> dict[str, str]:
+    names = ["vpbench", "torch", "numpy", "pandas", "pluggy", "scikit-image", "av"]
+    names += [d for d in distributions or [] if d not in names]
+    out = {"python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            if name == "vpbench":
+                from vpbench import __version__
+
+                out[name] = f"{__version__} (source)"
+    return out
+
+
+def command_line() -> str:
+    argv = list(sys.argv)
+    if argv and Path(argv[0]).name in ("vpbench", "__main__.py"):
+        argv[0] = "vpbench"
+    return shlex.join(argv)
+
+
+def provenance(device: torch.device, seed: int, distributions: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "command": command_line(),
+        "git_revision": git_revision(),
+        "versions": versions(distributions),
+        "device": device_description(device),
+        "seed": seed,
+        "platform": platform.platform(),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }

@@ -1,0 +1,103 @@
+"""Strict name -> object registries.
+
+Names are lower-case identifiers; a second object under a taken name is rejected with both
+sources named; an unknown name gets near-miss suggestions ("did you mean shrvqvae?").
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, Iterator, TypeVar
+
+from vpbench.errors import RegistryError
+
+T = TypeVar("T")
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a registered object came from: plugin name and its distribution."""
+
+    plugin: str
+    distribution: str
+    version: str = ""
+
+    def __str__(self) -> str:
+        dist = f"{self.distribution} {self.version}".strip()
+        return f"plugin '{self.plugin}' ({dist})"
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    name: str
+    obj: T
+    source: Source
+
+
+def suggest(name: str, choices: list[str]) -> str:
+    """``" (did you mean x?)"`` when a close match exists, else ``""``."""
+    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return " (did you mean " + " or ".join(close) + "?)"
+
+
+class Registry(Generic[T]):
+    """Objects of one kind (``model``, ``dataset`` or ``metric``) by unique name.
+
+    ``validate(obj)`` raises ``RegistryError`` (or any exception) for a malformed object and
+    returns its name.
+    """
+
+    def __init__(self, kind: str, validate: Callable[[Any], str]):
+        self.kind = kind
+        self._validate = validate
+        self._entries: dict[str, Entry[T]] = {}
+
+    def add(self, obj: T, source: Source) -> str:
+        try:
+            name = self._validate(obj)
+        except RegistryError as exc:
+            raise RegistryError(f"{source} registered a bad {self.kind}: {exc}") from None
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise RegistryError(
+                f"{source} registered a {self.kind} named {name!r}; names must match "
+                f"{NAME_RE.pattern}"
+            )
+        if name in self._entries:
+            other = self._entries[name].source
+            raise RegistryError(
+                f"{self.kind} '{name}' from {source} is already registered by {other}; "
+                "rename one of them or uninstall one plugin"
+            )
+        self._entries[name] = Entry(name, obj, source)
+        return name
+
+    def get(self, name: str) -> T:
+        return self.entry(name).obj
+
+    def entry(self, name: str) -> Entry[T]:
+        try:
+            return self._entries[name]
+        except KeyError:
+            known = sorted(self._entries)
+            raise RegistryError(
+                f"unknown {self.kind} '{name}'{suggest(name, known)}; "
+                f"available: {', '.join(known) or 'none'} (see `vpbench plugins`)"
+            ) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def entries(self) -> Iterator[Entry[T]]:
+        for name in self.names():
+            yield self._entries[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)

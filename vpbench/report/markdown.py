@@ -1,0 +1,53 @@
+"""report.md: the results table with provenance (how the numbers were made)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+
+from vpbench.report.tables import horizon_table, markdown_table, summary
+
+
+def provenance_block(prov: dict[str, Any]) -> str:
+    versions = ", ".join(f"{k} {v}" for k, v in prov.get("versions", {}).items())
+    lines = [
+        f"- command: `{prov.get('command', '?')}`",
+        f"- git revision: `{prov.get('git_revision', '?')}`",
+        f"- versions: {versions}",
+        f"- device: {prov.get('device', '?')}",
+        f"- seed: {prov.get('seed', '?')}",
+        f"- created: {prov.get('created', '?')}",
+    ]
+    for key, value in prov.get("dataset", {}).items():
+        lines.append(f"- dataset {key}: {value}")
+    return "\n".join(lines)
+
+
+def run_report(table: pd.DataFrame, prov: dict[str, Any], config: dict[str, Any] | None,
+               title: str = "vpbench results", extra: str = "") -> str:
+    headers, rows = summary(table, all_keys=True)
+    h_headers, h_rows = horizon_table(table)
+    parts = [
+        f"# {title}",
+        "",
+        "## How this was made",
+        provenance_block(prov),
+        "",
+        "## Results",
+        "Means over test clips and predicted frames; ± is the half-width of the 95% bootstrap "
+        "confidence interval over clips. ↑ higher is better, ↓ lower is better. MSE and MAE are "
+        "per-frame sums over pixels on [0, 1] frames (OpenSTL's convention); PSNR in dB; SSIM "
+        "with data_range 1 (scikit-image's definition).",
+        "",
+        markdown_table(headers, rows),
+        "",
+    ]
+    if extra:
+        parts += [extra, ""]
+    if h_rows:
+        parts += ["## Per predicted frame", "", markdown_table(h_headers, h_rows), ""]
+    if config is not None:
+        parts += ["## Config", "", "```json", json.dumps(config, indent=2), "```", ""]
+    return "\n".join(parts)

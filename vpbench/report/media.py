@@ -1,0 +1,72 @@
+"""Pictures of predictions: a PNG strip (context / truth / prediction / error rows) and a
+GIF (truth beside prediction, frame by frame)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vpbench import io
+
+GAP = 2
+
+
+def to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """``(T, C, H, W)`` in [0, 1] -> ``(T, H, W, 3)`` uint8 (grey repeated to RGB)."""
+    x = frames.detach().float().clamp(0, 1).cpu()
+    if x.shape[1] == 1:
+        x = x.repeat(1, 3, 1, 1)
+    return (x.permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
+
+
+def _row(frames: np.ndarray, width: int) -> np.ndarray:
+    t, h, w, _ = frames.shape
+    row = np.full((h, width, 3), 255, np.uint8)
+    for i in range(t):
+        x = i * (w + GAP)
+        row[:, x : x + w] = frames[i]
+    return row
+
+
+def strip(context: torch.Tensor, truth: torch.Tensor | None, pred: torch.Tensor) -> np.ndarray:
+    """One clip as rows: context, ground truth, prediction, |error| (when truth is known)."""
+    rows = [to_uint8(context)]
+    if truth is not None:
+        rows.append(to_uint8(truth))
+    rows.append(to_uint8(pred))
+    if truth is not None:
+        n = min(len(truth), len(pred))
+        rows.append(to_uint8((pred[:n] - truth[:n]).abs()))
+    h, w = rows[0].shape[1:3]
+    width = max(len(r) for r in rows) * (w + GAP) - GAP
+    blocks = []
+    for r in rows:
+        blocks += [_row(r, width), np.full((GAP, width, 3), 255, np.uint8)]
+    return np.concatenate(blocks[:-1])
+
+
+def save_strip(path: str | Path, context, truth, pred) -> None:
+    image = Image.fromarray(strip(context, truth, pred))
+    with io.atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+
+
+def save_gif(path: str | Path, context: torch.Tensor, truth: torch.Tensor | None, pred: torch.Tensor,
+             ms_per_frame: int = 200, scale: int = 2) -> None:
+    """Context frames, then truth | prediction side by side (or prediction alone)."""
+    ctx = to_uint8(context)
+    prd = to_uint8(pred)
+    tru = to_uint8(truth) if truth is not None else None
+    h, w = ctx.shape[1:3]
+    panels = 2 if tru is not None else 1
+    frames = []
+    for f in ctx:
+        frames.append(np.concatenate([f] * panels, axis=1))
+    for i, f in enumerate(prd):
+        frames.append(np.concatenate([tru[i], f], axis=1) if tru is not None else f)
+    images = [Image.fromarray(f).resize((f.shape[1] * scale, h * scale), Image.NEAREST) for f in frames]
+    with io.atomic_path(path) as tmp:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)

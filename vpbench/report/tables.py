@@ -1,0 +1,104 @@
+"""The tidy results table as a summary: one row per model (and variant), one column per
+metric, ``value ± CI half-width``, with the better direction as an arrow in each header."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+from rich.table import Table
+
+COST_METRICS = ("params", "params_trainable")
+HIDDEN_IN_SUMMARY = ("params_trainable",)  # in results.csv, too wide for the summary view
+
+
+def fmt_value(value: float, unit: str = "") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if unit == "count":
+        for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+            if abs(value) >= div:
+                return f"{value / div:.2f}{suffix}"
+        return f"{value:.0f}"
+    if value == 0:
+        return "0"
+    magnitude = math.floor(math.log10(abs(value)))
+    decimals = max(0, 3 - magnitude) if magnitude < 3 else 1
+    return f"{value:.{min(decimals, 5)}f}"
+
+
+def fmt_cell(value: float, lo: float, hi: float, unit: str) -> str:
+    text = fmt_value(value, unit)
+    if lo is None or hi is None or any(isinstance(v, float) and math.isnan(v) for v in (lo, hi)):
+        return text
+    return f"{text} ± {fmt_value((hi - lo) / 2)}"
+
+
+def header(metric: str, higher_is_better: bool, unit: str) -> str:
+    arrow = "↑" if higher_is_better else "↓"
+    if unit == "count":
+        return metric
+    return f"{metric} {arrow}" + (f" [{unit}]" if unit and unit not in ("",) and len(unit) <= 4 else "")
+
+
+def summary(table: pd.DataFrame, horizon: str = "all", all_keys: bool = False) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of the summary view (rows: model/variant/dataset; cells: formatted).
+
+    Key columns other than ``model`` that hold one value only are left out unless
+    ``all_keys`` (the title or the provenance names them).
+    """
+    df = table[(table["horizon"].astype(str) == horizon) & ~table["metric"].isin(HIDDEN_IN_SUMMARY)]
+    metrics = list(dict.fromkeys(df["metric"]))
+    metrics = [m for m in metrics if m not in COST_METRICS] + [m for m in metrics if m in COST_METRICS]
+    keys = [k for k in ("model", "variant", "dataset") if all_keys or k == "model" or df[k].nunique() > 1]
+    first = df.drop_duplicates("metric").set_index("metric")
+    headers = keys + [header(m, bool(first.loc[m, "higher_is_better"]), str(first.loc[m, "unit"])) for m in metrics]
+    rows = []
+    for key, group in df.groupby(keys, sort=False):
+        by_metric = group.set_index("metric")
+        row = [str(k) for k in key]
+        for m in metrics:
+            if m in by_metric.index:
+                r = by_metric.loc[m]
+                row.append(fmt_cell(float(r["value"]), _f(r["ci_low"]), _f(r["ci_high"]), str(r["unit"])))
+            else:
+                row.append("n/a")
+        rows.append(row)
+    return headers, rows
+
+
+def _f(x: Any) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def rich_table(table: pd.DataFrame, title: str | None = None, horizon: str = "all") -> Table:
+    headers, rows = summary(table, horizon)
+    out = Table(title=title, caption="± = half-width of the 95% bootstrap CI over test clips")
+    n_keys = sum(1 for h in headers if h in ("model", "variant", "dataset"))
+    for i, h in enumerate(headers):
+        out.add_column(h, justify="left" if i < n_keys else "right", min_width=8 if i < n_keys else None)
+    for row in rows:
+        out.add_row(*row)
+    return out
+
+
+def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def horizon_table(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Per-horizon means: one row per model/variant x metric, one column per horizon."""
+    df = table[(table["horizon"].astype(str) != "all") & ~table["metric"].isin(COST_METRICS)]
+    horizons = sorted({int(h) for h in df["horizon"]})
+    headers = ["model", "variant", "metric"] + [str(h) for h in horizons]
+    rows = []
+    for (model, variant, metric), group in df.groupby(["model", "variant", "metric"], sort=False):
+        values = {int(h): v for h, v in zip(group["horizon"], group["value"])}
+        rows.append([str(model), str(variant), str(metric)] + [fmt_value(values.get(h, float("nan"))) for h in horizons])
+    return headers, rows

@@ -1,0 +1,266 @@
+"""Runs: resolve a config, train if needed, evaluate, and write the run directory.
+
+A run directory holds ``config.json`` (the resolved config), ``checkpoints/`` (the resumable
+``last.pt`` and the best weights per stage), ``model.pt`` (final weights), ``train_log.jsonl``,
+``results.csv`` / ``results.json`` (the tidy results table with provenance), ``per_clip.npz``
+(per-clip, per-horizon scores for paired comparisons) and ``report.md``.
+
+Trained work is never lost: an unfinished run is continued only with ``--resume``, a run
+with a different config is never overwritten, and ``--fresh`` moves the old directory aside
+instead of deleting it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from vpbench import config as cfgmod
+from vpbench import io
+from vpbench.data.root import data_root
+from vpbench.errors import ConfigError, PluginError, RunError, VPBenchError, one_line
+from vpbench.evaluate import cost_rows, score, tidy
+from vpbench.events import Events
+from vpbench.plugins import Harness
+from vpbench.provenance import provenance
+from vpbench.runtime import seed_everything, select_device
+from vpbench.train import Trainer
+
+RUNS_DIR = Path("runs")
+NOT_TRAINING_KEYS = ("device", "eval")
+
+
+@dataclass
+class Run:
+    harness: Harness
+    config: cfgmod.RunConfig
+    run_dir: Path
+    data_dir: Path | None = None
+
+    @property
+    def model_cls(self) -> type:
+        return self.harness.models.get(self.config.model_name)
+
+    @property
+    def dataset_cls(self) -> type:
+        return self.harness.datasets.get(self.config.dataset_name)
+
+    @property
+    def device(self) -> torch.device:
+        return select_device(self.config.device)
+
+
+def training_key(config: cfgmod.RunConfig) -> dict[str, Any]:
+    """The parts of a config that determine the trained weights."""
+    data = config.to_dict()
+    for key in NOT_TRAINING_KEYS:
+        data.pop(key, None)
+    return data
+
+
+def config_hash(config: cfgmod.RunConfig) -> str:
+    text = json.dumps(training_key(config), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def default_run_dir(config: cfgmod.RunConfig) -> Path:
+    return RUNS_DIR / f"{config.model_name}-{config.dataset_name}-{config.preset}-{config_hash(config)}"
+
+
+def prepare(harness: Harness, model: str, *, dataset: str | None = None, preset: str | None = None,
+            config_file: str | None = None, sets: list[str] | None = None, seed: int | None = None,
+            device: str | None = None, out: str | Path | None = None,
+            data_dir: str | Path | None = None) -> Run:
+    """Resolve the config of ``model`` (on ``dataset``) and choose the run directory."""
+    model_cls = harness.models.get(model)
+    config = cfgmod.resolve(model, model_cls, harness.datasets.get, dataset=dataset, preset=preset,
+                            config_file=config_file, sets=sets, seed=seed, device=device)
+    for metric in config.eval.metrics:
+        harness.metrics.get(metric)  # unknown metric names fail before any work
+    select_device(config.device)
+    run_dir = Path(out) if out else default_run_dir(config)
+    return Run(harness, config, run_dir, Path(data_dir) if data_dir else None)
+
+
+def load_run(harness: Harness, run_dir: str | Path, *, device: str | None = None,
+             data_dir: str | Path | None = None) -> Run:
+    """The :class:`Run` saved in ``run_dir`` (its ``config.json``)."""
+    run_dir = Path(run_dir)
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise RunError(f"{run_dir} is not a run directory (no config.json); create one with `vpbench run`")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise RunError(f"{path} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    model_cls = harness.models.get(data.get("model_name", "?"))
+    dataset_cls = harness.datasets.get(data.get("dataset_name", "?"))
+    if device is not None:
+        data["device"] = device
+    return Run(harness, cfgmod.from_dict(data, model_cls, dataset_cls), run_dir,
+               Path(data_dir) if data_dir else None)
+
+
+def _plugin_call(run: Run, kind: str, name: str, what: str, fn, *args):
+    try:
+        return fn(*args)
+    except VPBenchError:
+        raise
+    except Exception as exc:
+        source = run.harness.source_of(kind, name)
+        raise PluginError(f"{kind} '{name}' from {source} raised while {what}: {one_line(exc)}") from exc
+
+
+def build_dataset(run: Run) -> Any:
+    cfg = run.config
+    return _plugin_call(run, "dataset", cfg.dataset_name, "loading", run.dataset_cls, cfg.data,
+                        data_root(run.data_dir))
+
+
+def build_model(run: Run, dataset: Any) -> torch.nn.Module:
+    cfg = run.config
+    seed_everything(cfg.seed)
+    model = _plugin_call(run, "model", cfg.model_name, "being built", run.model_cls, cfg.model, dataset.spec)
+    return model.to(run.device)
+
+
+def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            found = _first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
+            if found:
+                return found
+        return ""
+    return "" if a == b else f"{prefix.rstrip('.')}: {a!r} -> {b!r}"
+
+
+def _move_aside(run_dir: Path) -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    target = run_dir.with_name(f"{run_dir.name}.old-{stamp}")
+    run_dir.rename(target)
+    return target
+
+
+def _save_weights(model: torch.nn.Module, run: Run) -> None:
+    io.torch_save({"model": model.state_dict(), "config": run.config.to_dict()}, run.run_dir / "model.pt")
+
+
+def load_weights(model: torch.nn.Module, run: Run) -> None:
+    path = run.run_dir / "model.pt"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+    except Exception as exc:
+        raise RunError(f"{path} cannot be loaded ({one_line(exc)}); rerun `vpbench run` with --fresh") from None
+
+
+def train(run: Run, dataset: Any, *, resume: bool = False, fresh: bool = False,
+          events: Events | None = None) -> torch.nn.Module:
+    """The trained model of ``run``: loaded when already trained, else trained now."""
+    events = events or Events()
+    run_dir, cfg = run.run_dir, run.config
+    saved = run_dir / "config.json"
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if fresh:
+            events.message(f"moved the previous run to {_move_aside(run_dir)}")
+        elif saved.is_file():
+            old = training_key(load_run(run.harness, run_dir).config)
+            diff = _first_difference(old, training_key(cfg))
+            if diff:
+                raise RunError(
+                    f"{run_dir} holds a run with another config ({diff}); choose another --out, "
+                    "or pass --fresh to move the old run aside"
+                )
+        elif not resume:
+            raise RunError(f"{run_dir} exists and is not a vpbench run; choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    io.write_json(saved, cfg.to_dict())
+    model = build_model(run, dataset)
+    if (run_dir / "model.pt").is_file():
+        load_weights(model, run)
+        events.message(f"{cfg.model_name} is already trained in {run_dir}; evaluating it")
+        return model
+    if (run_dir / "checkpoints" / "last.pt").is_file() and not resume:
+        raise RunError(
+            f"{run_dir} holds an unfinished training; pass --resume to continue it or --fresh to "
+            "move it aside and start over"
+        )
+    trainer = Trainer(model, dataset, cfg, run_dir, run.device, events)
+    finished = _plugin_call(run, "model", cfg.model_name, "training", trainer.fit, resume)
+    if not finished:
+        raise RunError(f"training stopped early; continue with `--resume --out {run_dir}`")
+    _save_weights(model, run)
+    return model
+
+
+def evaluate(run: Run, model: torch.nn.Module, dataset: Any, *, events: Events | None = None,
+             variant: str | None = None) -> pd.DataFrame:
+    """Score ``model`` on the configured split; write results.csv/json, per_clip.npz, report."""
+    cfg = run.config
+    metrics = [run.harness.metrics.get(name) for name in cfg.eval.metrics]
+    split = dataset.split(cfg.eval.split)
+    scores = score(model, split, dataset.spec, metrics, model_name=cfg.model_name, device=run.device,
+                   batch_size=cfg.eval.batch_size, max_clips=cfg.eval.max_clips, events=events,
+                   num_workers=cfg.train.num_workers)
+    meta = {"run": run.run_dir.name, "model": cfg.model_name, "variant": variant or cfg.preset,
+            "dataset": cfg.dataset_name, "split": cfg.eval.split, "seed": cfg.seed}
+    table = pd.concat([tidy(scores, metrics, meta, cfg.eval.bootstrap), cost_rows(model, meta)],
+                      ignore_index=True)
+    write_results(run, table, scores.values, dataset)
+    return table
+
+
+def run_provenance(run: Run, dataset: Any | None = None) -> dict[str, Any]:
+    sources = {run.harness.source_of("model", run.config.model_name).distribution,
+               run.harness.source_of("dataset", run.config.dataset_name).distribution}
+    prov = provenance(run.device, run.config.seed, sorted(sources))
+    if dataset is not None:
+        prov["dataset"] = {k: str(v) for k, v in dataset.info().items()}
+    return prov
+
+
+def write_results(run: Run, table: pd.DataFrame, per_clip: dict[str, np.ndarray], dataset: Any) -> None:
+    from vpbench.report import markdown
+
+    prov = run_provenance(run, dataset)
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    io.write_text(run.run_dir / "results.csv", table.to_csv(index=False))
+    io.write_json(run.run_dir / "results.json", {
+        "provenance": prov, "config": run.config.to_dict(),
+        "rows": json.loads(table.to_json(orient="records")),
+    })
+    with io.atomic_path(run.run_dir / "per_clip.npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **per_clip)
+    io.write_text(run.run_dir / "report.md", markdown.run_report(table, prov, run.config.to_dict()))
+
+
+def read_results(run_dir: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A run's tidy table and its provenance/config (``results.json``)."""
+    run_dir = Path(run_dir)
+    csv, meta = run_dir / "results.csv", run_dir / "results.json"
+    if not csv.is_file() or not meta.is_file():
+        raise RunError(f"{run_dir} has no results yet (results.csv); run `vpbench eval {run_dir}` first")
+    table = pd.read_csv(csv, dtype={"horizon": str})
+    return table, json.loads(meta.read_text())
+
+
+def read_per_clip(run_dir: str | Path) -> dict[str, np.ndarray]:
+    path = Path(run_dir) / "per_clip.npz"
+    if not path.is_file():
+        raise RunError(f"{run_dir} has no per_clip.npz; re-evaluate it with `vpbench eval {run_dir}`")
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+def check_split_name(name: str) -> None:
+    if name not in ("val", "test"):
+        raise ConfigError(f"split must be val or test, got {name!r}")

@@ -1,0 +1,297 @@
+"""Model-agnostic trainer: stages, optimisers, AMP on CUDA, checkpoints, exact resume.
+
+Each stage a model declares (:class:`~vpbench.protocols.Stage`) is trained for its step
+budget with AdamW and a warm-up + cosine (or constant) schedule over exactly the parameters
+the stage names. The batch order is a pure function of ``(seed, stage, step)``, and the
+checkpoint holds model, optimiser, scheduler, AMP scaler, RNG states and the step, so a run
+stopped at any checkpoint and resumed ends with the same weights as one never stopped.
+
+Model selection uses the validation split only (the mean validation loss of the stage, in
+eval mode); the test split is never seen here. The best weights of a stage are restored at
+its end when ``train.select_best`` is set.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from vpbench import io
+from vpbench.config import RunConfig
+from vpbench.errors import RunError, TrainingError
+from vpbench.events import Events
+from vpbench.protocols import Stage
+from vpbench.runtime import rng_state, set_rng_state
+
+CHECKPOINT_FORMAT = 1
+
+
+class IndexStream:
+    """Endless batches of dataset indices, a pure function of ``(seed, stage, step)``.
+
+    Each epoch is a fresh permutation seeded by ``(seed, stage, epoch)``; incomplete last
+    batches are dropped. ``rank`` / ``world`` select this process's slice of the global
+    batch (data-parallel training sees the same global batches as one process).
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, stage: int, start_step: int = 0,
+                 rank: int = 0, world: int = 1):
+        if n <= 0:
+            raise RunError("the training split is empty")
+        self.n, self.batch_size, self.seed, self.stage = n, batch_size, seed, stage
+        self.step, self.rank, self.world = start_step, rank, world
+        self.per_epoch = max(1, n // batch_size)
+
+    def permutation(self, epoch: int) -> np.ndarray:
+        seed = np.random.SeedSequence([self.seed, self.stage, epoch]).generate_state(1)[0]
+        return np.random.default_rng(seed).permutation(self.n)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        cached_epoch, perm = -1, None
+        while True:
+            epoch, k = divmod(self.step, self.per_epoch)
+            if epoch != cached_epoch:
+                cached_epoch, perm = epoch, self.permutation(epoch)
+            batch = perm[k * self.batch_size : (k + 1) * self.batch_size]
+            yield batch[self.rank :: self.world].tolist()
+            self.step += 1
+
+
+def lr_lambda(stage: Stage):
+    def factor(step: int) -> float:
+        if stage.warmup_steps and step < stage.warmup_steps:
+            return (step + 1) / stage.warmup_steps
+        if stage.scheduler == "constant" or stage.steps <= stage.warmup_steps:
+            return 1.0
+        progress = (step - stage.warmup_steps) / max(1, stage.steps - stage.warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+@dataclass
+class Position:
+    stage_index: int = 0
+    step: int = 0
+
+
+class Trainer:
+    """Trains ``model`` on ``dataset`` under ``config`` into ``run_dir``."""
+
+    def __init__(self, model: torch.nn.Module, dataset: Any, config: RunConfig, run_dir: Path,
+                 device: torch.device, events: Events | None = None, dist: Any = None):
+        self.model, self.dataset, self.cfg = model, dataset, config
+        self.run_dir, self.device = Path(run_dir), device
+        self.events = events or Events()
+        self.dist = dist  # a vpbench.distributed.Context when data-parallel, else None
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.use_amp = device.type == "cuda" and config.train.amp in ("auto", "on")
+        self.amp_dtype = torch.bfloat16 if (self.use_amp and torch.cuda.is_bf16_supported()) else torch.float16
+        self.stop_requested = False  # set by a signal handler: checkpoint and stop
+
+    # -- public ----------------------------------------------------------------------------
+    @property
+    def is_main(self) -> bool:
+        return self.dist is None or self.dist.rank == 0
+
+    def fit(self, resume: bool = False) -> bool:
+        """Train every stage; ``True`` when finished, ``False`` when stopped early by a signal."""
+        stages = self.model.stages()
+        position = Position()
+        ckpt = self._load_checkpoint() if resume else None
+        if ckpt is not None:
+            position = Position(ckpt["stage_index"], ckpt["step"])
+            self.model.load_state_dict(ckpt["model"])
+            stage_name = stages[position.stage_index].name if position.stage_index < len(stages) else "done"
+            self.events.message(f"resuming at stage '{stage_name}', step {position.step}")
+        for index, stage in enumerate(stages):
+            if index < position.stage_index:
+                continue
+            done = self._fit_stage(index, stage, position.step if index == position.stage_index else 0,
+                                   ckpt if index == position.stage_index else None)
+            if not done:
+                return False
+            ckpt = None
+        return True
+
+    # -- one stage -------------------------------------------------------------------------
+    def _fit_stage(self, index: int, stage: Stage, start: int, ckpt: dict | None) -> bool:
+        model, cfg = self.model, self.cfg
+        if hasattr(model, "on_stage_start"):
+            model.on_stage_start(stage.name)
+        params = [p for p in stage.params() if p.requires_grad]
+        if stage.steps > 0 and not params:
+            raise RunError(f"stage '{stage.name}' of {cfg.model_name} has no trainable parameters")
+        optimizer = torch.optim.AdamW(params, lr=stage.lr, betas=stage.betas, weight_decay=stage.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(stage))
+        scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
+        best = {"loss": math.inf, "step": -1}
+        if ckpt is not None:
+            if ckpt["optimizer"] is not None:  # None: saved at a stage boundary
+                optimizer.load_state_dict(ckpt["optimizer"])
+                scheduler.load_state_dict(ckpt["scheduler"])
+                scaler.load_state_dict(ckpt["scaler"])
+            set_rng_state(ckpt["rng"])
+            best = ckpt["best"]
+        forward_model = self.dist.wrap(model) if self.dist is not None else model
+        batch_size = stage.batch_size or cfg.train.batch_size
+        train_split = self.dataset.split("train")
+        rank, world = (self.dist.rank, self.dist.world) if self.dist is not None else (0, 1)
+        stream = IndexStream(len(train_split), batch_size, cfg.seed, index, start, rank, world)
+        loader = torch.utils.data.DataLoader(
+            train_split, batch_sampler=stream, num_workers=cfg.train.num_workers,
+            pin_memory=self.device.type == "cuda",
+        )
+        key = f"train:{stage.name}"
+        self.events.task_start(key, f"{cfg.model_name} · {stage.name}", stage.steps, start)
+        log_path = self.run_dir / "train_log.jsonl"
+        batches = iter(loader)
+        step = start
+        started = time.perf_counter()
+        while step < stage.steps:
+            if self.stop_requested:
+                self._save_checkpoint(index, step, model, optimizer, scheduler, scaler, best)
+                self.events.message(f"stopped at stage '{stage.name}' step {step}; checkpoint written")
+                return False
+            batch = [t.to(self.device, non_blocking=True) for t in next(batches)]
+            logs = self._step(forward_model, stage, batch, params, optimizer, scheduler, scaler, step)
+            step += 1
+            self.events.task_advance(key, 1, loss=logs.get("loss", float("nan")))
+            if self.is_main and (step % cfg.train.log_every == 0 or step == stage.steps):
+                logs.update(stage=stage.name, step=step, lr=scheduler.get_last_lr()[0],
+                            seconds=round(time.perf_counter() - started, 3))
+                with open(log_path, "a") as fh:
+                    fh.write(json.dumps(logs) + "\n")
+            if cfg.train.val_every and step % cfg.train.val_every == 0 and step < stage.steps:
+                self._validate_and_select(index, stage, step, best)
+            if step % cfg.train.ckpt_every == 0 and step < stage.steps:
+                self._save_checkpoint(index, step, model, optimizer, scheduler, scaler, best)
+        self.events.task_end(key)
+        if stage.steps > 0:
+            self._validate_and_select(index, stage, step, best)
+            if cfg.train.select_best and best["step"] not in (-1, step):
+                model.load_state_dict(torch.load(self._best_path(index), weights_only=False))
+                self.events.message(f"stage '{stage.name}': restored best weights from step {best['step']}")
+        if hasattr(model, "on_stage_end"):
+            model.on_stage_end(stage.name)
+        self._save_checkpoint(index + 1, 0, model, None, None, None, {"loss": math.inf, "step": -1})
+        return True
+
+    def _step(self, forward_model, stage, batch, params, optimizer, scheduler, scaler, step) -> dict:
+        self.model.train()
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+            losses = forward_model(tuple(batch), stage.name) if self.dist is not None else \
+                self.model.training_step(tuple(batch), stage.name)
+        loss = losses["loss"]
+        finite = bool(torch.isfinite(loss.detach()).all())
+        if self.dist is not None:
+            finite = self.dist.all_true(finite)
+        if not finite:
+            if self.cfg.train.nonfinite == "skip":
+                optimizer.zero_grad(set_to_none=True)
+                scheduler.step()
+                return {"loss": float("nan"), "skipped": True}
+            raise TrainingError(
+                f"stage '{stage.name}': loss became {loss.item()} at step {step + 1}; the last good "
+                f"checkpoint is kept in {self.ckpt_dir}. Lower the learning rate, or set "
+                "train.nonfinite=skip to skip such steps"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        max_norm = self.cfg.train.grad_clip if self.cfg.train.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        out = {k: float(v.detach().float().mean()) for k, v in losses.items() if torch.is_tensor(v)}
+        out.update({k: v for k, v in losses.items() if isinstance(v, (int, float))})
+        out["grad_norm"] = float(grad_norm)
+        return out
+
+    # -- validation and model selection ---------------------------------------------------
+    @torch.no_grad()
+    def validation_loss(self, stage: Stage) -> float:
+        """Mean stage loss over the first ``train.val_clips`` validation clips (eval mode)."""
+        split = self.dataset.split("val")
+        n = min(len(split), self.cfg.train.val_clips)
+        if n == 0:
+            return math.nan
+        subset = torch.utils.data.Subset(split, range(n))
+        loader = torch.utils.data.DataLoader(subset, batch_size=self.cfg.eval.batch_size)
+        self.model.eval()
+        total, count = 0.0, 0
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # validation never shifts the training RNG
+            torch.manual_seed(self.cfg.seed)
+            for context, future in loader:
+                batch = (context.to(self.device), future.to(self.device))
+                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+                    loss = self.model.training_step(batch, stage.name)["loss"]
+                total += float(loss) * len(context)
+                count += len(context)
+        self.model.train()
+        return total / count
+
+    def _validate_and_select(self, index: int, stage: Stage, step: int, best: dict) -> None:
+        if self.cfg.train.val_clips == 0:
+            return
+        val = self.validation_loss(stage)
+        if self.is_main:
+            with open(self.run_dir / "train_log.jsonl", "a") as fh:
+                fh.write(json.dumps({"stage": stage.name, "step": step, "val_loss": val}) + "\n")
+        self.events.message(f"stage '{stage.name}' step {step}: validation loss {val:.5g}")
+        if math.isfinite(val) and val < best["loss"]:
+            best.update(loss=val, step=step)
+            if self.is_main:
+                io.torch_save(self.model.state_dict(), self._best_path(index))
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def _best_path(self, index: int) -> Path:
+        return self.ckpt_dir / f"best-stage{index}.pt"
+
+    def _save_checkpoint(self, index, step, model, optimizer, scheduler, scaler, best) -> None:
+        if not self.is_main:
+            return
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "stage_index": index,
+            "step": step,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict() if optimizer else None,
+            "scheduler": scheduler.state_dict() if scheduler else None,
+            "scaler": scaler.state_dict() if scaler else None,
+            "rng": rng_state(),
+            "best": copy.deepcopy(best),
+        }
+        io.torch_save(state, self.ckpt_dir / "last.pt")
+
+    def _load_checkpoint(self) -> dict | None:
+        path = self.ckpt_dir / "last.pt"
+        if not path.exists():
+            self.events.message("no checkpoint to resume from; starting from scratch")
+            return None
+        return load_checkpoint(path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint written by :class:`Trainer`, or a clear error if it is unreadable."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise RunError(
+            f"checkpoint {path} is unreadable ({type(exc).__name__}); it may be truncated. "
+            "Delete it to restart the run, or restore it from a backup"
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise RunError(f"checkpoint {path} is not a vpbench checkpoint of format {CHECKPOINT_FORMAT}")
+    return ckpt
+
