@@ -105,6 +105,7 @@ class Trainer:
     def fit(self, resume: bool = False) -> bool:
         """Train every stage; ``True`` when finished, ``False`` when stopped early by a signal."""
         stages = self.model.stages()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         position = Position()
         ckpt = self._load_checkpoint() if resume else None
         if ckpt is not None:
@@ -146,9 +147,12 @@ class Trainer:
         train_split = self.dataset.split("train")
         rank, world = (self.dist.rank, self.dist.world) if self.dist is not None else (0, 1)
         stream = IndexStream(len(train_split), batch_size, cfg.seed, index, start, rank, world)
+        # the loader gets its own generator: creating its iterator must not draw from the
+        # global RNG, or a resumed run would see a shifted random stream
+        loader_rng = torch.Generator().manual_seed(cfg.seed * 1000 + index)
         loader = torch.utils.data.DataLoader(
             train_split, batch_sampler=stream, num_workers=cfg.train.num_workers,
-            pin_memory=self.device.type == "cuda",
+            pin_memory=self.device.type == "cuda", generator=loader_rng,
         )
         key = f"train:{stage.name}"
         self.events.task_start(key, f"{cfg.model_name} · {stage.name}", stage.steps, start)

@@ -18,10 +18,12 @@ def plugins() -> None:
         table.add_column(col)
     for r in harness.records:
         reg = r.registered
-        status = f"[red]failed: {r.error}[/]" if r.error else "[green]ok[/]"
+        status = "[red]failed[/]" if r.error else "[green]ok[/]"
         table.add_row(r.name, r.distribution, r.version, ", ".join(reg.models), ", ".join(reg.datasets),
                       ", ".join(reg.metrics), status)
     c.console().print(table)
+    for r in harness.failures:
+        c.console().print(f"[red]failed:[/] {r.name} ({r.distribution} {r.version}): {r.error}", highlight=False, soft_wrap=True)
     if harness.failures:
         c.console().print(f"{len(harness.failures)} plugin(s) failed to load; the others work.", style="yellow")
 

@@ -66,7 +66,11 @@ def save_gif(path: str | Path, context: torch.Tensor, truth: torch.Tensor | None
     for f in ctx:
         frames.append(np.concatenate([f] * panels, axis=1))
     for i, f in enumerate(prd):
-        frames.append(np.concatenate([tru[i], f], axis=1) if tru is not None else f)
+        if tru is None:
+            frames.append(f)
+        else:  # truth may be shorter than the prediction: blank panel where it is unknown
+            known = tru[i] if i < len(tru) else np.zeros_like(f)
+            frames.append(np.concatenate([known, f], axis=1))
     images = [Image.fromarray(f).resize((f.shape[1] * scale, h * scale), Image.NEAREST) for f in frames]
     with io.atomic_path(path) as tmp:
         images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)

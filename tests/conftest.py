@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from vpbench.plugins import Harness, PluginRecord
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_PLUGIN = ROOT / "examples" / "vpbench-example"
+
+
+def shared_data_dir() -> Path:
+    return Path(os.environ.get("VPBENCH_TEST_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    path = shared_data_dir()
+    if not path.is_dir():
+        pytest.skip(f"real test data not found at {path} (set VPBENCH_TEST_DATA)")
+    return path
+
+
+@pytest.fixture
+def harness() -> Harness:
+    h = Harness()
+    h.load_builtins()
+    return h
+
+
+@pytest.fixture
+def harness_with_test_models(harness) -> Harness:
+    from tests import models
+
+    harness.add_plugin(models, PluginRecord("tests", "vpbench-tests", "0"))
+    return harness
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch) -> Path:
+    """Run in an empty directory (run directories default to ./runs)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def write_dist_info(site: Path, dist: str, version: str, entry_points: dict[str, str]) -> None:
+    """A minimal installed-distribution record: real entry-point metadata on sys.path."""
+    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    lines = ["[vpbench]"] + [f"{k} = {v}" for k, v in entry_points.items()]
+    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")

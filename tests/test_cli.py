@@ -1,0 +1,196 @@
+"""The command line, through Typer's CliRunner (in-process)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from tests.models import TwoStage
+from vpbench.cli import app
+from vpbench.plugins import PluginRecord, get_harness
+
+SMALL = ["--set", "data.n_test=12", "--set", "eval.bootstrap=100"]
+runner = CliRunner()
+
+
+def invoke(*args):
+    result = runner.invoke(app, list(args), env={"COLUMNS": "200"})
+    return result
+
+
+@pytest.fixture
+def with_twostage():
+    """Register the small two-stage test model in the process-wide harness."""
+    from tests import models
+
+    h = get_harness()
+    if "twostage" not in h.models:
+        h.add_plugin(models, PluginRecord("tests", "vpbench-tests", "0"))
+    yield
+
+
+def test_help_lists_the_commands():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in ("run", "eval", "predict", "compare", "plugins", "report", "data"):
+        assert command in result.output
+
+
+def test_run_writes_a_complete_run_directory(in_tmp):
+    result = invoke("run", "copylast", *SMALL, "--out", "r")
+    assert result.exit_code == 0, result.output
+    assert "copylast on digits (test)" in result.output and "ssim" in result.output
+    run = in_tmp / "r"
+    for name in ("config.json", "model.pt", "results.csv", "results.json", "per_clip.npz", "report.md"):
+        assert (run / name).is_file(), name
+    table = pd.read_csv(run / "results.csv", dtype={"horizon": str})
+    assert list(table.columns[:8]) == ["run", "model", "variant", "dataset", "split", "metric", "horizon", "seed"]
+    assert set(table["metric"]) == {"mse", "mae", "psnr", "ssim", "params", "params_trainable"}
+    assert len(table.query("metric == 'ssim'")) == 11  # "all" + 10 horizons
+    assert table.query("metric == 'mse' and horizon == 'all'")["n_clips"].item() == 12
+    config = json.loads((run / "config.json").read_text())
+    assert config["model_name"] == "copylast" and config["dataset_name"] == "digits"
+    meta = json.loads((run / "results.json").read_text())
+    for key in ("command", "git_revision", "versions", "device", "seed", "created"):
+        assert key in meta["provenance"]
+    report = (run / "report.md").read_text()
+    assert "mse ↓" in report and "ssim ↑" in report and "git revision" in report
+
+
+def test_default_run_dir_and_rerun_reuses_the_trained_model(in_tmp):
+    assert invoke("run", "blank", *SMALL).exit_code == 0
+    (run_dir,) = (in_tmp / "runs").iterdir()
+    assert run_dir.name.startswith("blank-digits-none-")
+    again = invoke("run", "blank", *SMALL)
+    assert again.exit_code == 0 and "already trained" in again.output
+
+
+def test_unknown_names_get_one_line_suggestions(in_tmp):
+    result = invoke("run", "copylst")
+    assert result.exit_code == 2
+    assert "error: unknown model 'copylst' (did you mean copylast?)" in result.output
+    assert "Traceback" not in result.output
+    result = invoke("run", "copylast", "--dataset", "digit")
+    assert result.exit_code == 2 and "did you mean digits?" in result.output
+    result = invoke("run", "copylast", "--set", "eval.metrics=mse,sssim")
+    assert result.exit_code == 2 and "unknown metric 'sssim' (did you mean ssim" in result.output
+
+
+def test_bad_config_value_is_one_line(in_tmp):
+    result = invoke("run", "blank", "--set", "model.value=2")
+    assert result.exit_code == 2 and "model.value must be in [0, 1], got 2.0" in result.output
+
+
+def test_trained_work_is_never_overwritten(in_tmp, with_twostage):
+    base = ["run", "twostage", "--out", "r", "--set", "data.n_train=16", "--set", "data.n_val=4", *SMALL]
+    assert invoke(*base).exit_code == 0
+    weights = torch.load(in_tmp / "r" / "model.pt", weights_only=False)["model"]
+    changed = invoke(*base, "--set", "model.steps_a=3")
+    assert changed.exit_code == 2
+    assert "holds a run with another config (model.steps_a: 6 -> 3)" in changed.output
+    kept = torch.load(in_tmp / "r" / "model.pt", weights_only=False)["model"]
+    assert all(torch.equal(weights[k], kept[k]) for k in weights)
+    fresh = invoke(*base, "--set", "model.steps_a=3", "--fresh")
+    assert fresh.exit_code == 0, fresh.output
+    moved = [p for p in in_tmp.iterdir() if p.name.startswith("r.old-")]
+    assert len(moved) == 1 and (moved[0] / "model.pt").is_file()
+
+
+def test_unfinished_training_needs_resume(in_tmp, with_twostage):
+    base = ["run", "twostage", "--out", "r", "--set", "data.n_train=16", "--set", "data.n_val=4",
+            "--set", "train.ckpt_every=2", *SMALL]
+    # leave an unfinished run behind: a checkpoint but no final model
+    assert invoke(*base).exit_code == 0
+    (in_tmp / "r" / "model.pt").unlink()
+    result = invoke(*base)
+    assert result.exit_code == 2 and "unfinished training; pass --resume" in result.output
+    resumed = invoke(*base, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+
+
+def test_eval_predict_report_and_data_info(in_tmp):
+    assert invoke("run", "meanframe", *SMALL, "--out", "r").exit_code == 0
+    result = invoke("eval", "r", "--split", "val", "--set", "eval.metrics=mse_px,psnr")
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv("r/results.csv")
+    assert set(table["split"]) == {"val"} and {"mse_px", "psnr"} <= set(table["metric"])
+    assert invoke("eval", "r", "--set", "train.batch_size=2").exit_code == 2
+
+    result = invoke("predict", "r", "--clips", "0,3")
+    assert result.exit_code == 0, result.output
+    from PIL import Image
+
+    strip = Image.open("r/predictions/clip00003.png")
+    assert strip.size[1] == 4 * 64 + 3 * 2  # context, truth, prediction, error rows
+    gif = Image.open("r/predictions/clip00000.gif")
+    assert gif.n_frames == 20
+    assert invoke("predict", "r", "--clips", "999").exit_code == 2
+
+    Path("r/report.md").unlink()
+    result = invoke("report", "r")
+    assert result.exit_code == 0 and Path("r/report.md").is_file()
+    result = invoke("report", "nowhere")
+    assert result.exit_code == 2 and "no results yet" in result.output
+
+    result = invoke("data", "info", "digits")
+    assert result.exit_code == 0 and "Srivastava" in result.output and "1x64x64, 10 -> 10" in result.output
+
+
+def test_predict_from_a_folder_of_frames(in_tmp):
+    from PIL import Image
+
+    assert invoke("run", "copylast", *SMALL, "--out", "r").exit_code == 0
+    folder = in_tmp / "frames"
+    folder.mkdir()
+    for i in range(12):
+        Image.fromarray(((i * 20) * (1 + 0 * torch.zeros(48, 48))).numpy().astype("uint8")).save(folder / f"{i:03d}.png")
+    result = invoke("predict", "r", "--input", str(folder), "--out", "p")
+    assert result.exit_code == 0, result.output
+    assert Path("p/frames.png").is_file() and Path("p/frames.gif").is_file()
+    result = invoke("predict", "r", "--input", str(in_tmp / "missing"))
+    assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_compare_gives_one_table_and_paired_differences(in_tmp):
+    result = invoke("compare", "copylast", "blank", "meanframe", *SMALL, "--out", "cmp")
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv("cmp/results.csv")
+    assert set(table["model"]) == {"copylast", "blank", "meanframe"}
+    paired = pd.read_csv("cmp/paired.csv")
+    assert set(paired["model"]) == {"blank", "meanframe"} and set(paired["reference"]) == {"copylast"}
+    row = paired.query("model == 'blank' and metric == 'mse'").iloc[0]
+    # blank beats copy-last on moving digits (two digits land in the wrong place)
+    assert row["diff"] < 0 and row["verdict"] == "better"
+    assert "Paired differences" in Path("cmp/report.md").read_text()
+
+
+def test_plugin_exception_is_one_line(in_tmp, monkeypatch):
+    h = get_harness()
+    h.add_plugin(_raising_plugin(), PluginRecord("raiser", "vpbench-raiser", "1")) if "raiser" not in h.models else None
+    result = invoke("run", "raiser", *SMALL)
+    assert result.exit_code == 2
+    assert "model 'raiser' from plugin 'raiser' (vpbench-raiser 1) raised while being built: " \
+           "ZeroDivisionError: division by zero" in result.output
+
+
+def _raising_plugin():
+    import types
+
+    import vpbench
+
+    class Raiser(TwoStage):
+        name = "raiser"
+
+        def __init__(self, config, spec):
+            self.ratio = 1 / 0
+
+    @vpbench.hookimpl
+    def vpbench_register_models(register):
+        register(Raiser)
+
+    return types.SimpleNamespace(vpbench_register_models=vpbench_register_models)

@@ -1,0 +1,146 @@
+"""Trainer: exact resume, stage handling, model selection on validation only, bad losses."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tests.models import TwoStage
+from vpbench import config as C
+from vpbench.builtin.digits import Digits
+from vpbench.errors import RunError, TrainingError
+from vpbench.events import Events
+from vpbench.runtime import seed_everything
+from vpbench.train import IndexStream, Trainer, load_checkpoint
+
+DATA = ["data.n_train=24", "data.n_val=8", "data.n_test=8", "data.n_in=2", "data.n_out=2", "data.size=16",
+        "data.glyph_size=8", "data.glyph_bank=16"]
+
+
+def make(tmp_path, name, sets=(), **kw):
+    cfg = C.resolve("twostage", TwoStage, lambda n: Digits, sets=DATA + ["train.batch_size=4", "train.ckpt_every=3",
+                                                                       "train.log_every=1", "train.val_clips=8",
+                                                                       *sets], **kw)
+    data = Digits(cfg.data)
+    seed_everything(cfg.seed)
+    model = TwoStage(cfg.model, data.spec)
+    return Trainer(model, data, cfg, tmp_path / name, torch.device("cpu")), model
+
+
+class StopAfter(Events):
+    """Ask the trainer to stop (as on SIGTERM) after ``n`` steps in total."""
+
+    def __init__(self, n, crash=False):
+        self.n, self.count, self.crash, self.trainer = n, 0, crash, None
+
+    def task_advance(self, key, advance=1, **fields):
+        self.count += advance
+        if self.count == self.n:
+            if self.crash:
+                raise KeyboardInterrupt  # dies without writing a checkpoint, like SIGKILL
+            self.trainer.stop_requested = True
+
+
+def assert_same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+
+def train_interrupted(tmp_path, name, stop_at, crash, sets=()):
+    trainer, model = make(tmp_path, name, sets)
+    trainer.events = StopAfter(stop_at, crash)
+    trainer.events.trainer = trainer
+    if crash:
+        with pytest.raises(KeyboardInterrupt):
+            trainer.fit()
+    else:
+        assert trainer.fit() is False
+    resumed, model2 = make(tmp_path, name, sets)  # a new process: fresh objects, same dir
+    assert resumed.fit(resume=True) is True
+    return model2
+
+
+@pytest.mark.parametrize("stop_at, crash", [(4, False), (6, False), (9, False), (5, True), (10, True)])
+def test_resume_gives_identical_weights(tmp_path, stop_at, crash):
+    """N steps == N/2 + resume + N/2: clean stops, stage boundaries and hard crashes."""
+    full_trainer, full = make(tmp_path, "full")
+    assert full_trainer.fit() is True
+    resumed = train_interrupted(tmp_path, f"stop{stop_at}{crash}", stop_at, crash)
+    assert_same_weights(full, resumed)
+    before = make(tmp_path, "untrained")[1]
+    assert not torch.equal(before.body.weight, full.body.weight)  # training did something
+
+
+def test_stages_train_only_their_parameters(tmp_path):
+    trainer, model = make(tmp_path, "r", sets=["model.steps_b=0"])
+    head_before = model.head.weight.detach().clone()
+    body_before = model.body.weight.detach().clone()
+    trainer.fit()
+    assert torch.equal(model.head.weight, head_before)
+    assert not torch.equal(model.body.weight, body_before)
+
+
+def test_validation_selection_never_reads_the_test_split(tmp_path):
+    trainer, model = make(tmp_path, "r", sets=["train.val_every=2"])
+    real_split = trainer.dataset.split
+
+    def guarded(name):
+        assert name != "test", "the trainer must not touch the test split"
+        return real_split(name)
+
+    trainer.dataset.split = guarded
+    trainer.fit()
+    log = [json.loads(line) for line in (tmp_path / "r" / "train_log.jsonl").read_text().splitlines()]
+    vals = [row for row in log if "val_loss" in row]
+    assert [(v["stage"], v["step"]) for v in vals] == [("a", 2), ("a", 4), ("a", 6), ("b", 2), ("b", 4), ("b", 6)]
+    best_b = min(vals[3:], key=lambda v: v["val_loss"])
+    # the weights kept are the best ones: re-validating them reproduces the best loss
+    stage_b = model.stages()[1]
+    assert trainer.validation_loss(stage_b) == pytest.approx(best_b["val_loss"], rel=1e-6)
+    losses = [row for row in log if "loss" in row and "val_loss" not in row]
+    assert all("grad_norm" in row and "lr" in row for row in losses)
+
+
+def test_nonfinite_loss_stops_naming_the_step_and_keeps_the_checkpoint(tmp_path):
+    trainer, _ = make(tmp_path, "r", sets=["model.fail_at=5"])
+    with pytest.raises(TrainingError, match="stage 'b': loss became nan at step 5"):
+        trainer.fit()
+    ckpt = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")
+    assert (ckpt["stage_index"], ckpt["step"]) == (1, 3)  # the last good checkpoint survives
+
+
+def test_nonfinite_loss_can_be_skipped(tmp_path):
+    trainer, model = make(tmp_path, "r", sets=["model.fail_at=5", "train.nonfinite=skip"])
+    assert trainer.fit() is True
+    log = [json.loads(x) for x in (tmp_path / "r" / "train_log.jsonl").read_text().splitlines()]
+    assert any(row.get("skipped") for row in log)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    trainer, _ = make(tmp_path, "r")
+    trainer.fit()
+    path = tmp_path / "r" / "checkpoints" / "last.pt"
+    path.write_bytes(path.read_bytes()[:100])
+    again, _ = make(tmp_path, "r")
+    with pytest.raises(RunError, match="unreadable .* truncated"):
+        again.fit(resume=True)
+
+
+def test_index_stream_is_a_function_of_seed_stage_and_step():
+    full = IndexStream(10, 3, seed=1, stage=0)
+    it = iter(full)
+    batches = [next(it) for _ in range(7)]
+    late = iter(IndexStream(10, 3, seed=1, stage=0, start_step=4))
+    assert [next(late) for _ in range(3)] == batches[4:]
+    epoch0 = sorted(sum(batches[:3], []))
+    assert len(set(epoch0)) == 9  # no repeats inside an epoch (one clip dropped)
+    other_stage = iter(IndexStream(10, 3, seed=1, stage=1))
+    assert [next(other_stage) for _ in range(3)] != batches[:3]
+    ranks = [iter(IndexStream(10, 4, seed=1, stage=0, rank=r, world=2)) for r in range(2)]
+    whole = next(iter(IndexStream(10, 4, seed=1, stage=0)))
+    assert sorted(next(ranks[0]) + next(ranks[1])) == sorted(whole)
