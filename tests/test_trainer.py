@@ -144,3 +144,33 @@ def test_index_stream_is_a_function_of_seed_stage_and_step():
     ranks = [iter(IndexStream(10, 4, seed=1, stage=0, rank=r, world=2)) for r in range(2)]
     whole = next(iter(IndexStream(10, 4, seed=1, stage=0)))
     assert sorted(next(ranks[0]) + next(ranks[1])) == sorted(whole)
+
+
+def test_sigterm_writes_a_checkpoint_and_stops_cleanly(tmp_path):
+    """A real SIGTERM to the training process: checkpoint, clean stop, exact resume."""
+    import os
+    import signal
+
+    from vpbench.runs import stop_on_signals
+
+    full_trainer, full = make(tmp_path, "full")
+    full_trainer.fit()
+
+    class Kill(Events):
+        count = 0
+
+        def task_advance(self, key, advance=1, **fields):
+            Kill.count += 1
+            if Kill.count == 4:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    trainer, _ = make(tmp_path, "sig")
+    trainer.events = Kill()
+    with stop_on_signals(trainer):
+        assert trainer.fit() is False
+    ckpt = load_checkpoint(tmp_path / "sig" / "checkpoints" / "last.pt")
+    assert (ckpt["stage_index"], ckpt["step"]) == (0, 4)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
+    resumed, model = make(tmp_path, "sig")
+    assert resumed.fit(resume=True) is True
+    assert_same_weights(full, model)

@@ -12,9 +12,12 @@ instead of deleting it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
+import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,6 +135,24 @@ def build_model(run: Run, dataset: Any) -> torch.nn.Module:
     return model.to(run.device)
 
 
+@contextlib.contextmanager
+def stop_on_signals(trainer: Trainer):
+    """SIGTERM / SIGINT ask the trainer to write a checkpoint and stop after the current step."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request_stop(signum, frame):
+        trainer.stop_requested = True
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
     if isinstance(a, dict) and isinstance(b, dict):
         for key in sorted(set(a) | set(b)):
@@ -194,9 +215,10 @@ def train(run: Run, dataset: Any, *, resume: bool = False, fresh: bool = False,
             "move it aside and start over"
         )
     trainer = Trainer(model, dataset, cfg, run_dir, run.device, events)
-    finished = _plugin_call(run, "model", cfg.model_name, "training", trainer.fit, resume)
+    with stop_on_signals(trainer):
+        finished = _plugin_call(run, "model", cfg.model_name, "training", trainer.fit, resume)
     if not finished:
-        raise RunError(f"training stopped early; continue with `--resume --out {run_dir}`")
+        raise RunError(f"training stopped by a signal; checkpoint written; continue with `--resume --out {run_dir}`")
     _save_weights(model, run)
     return model
 
