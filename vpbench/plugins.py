@@ -31,6 +31,9 @@ from vpbench.registry import Registry, Source
 
 BUILTIN_PLUGINS = (
     "vpbench.builtin.digits",
+    "vpbench.builtin.mmnist",
+    "vpbench.builtin.kth",
+    "vpbench.builtin.videofolder",
     "vpbench.builtin.trivial",
     "vpbench.metrics.basic",
 )

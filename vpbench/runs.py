@@ -122,10 +122,15 @@ def _plugin_call(run: Run, kind: str, name: str, what: str, fn, *args):
         raise PluginError(f"{kind} '{name}' from {source} raised while {what}: {one_line(exc)}") from exc
 
 
-def build_dataset(run: Run) -> Any:
+def build_dataset(run: Run, events: Events | None = None) -> Any:
+    """The dataset of ``run``; datasets with a ``prepare(events)`` step (decoding, caching,
+    cutting windows) run it here, with progress."""
     cfg = run.config
-    return _plugin_call(run, "dataset", cfg.dataset_name, "loading", run.dataset_cls, cfg.data,
-                        data_root(run.data_dir))
+    dataset = _plugin_call(run, "dataset", cfg.dataset_name, "loading", run.dataset_cls, cfg.data,
+                           data_root(run.data_dir))
+    if hasattr(dataset, "prepare"):
+        _plugin_call(run, "dataset", cfg.dataset_name, "preparing its data", dataset.prepare, events)
+    return dataset
 
 
 def build_model(run: Run, dataset: Any) -> torch.nn.Module:

@@ -14,10 +14,9 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from vpbench.data.moving import moving_clip
+from vpbench.data.moving import MovingGlyphs
 from vpbench.errors import ConfigError
 from vpbench.hookspecs import hookimpl
 from vpbench.protocols import SPLITS, DataSpec
@@ -83,31 +82,6 @@ def glyph_bank(seed: int, split: str, count: int, box: int) -> tuple[np.ndarray,
     return np.stack(glyphs), np.array(labels)
 
 
-class DigitsSplit(torch.utils.data.Dataset):
-    """Clips of one split, generated on demand: ``(context, future)`` float in [0, 1]."""
-
-    def __init__(self, cfg: DigitsConfig, split: str, length: int):
-        self.cfg, self.split, self.length = cfg, split, length
-
-    def __len__(self) -> int:
-        return self.length
-
-    def clip(self, index: int) -> np.ndarray:
-        """Clip ``index`` as ``(n_in + n_out, 1, size, size)`` uint8."""
-        if not 0 <= index < self.length:
-            raise IndexError(index)
-        cfg = self.cfg
-        bank, _ = glyph_bank(cfg.seed, self.split, cfg.glyph_bank, cfg.glyph_size)
-        rng = np.random.default_rng(clip_seed(cfg.seed, self.split, index))
-        glyphs = [bank[i] for i in rng.integers(0, len(bank), cfg.n_digits)]
-        video = moving_clip(rng, glyphs, cfg.n_in + cfg.n_out, cfg.size, cfg.step)
-        return video[:, None]
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        frames = torch.from_numpy(self.clip(index)).float().div_(255.0)
-        return frames[: self.cfg.n_in], frames[self.cfg.n_in :]
-
-
 class Digits:
     """Embedded Moving-MNIST-like digits, 1x64x64, 10 -> 10."""
 
@@ -124,11 +98,13 @@ class Digits:
         c = self.config
         return DataSpec(c.n_in, c.n_out, 1, c.size, c.size)
 
-    def split(self, name: str) -> DigitsSplit:
+    def split(self, name: str) -> MovingGlyphs:
         if name not in SPLITS:
             raise ConfigError(f"unknown split '{name}'; use one of {', '.join(SPLITS)}")
-        length = {"train": self.config.n_train, "val": self.config.n_val, "test": self.config.n_test}
-        return DigitsSplit(self.config, name, length[name])
+        c = self.config
+        length = {"train": c.n_train, "val": c.n_val, "test": c.n_test}[name]
+        bank, _ = glyph_bank(c.seed, name, c.glyph_bank, c.glyph_size)
+        return MovingGlyphs(bank, length, c.n_in, c.n_out, c.size, c.n_digits, c.step, clip_seed(c.seed, name, 0)[:-1])
 
     def info(self) -> dict[str, str]:
         c = self.config

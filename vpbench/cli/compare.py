@@ -39,7 +39,7 @@ def compare(
     tables, per_clip = [], {}
     with c.rich_events() as events:
         for run_ in prepared:
-            data = runs.build_dataset(run_)
+            data = runs.build_dataset(run_, events)
             model = runs.train(run_, data, events=events)
             tables.append(runs.evaluate(run_, model, data, events=events))
             per_clip[run_.config.model_name] = runs.read_per_clip(run_.run_dir)

@@ -38,6 +38,7 @@ def info(
 def download(
     name: Annotated[str, typer.Argument(help="Dataset plugin name.")],
     data_dir: c.DataDir = None,
+    optional: Annotated[bool, typer.Option("--optional", help="Also fetch optional files (Moving MNIST's official test set).")] = False,
 ) -> None:
     """Download (resumable, sha256-checked) the files of a dataset into the data root."""
     from vpbench.data.root import data_root
@@ -50,7 +51,9 @@ def download(
         c.console().print(f"{name} needs no download ({dataset.info().get('status', 'embedded')})")
         return
     with c.rich_events() as events:
-        dataset.download(events)
+        paths = dataset.download(events, optional=optional)
+    for path in paths or []:
+        c.console().print(f"ok: {path}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

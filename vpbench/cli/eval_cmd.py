@@ -37,7 +37,7 @@ def eval_(
     for name in new_eval.metrics:
         harness.metrics.get(name)
     with c.rich_events() as events:
-        data = runs.build_dataset(run_)
+        data = runs.build_dataset(run_, events)
         model = runs.build_model(run_, data)
         if not (run_.run_dir / "model.pt").is_file():
             from vpbench.errors import RunError

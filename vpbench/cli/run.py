@@ -31,7 +31,7 @@ def run(
     run_ = runs.prepare(harness, model, dataset=dataset, preset=preset, config_file=config, sets=set_,
                         seed=seed, device=device, out=out, data_dir=data_dir)
     with c.rich_events() as events:
-        data = runs.build_dataset(run_)
+        data = runs.build_dataset(run_, events)
         trained = runs.train(run_, data, resume=resume, fresh=fresh, events=events)
         table = runs.evaluate(run_, trained, data, events=events)
     cfg = run_.config

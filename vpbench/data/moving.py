@@ -45,3 +45,34 @@ def moving_clip(
     """One clip of the given glyphs moving independently: ``(T, canvas, canvas)`` uint8."""
     paths = [trajectory(rng, n_frames, canvas - g.shape[0], step) for g in glyphs]
     return compose(glyphs, paths, canvas)
+
+
+class MovingGlyphs:
+    """Clips of ``n_digits`` glyphs (drawn from ``glyphs``) moving on a canvas, on demand.
+
+    Clip ``i`` is a pure function of ``entropy + (i,)``: the glyph choice and the
+    trajectories come from ``np.random.default_rng(entropy + (i,))``. Items are
+    ``(context, future)`` float tensors in [0, 1], ``(T, 1, size, size)``.
+    """
+
+    def __init__(self, glyphs: np.ndarray, length: int, n_in: int, n_out: int, size: int, n_digits: int,
+                 step: float, entropy: tuple[int, ...]):
+        self.glyphs, self.length, self.n_in, self.n_out = glyphs, length, n_in, n_out
+        self.size, self.n_digits, self.step, self.entropy = size, n_digits, step, tuple(entropy)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def clip(self, index: int) -> np.ndarray:
+        """Clip ``index`` as ``(n_in + n_out, 1, size, size)`` uint8."""
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        rng = np.random.default_rng(self.entropy + (index,))
+        chosen = [self.glyphs[i] for i in rng.integers(0, len(self.glyphs), self.n_digits)]
+        return moving_clip(rng, chosen, self.n_in + self.n_out, self.size, self.step)[:, None]
+
+    def __getitem__(self, index: int):
+        import torch
+
+        frames = torch.from_numpy(self.clip(index)).float().div_(255.0)
+        return frames[: self.n_in], frames[self.n_in :]

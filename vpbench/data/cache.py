@@ -1,0 +1,49 @@
+"""Decode once: decoded, resized frames cached as uint8 ``.npy`` files, memory-mapped on read.
+
+One file per source video, named by the video and the first 16 hex digits of the source's
+sha256, inside a directory named by the preprocessing protocol (size, channels, version). A
+changed source file gets a new cache entry; an interrupted build keeps every finished file
+(each is written atomically), so decoding never repeats.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from vpbench import io
+
+
+class FrameCache:
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self._open: dict[Path, np.ndarray] = {}
+
+    def path(self, name: str, digest: str) -> Path:
+        return self.directory / f"{name}-{digest[:16]}.npy"
+
+    def has(self, name: str, digest: str) -> bool:
+        return self.path(name, digest).is_file()
+
+    def put(self, name: str, digest: str, frames: np.ndarray) -> Path:
+        path = self.path(name, digest)
+        with io.atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, np.ascontiguousarray(frames, dtype=np.uint8))
+        return path
+
+    def get(self, name: str, digest: str, build: Callable[[], np.ndarray] | None = None) -> np.ndarray:
+        """The cached frames (memory-mapped), building them with ``build()`` when absent."""
+        path = self.path(name, digest)
+        if path not in self._open:
+            if not path.is_file():
+                if build is None:
+                    raise FileNotFoundError(path)
+                self.put(name, digest, build())
+            self._open[path] = np.load(path, mmap_mode="r")
+        return self._open[path]
+
+    def __getstate__(self):  # DataLoader workers reopen their own memory maps
+        return {"directory": self.directory, "_open": {}}
