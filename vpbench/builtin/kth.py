@@ -283,7 +283,8 @@ class KTH:
         }
         try:
             counts = self.counts()
-            out["clips"] = "; ".join(f"{s} {sum(v.values())}" for s, v in counts.items())
+            out["clips"] = "; ".join(f"{s} {sum(v.values())} ({', '.join(f'{a} {n}' for a, n in v.items())})"
+                                     for s, v in counts.items())
             out["status"] = f"{len(self._digests)} videos decoded and cached in {self.cache.directory}"
         except DataError as exc:
             out["status"] = f"not available: {exc}"
