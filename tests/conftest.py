@@ -52,3 +52,7 @@ def write_dist_info(site: Path, dist: str, version: str, entry_points: dict[str,
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
     lines = ["[vpbench]"] + [f"{k} = {v}" for k, v in entry_points.items()]
     (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+
+
+# Tests never reach for the network: weights and data must come from disk (or be reported n/a).
+os.environ.setdefault("VPBENCH_OFFLINE", "1")

@@ -48,13 +48,18 @@ class EvalConfig:
     split: Literal["val", "test"] = "test"  # which split to score
     batch_size: int = 16  # clips per prediction batch
     max_clips: int = 0  # score only the first N clips; 0 = the whole split
-    metrics: tuple[str, ...] = ("mse", "mae", "psnr", "ssim")  # metric plugin names
+    metrics: tuple[str, ...] = ("mse", "mae", "psnr", "ssim", "lpips")  # metric plugin names
     bootstrap: int = 1000  # bootstrap resamples for the 95% confidence intervals
     examples: int = 4  # test clips drawn into the report's GIF / PNG strip
+    profile: bool = True  # count FLOPs / MACs and add them to the results
+    speed: bool = True  # time latency (batch 1) and throughput (largest batch) on the run's device
+    speed_budget: float = 5.0  # seconds the speed measurement may take per batch size
+    max_batch: int = 64  # largest batch tried for throughput
 
     def __post_init__(self) -> None:
         _positive(self, "batch_size")
         _non_negative(self, "max_clips", "bootstrap", "examples")
+        _positive(self, "speed_budget", "max_batch")
         if not self.metrics:
             raise ConfigError("eval.metrics must name at least one metric")
 

@@ -32,6 +32,10 @@ class RunError(VPBenchError):
     """A run directory that cannot be used as asked (e.g. would overwrite trained work)."""
 
 
+class MetricUnavailable(VPBenchError):
+    """A metric cannot be computed here (e.g. missing weights offline): reported as n/a."""
+
+
 class TrainingError(VPBenchError):
     """Training cannot continue (for example a non-finite loss)."""
 

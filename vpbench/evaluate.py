@@ -13,14 +13,14 @@ are paired (bootstrap of per-clip differences).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from vpbench.errors import PluginError, one_line
+from vpbench.errors import MetricUnavailable, PluginError, one_line
 from vpbench.events import Events
 from vpbench.protocols import DataSpec
 
@@ -37,6 +37,7 @@ class Scores:
 
     values: dict[str, np.ndarray]
     n_clips: int
+    unavailable: dict[str, str] = field(default_factory=dict)  # metric -> why it is n/a
 
 
 def check_prediction(pred: Any, context: torch.Tensor, spec: DataSpec, model_name: str) -> torch.Tensor:
@@ -96,25 +97,33 @@ def score(
     loader = torch.utils.data.DataLoader(split, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     model.eval()
     chunks: dict[str, list[np.ndarray]] = {m.name: [] for m in metrics}
+    unavailable: dict[str, str] = {}
     events.task_start("eval", f"evaluating {model_name}", n)
     for context, future in loader:
         context, future = context.to(device), future.to(device)
         pred = predict(model, context, spec, model_name)
         for metric in metrics:
-            try:
-                values = metric.per_frame(pred, future)
-            except Exception as exc:
-                raise PluginError(f"metric '{metric.name}' raised: {one_line(exc)}") from exc
+            if metric.name in unavailable:
+                values = torch.full(tuple(pred.shape[:2]), float("nan"))
+            else:
+                try:
+                    values = metric.per_frame(pred, future)
+                except MetricUnavailable as exc:  # reported as n/a, with one line saying why
+                    unavailable[metric.name] = str(exc)
+                    events.message(f"{metric.name}: n/a. {exc}")
+                    values = torch.full(tuple(pred.shape[:2]), float("nan"))
+                except Exception as exc:
+                    raise PluginError(f"metric '{metric.name}' raised: {one_line(exc)}") from exc
             chunks[metric.name].append(values.detach().double().cpu().numpy())
         events.task_advance("eval", len(context))
     events.task_end("eval")
-    return Scores({k: np.concatenate(v) for k, v in chunks.items()}, n)
+    return Scores({k: np.concatenate(v) for k, v in chunks.items()}, n, unavailable)
 
 
 def bootstrap_ci(x: np.ndarray, resamples: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
     """Percentile bootstrap CI of the mean of ``x`` (1-D, one value per clip)."""
     x = np.asarray(x, dtype=np.float64)
-    if len(x) < 2 or resamples <= 0:
+    if len(x) < 2 or resamples <= 0 or not np.isfinite(x).all():
         return (float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
     means = np.empty(resamples)
@@ -165,12 +174,10 @@ def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
     return total, sum(seen.values())
 
 
-def cost_rows(model: torch.nn.Module, meta: dict[str, Any]) -> pd.DataFrame:
-    """Parameter counts as rows of the same tidy table."""
-    total, trainable = count_parameters(model)
-    rows = [
-        {**meta, "metric": name, "horizon": "all", "value": float(v), "ci_low": np.nan, "ci_high": np.nan,
-         "n_clips": 0, "unit": "count", "higher_is_better": False}
-        for name, v in (("params", total), ("params_trainable", trainable))
-    ]
-    return pd.DataFrame(rows, columns=COLUMNS)
+def cost_rows(rows: list[tuple[str, float, str, bool]], meta: dict[str, Any]) -> pd.DataFrame:
+    """Cost measurements (parameters, FLOPs, speed) as rows of the same tidy table."""
+    return pd.DataFrame([
+        {**meta, "metric": name, "horizon": "all", "value": float(value), "ci_low": np.nan, "ci_high": np.nan,
+         "n_clips": 0, "unit": unit, "higher_is_better": higher}
+        for name, value, unit, higher in rows
+    ], columns=COLUMNS)

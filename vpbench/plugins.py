@@ -36,6 +36,7 @@ BUILTIN_PLUGINS = (
     "vpbench.builtin.videofolder",
     "vpbench.builtin.trivial",
     "vpbench.metrics.basic",
+    "vpbench.metrics.lpips",
 )
 BUILTIN_DIST = "vpbench"
 KINDS = ("models", "datasets", "metrics")

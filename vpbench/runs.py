@@ -112,9 +112,9 @@ def load_run(harness: Harness, run_dir: str | Path, *, device: str | None = None
                Path(data_dir) if data_dir else None)
 
 
-def _plugin_call(run: Run, kind: str, name: str, what: str, fn, *args):
+def _plugin_call(run: Run, kind: str, name: str, what: str, fn, *args, **kwargs):
     try:
-        return fn(*args)
+        return fn(*args, **kwargs)
     except VPBenchError:
         raise
     except Exception as exc:
@@ -239,10 +239,46 @@ def evaluate(run: Run, model: torch.nn.Module, dataset: Any, *, events: Events |
                    num_workers=cfg.train.num_workers)
     meta = {"run": run.run_dir.name, "model": cfg.model_name, "variant": variant or cfg.preset,
             "dataset": cfg.dataset_name, "split": cfg.eval.split, "seed": cfg.seed}
-    table = pd.concat([tidy(scores, metrics, meta, cfg.eval.bootstrap), cost_rows(model, meta)],
-                      ignore_index=True)
+    costs = cost_rows(measure_costs(run, model, dataset, events), meta)
+    table = pd.concat([tidy(scores, metrics, meta, cfg.eval.bootstrap), costs], ignore_index=True)
     write_results(run, table, scores.values, dataset)
+    write_examples(run, model, split, dataset.spec)
     return table
+
+
+def measure_costs(run: Run, model: torch.nn.Module, dataset: Any, events: Events | None = None) -> list:
+    """Parameters always; FLOPs / MACs and speed as ``eval.profile`` / ``eval.speed`` say.
+    The full profile (ops without a FLOP formula, memory, device) goes to profile.json."""
+    from vpbench.evaluate import count_parameters
+    from vpbench.profile import profile_model
+
+    cfg = run.config
+    total, trainable = count_parameters(model)
+    rows = [("params", total, "count", False), ("params_trainable", trainable, "count", False)]
+    if not cfg.eval.profile:
+        return rows
+    if events is not None:
+        events.message("profiling: FLOPs on the meta device" + (", then latency and throughput" if cfg.eval.speed else ""))
+    prof = _plugin_call(run, "model", cfg.model_name, "being profiled", profile_model, model, run.model_cls, cfg.model,
+                        dataset.spec, run.device, speed=cfg.eval.speed, max_batch=cfg.eval.max_batch,
+                        budget_s=cfg.eval.speed_budget)
+    model.eval()
+    io.write_json(run.run_dir / "profile.json", prof.to_dict())
+    return prof.rows()
+
+
+def write_examples(run: Run, model: torch.nn.Module, split: Any, spec: Any) -> None:
+    """PNG strips (context / truth / prediction / error) and GIFs of the first test clips."""
+    from vpbench.evaluate import predict
+    from vpbench.report.media import save_gif, save_strip
+
+    n = min(run.config.eval.examples, len(split))
+    for i in range(n):
+        context, future = split[i]
+        with torch.no_grad():
+            pred = predict(model, context[None].to(run.device), spec, run.config.model_name)[0].cpu()
+        save_strip(run.run_dir / "examples" / f"clip{i:05d}.png", context, future, pred)
+        save_gif(run.run_dir / "examples" / f"clip{i:05d}.gif", context, future, pred)
 
 
 def run_provenance(run: Run, dataset: Any | None = None) -> dict[str, Any]:

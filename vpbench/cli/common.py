@@ -66,3 +66,12 @@ def rich_events() -> Iterator[RichEvents]:
     events = RichEvents(console())
     with events.progress:
         yield events
+
+
+def print_results(table, title: str, horizon: str = "all") -> None:
+    """The quality table, then the cost table when the results have cost rows."""
+    from vpbench.report.tables import COST_METRICS, rich_table
+
+    console().print(rich_table(table, title=title, horizon=horizon, kind="quality"))
+    if table["metric"].isin(COST_METRICS).any():
+        console().print(rich_table(table, title=title, kind="cost"))

@@ -29,7 +29,6 @@ def compare(
     from vpbench.compare import paired_table, write_comparison
     from vpbench.errors import ConfigError
     from vpbench.plugins import get_harness
-    from vpbench.report.tables import rich_table
 
     if len(set(models)) != len(models):
         raise ConfigError("each model may appear once in vpbench compare")
@@ -49,7 +48,7 @@ def compare(
     out_dir = Path(out) if out else runs.RUNS_DIR / f"compare-{cfg.dataset_name}-{cfg.preset}-{stamp}"
     paired = paired_table(per_clip, models[0], harness, cfg.eval.bootstrap, cfg.seed)
     write_comparison(out_dir, table, paired, prepared, harness)
-    c.console().print(rich_table(table, title=f"{cfg.dataset_name} ({cfg.eval.split}), preset {cfg.preset}"))
+    c.print_results(table, title=f"{cfg.dataset_name} ({cfg.eval.split}), preset {cfg.preset}")
     from vpbench.compare import rich_paired
 
     c.console().print(rich_paired(paired, models[0]))

@@ -22,7 +22,6 @@ def eval_(
     from vpbench import runs
     from vpbench.errors import ConfigError
     from vpbench.plugins import get_harness
-    from vpbench.report.tables import rich_table
 
     harness = get_harness()
     run_ = runs.load_run(harness, run_dir, device=device, data_dir=data_dir)
@@ -49,7 +48,7 @@ def eval_(
 
     io.write_json(run_.run_dir / "config.json", run_.config.to_dict())
     cfg = run_.config
-    c.console().print(rich_table(table, title=f"{cfg.model_name} on {cfg.dataset_name} ({cfg.eval.split})"))
+    c.print_results(table, title=f"{cfg.model_name} on {cfg.dataset_name} ({cfg.eval.split})")
 
 
 def register(app: typer.Typer) -> None:

@@ -20,7 +20,6 @@ def report(
 
     from vpbench import io
     from vpbench.report.markdown import run_report
-    from vpbench.report.tables import rich_table
     from vpbench.runs import read_results
 
     tables = []
@@ -30,7 +29,7 @@ def report(
         prov, config = meta.get("provenance", {}), meta.get("config")
         if not out:
             io.write_text(Path(run_dir) / "report.md", run_report(table, prov, config))
-        c.console().print(rich_table(table, title=str(run_dir), horizon=horizon))
+        c.print_results(table, title=str(run_dir), horizon=horizon)
     if out:
         combined = pd.concat(tables, ignore_index=True)
         out_dir = Path(out)

@@ -25,7 +25,6 @@ def run(
     """Train MODEL if needed, evaluate it on the test split and print the results table."""
     from vpbench import runs
     from vpbench.plugins import get_harness
-    from vpbench.report.tables import rich_table
 
     harness = get_harness()
     run_ = runs.prepare(harness, model, dataset=dataset, preset=preset, config_file=config, sets=set_,
@@ -35,7 +34,7 @@ def run(
         trained = runs.train(run_, data, resume=resume, fresh=fresh, events=events)
         table = runs.evaluate(run_, trained, data, events=events)
     cfg = run_.config
-    c.console().print(rich_table(table, title=f"{cfg.model_name} on {cfg.dataset_name} ({cfg.eval.split})"))
+    c.print_results(table, title=f"{cfg.model_name} on {cfg.dataset_name} ({cfg.eval.split})")
     c.console().print(f"run directory: {run_.run_dir}", highlight=False)
 
 

@@ -35,9 +35,10 @@ class _PixelSum:
 
     def __init__(self, name: str, power: int, reduce: str):
         self.name, self.power, self.reduce = name, power, reduce
-        self.unit = "per frame, summed over pixels" if reduce == "sum" else "per pixel"
+        self.unit = "sum/frame" if reduce == "sum" else "px"
         kind = "squared" if power == 2 else "absolute"
-        self.description = f"{kind} error on [0,1], {self.unit}"
+        where = "summed over the pixels of a frame" if reduce == "sum" else "per pixel"
+        self.description = f"{kind} error on [0,1], {where}"
 
     def per_frame(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         diff = (_frames(pred).float() - _frames(target).float()).abs()

@@ -27,7 +27,8 @@ def provenance_block(prov: dict[str, Any]) -> str:
 
 def run_report(table: pd.DataFrame, prov: dict[str, Any], config: dict[str, Any] | None,
                title: str = "vpbench results", extra: str = "") -> str:
-    headers, rows = summary(table, all_keys=True)
+    headers, rows = summary(table, all_keys=True, kind="quality")
+    c_headers, c_rows = summary(table, all_keys=True, kind="cost")
     h_headers, h_rows = horizon_table(table)
     parts = [
         f"# {title}",
@@ -44,6 +45,10 @@ def run_report(table: pd.DataFrame, prov: dict[str, Any], config: dict[str, Any]
         markdown_table(headers, rows),
         "",
     ]
+    if c_rows:
+        parts += ["Cost: parameters; GMACs / GFLOPs for one prediction (n_in -> n_out frames, batch 1), counted "
+                  "with torch.utils.flop_counter (MACs = FLOPs / 2, OpenSTL's \"FLOPs\" unit); latency at batch 1 "
+                  "on the run's device.", "", markdown_table(c_headers, c_rows), ""]
     if extra:
         parts += [extra, ""]
     if h_rows:

@@ -9,8 +9,8 @@ from typing import Any
 import pandas as pd
 from rich.table import Table
 
-COST_METRICS = ("params", "params_trainable")
-HIDDEN_IN_SUMMARY = ("params_trainable",)  # in results.csv, too wide for the summary view
+COST_METRICS = ("params", "params_trainable", "gflops", "gmacs", "latency", "throughput")
+HIDDEN_IN_SUMMARY = ("params_trainable", "gflops", "throughput")  # in results.csv; too wide for the summary
 
 
 def fmt_value(value: float, unit: str = "") -> str:
@@ -32,23 +32,31 @@ def fmt_cell(value: float, lo: float, hi: float, unit: str) -> str:
     text = fmt_value(value, unit)
     if lo is None or hi is None or any(isinstance(v, float) and math.isnan(v) for v in (lo, hi)):
         return text
-    return f"{text} ± {fmt_value((hi - lo) / 2)}"
+    return f"{text} ±{fmt_value((hi - lo) / 2)}"
 
 
 def header(metric: str, higher_is_better: bool, unit: str) -> str:
     arrow = "↑" if higher_is_better else "↓"
     if unit == "count":
         return metric
-    return f"{metric} {arrow}" + (f" [{unit}]" if unit and unit not in ("",) and len(unit) <= 4 else "")
+    return f"{metric} {arrow}" + (f" [{unit}]" if unit else "")
 
 
-def summary(table: pd.DataFrame, horizon: str = "all", all_keys: bool = False) -> tuple[list[str], list[list[str]]]:
+def summary(table: pd.DataFrame, horizon: str = "all", all_keys: bool = False,
+            kind: str = "all") -> tuple[list[str], list[list[str]]]:
     """Headers and rows of the summary view (rows: model/variant/dataset; cells: formatted).
 
-    Key columns other than ``model`` that hold one value only are left out unless
-    ``all_keys`` (the title or the provenance names them).
+    ``kind``: ``quality`` (metrics), ``cost`` (parameters, MACs, speed) or ``all``. Key
+    columns other than ``model`` that hold one value only are left out unless ``all_keys``
+    (the title or the provenance names them).
     """
     df = table[(table["horizon"].astype(str) == horizon) & ~table["metric"].isin(HIDDEN_IN_SUMMARY)]
+    if kind == "quality":
+        df = df[~df["metric"].isin(COST_METRICS)]
+    elif kind == "cost":
+        df = table[(table["horizon"].astype(str) == "all") & table["metric"].isin(COST_METRICS)]
+    if df.empty:
+        return [], []
     metrics = list(dict.fromkeys(df["metric"]))
     metrics = [m for m in metrics if m not in COST_METRICS] + [m for m in metrics if m in COST_METRICS]
     keys = [k for k in ("model", "variant", "dataset") if all_keys or k == "model" or df[k].nunique() > 1]
@@ -75,9 +83,11 @@ def _f(x: Any) -> float:
         return float("nan")
 
 
-def rich_table(table: pd.DataFrame, title: str | None = None, horizon: str = "all") -> Table:
-    headers, rows = summary(table, horizon)
-    out = Table(title=title, caption="± = half-width of the 95% bootstrap CI over test clips")
+def rich_table(table: pd.DataFrame, title: str | None = None, horizon: str = "all", kind: str = "quality") -> Table:
+    headers, rows = summary(table, horizon, kind=kind)
+    caption = "± = half-width of the 95% bootstrap CI over test clips" if kind != "cost" else \
+        "MACs and FLOPs per prediction (n_in -> n_out, batch 1); latency at batch 1; see profile.json"
+    out = Table(title=title if kind != "cost" else f"cost: {title}", caption=caption)
     n_keys = sum(1 for h in headers if h in ("model", "variant", "dataset"))
     for i, h in enumerate(headers):
         out.add_column(h, justify="left" if i < n_keys else "right", min_width=8 if i < n_keys else None)
