@@ -14,7 +14,8 @@ from tests.models import TwoStage
 from vpbench.cli import app
 from vpbench.plugins import PluginRecord, get_harness
 
-SMALL = ["--set", "data.n_test=12", "--set", "eval.bootstrap=100"]
+SMALL = ["--set", "data.n_test=12", "--set", "eval.bootstrap=100", "--set", "eval.speed_budget=0.2",
+         "--set", "eval.max_batch=4", "--set", "eval.examples=2"]
 runner = CliRunner()
 
 
@@ -46,20 +47,31 @@ def test_run_writes_a_complete_run_directory(in_tmp):
     assert result.exit_code == 0, result.output
     assert "copylast on digits (test)" in result.output and "ssim" in result.output
     run = in_tmp / "r"
-    for name in ("config.json", "model.pt", "results.csv", "results.json", "per_clip.npz", "report.md"):
+    for name in ("config.json", "model.pt", "results.csv", "results.json", "per_clip.npz", "report.md", "profile.json",
+                 "horizon.png", "examples/clip00000.png", "examples/clip00001.gif"):
         assert (run / name).is_file(), name
+    assert not (run / "examples" / "clip00002.png").exists()
     table = pd.read_csv(run / "results.csv", dtype={"horizon": str})
     assert list(table.columns[:8]) == ["run", "model", "variant", "dataset", "split", "metric", "horizon", "seed"]
-    assert set(table["metric"]) == {"mse", "mae", "psnr", "ssim", "params", "params_trainable"}
+    assert set(table["metric"]) == {"mse", "mae", "psnr", "ssim", "lpips", "params", "params_trainable", "gflops",
+                                    "gmacs", "latency", "throughput"}
     assert len(table.query("metric == 'ssim'")) == 11  # "all" + 10 horizons
     assert table.query("metric == 'mse' and horizon == 'all'")["n_clips"].item() == 12
+    assert table.query("metric == 'lpips'")["value"].isna().all()  # no AlexNet weights offline: n/a
+    assert "lpips: n/a" in result.output and "alexnet-owt-7be5be79.pth" in result.output
+    assert table.query("metric == 'gmacs'")["value"].item() == 0.0  # copy-last does no arithmetic
     config = json.loads((run / "config.json").read_text())
     assert config["model_name"] == "copylast" and config["dataset_name"] == "digits"
     meta = json.loads((run / "results.json").read_text())
     for key in ("command", "git_revision", "versions", "device", "seed", "created"):
         assert key in meta["provenance"]
     report = (run / "report.md").read_text()
-    assert "mse ↓" in report and "ssim ↑" in report and "git revision" in report
+    for needle in ("mse ↓", "ssim ↑", "lpips ↓", "n/a", "git revision", "command: `", "versions: python", "device: cpu",
+                   "seed: 0", "![per-horizon metrics](horizon.png)", "examples/clip00000.png", "gmacs"):
+        assert needle in report, needle
+    from PIL import Image
+
+    assert Image.open(run / "horizon.png").format == "PNG"
 
 
 def test_default_run_dir_and_rerun_reuses_the_trained_model(in_tmp):
@@ -167,6 +179,17 @@ def test_compare_gives_one_table_and_paired_differences(in_tmp):
     # blank beats copy-last on moving digits (two digits land in the wrong place)
     assert row["diff"] < 0 and row["verdict"] == "better"
     assert "Paired differences" in Path("cmp/report.md").read_text()
+
+
+def test_profile_command_counts_by_hand(in_tmp, with_twostage):
+    result = invoke("profile", "twostage", "--no-speed")
+    assert result.exit_code == 0, result.output
+    # predict runs body (1->8, 3x3) and head (8->1, 3x3) convs on 10 frames of 64x64
+    flops = 2 * (1 * 8 * 9 + 8 * 1 * 9) * 64 * 64 * 10
+    assert f"{flops / 1e9:.4g} G (counted on meta)" in result.output
+    assert f"{flops / 2e9:.4g} G" in result.output and "relu" in result.output
+    result = invoke("profile", "twostage", "--set", "eval.speed_budget=0.2", "--set", "eval.max_batch=2")
+    assert result.exit_code == 0 and "clips/s at batch" in result.output
 
 
 def test_plugin_exception_is_one_line(in_tmp, monkeypatch):

@@ -70,5 +70,10 @@ def write_comparison(out_dir: Path, table: pd.DataFrame, paired: pd.DataFrame, r
         "rows": json.loads(table.to_json(orient="records")),
         "paired": json.loads(paired.to_json(orient="records")),
     })
+    from vpbench.report.plots import horizon_plot
+
+    horizon_plot(table, out_dir / "horizon.png", title=f"{runs_[0].config.dataset_name}")
     extra = "## Paired differences\n\n" + markdown_table(PAIRED_HEADERS, _paired_rows(paired))
-    io.write_text(out_dir / "report.md", run_report(table, prov, None, title="vpbench comparison", extra=extra))
+    media = "## Per-horizon curves\n\n![per-horizon metrics](horizon.png)\n"
+    io.write_text(out_dir / "report.md", run_report(table, prov, None, title="vpbench comparison", extra=extra,
+                                                    media=media))

@@ -134,10 +134,20 @@ def build_dataset(run: Run, events: Events | None = None) -> Any:
 
 
 def build_model(run: Run, dataset: Any) -> torch.nn.Module:
+    return build_model_for_spec(run, dataset.spec)
+
+
+def build_model_for_spec(run: Run, spec: Any) -> torch.nn.Module:
     cfg = run.config
     seed_everything(cfg.seed)
-    model = _plugin_call(run, "model", cfg.model_name, "being built", run.model_cls, cfg.model, dataset.spec)
+    model = _plugin_call(run, "model", cfg.model_name, "being built", run.model_cls, cfg.model, spec)
     return model.to(run.device)
+
+
+def get_harness_for_cli() -> Harness:
+    from vpbench.plugins import get_harness
+
+    return get_harness()
 
 
 @contextlib.contextmanager
@@ -303,7 +313,22 @@ def write_results(run: Run, table: pd.DataFrame, per_clip: dict[str, np.ndarray]
     with io.atomic_path(run.run_dir / "per_clip.npz") as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **per_clip)
-    io.write_text(run.run_dir / "report.md", markdown.run_report(table, prov, run.config.to_dict()))
+    from vpbench.report.plots import horizon_plot
+
+    horizon_plot(table, run.run_dir / "horizon.png", title=f"{run.config.model_name} on {run.config.dataset_name}")
+    io.write_text(run.run_dir / "report.md", markdown.run_report(table, prov, run.config.to_dict(),
+                                                                  media=media_links(run.run_dir, run.config.eval.examples)))
+
+
+def media_links(run_dir: Path, examples: int) -> str:
+    """Markdown pointing at the run's plot and example strips (relative paths)."""
+    lines = ["## Per-horizon curves", "", "![per-horizon metrics](horizon.png)", ""]
+    if examples:
+        lines += ["## Example predictions", "",
+                  "Rows: context, ground truth, prediction, |error|. GIFs: truth | prediction.", ""]
+        lines += [f"![clip {i}](examples/clip{i:05d}.png) ([GIF](examples/clip{i:05d}.gif))" for i in range(examples)]
+        lines.append("")
+    return "\n".join(lines)
 
 
 def read_results(run_dir: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:

@@ -26,7 +26,7 @@ def provenance_block(prov: dict[str, Any]) -> str:
 
 
 def run_report(table: pd.DataFrame, prov: dict[str, Any], config: dict[str, Any] | None,
-               title: str = "vpbench results", extra: str = "") -> str:
+               title: str = "vpbench results", extra: str = "", media: str = "") -> str:
     headers, rows = summary(table, all_keys=True, kind="quality")
     c_headers, c_rows = summary(table, all_keys=True, kind="cost")
     h_headers, h_rows = horizon_table(table)
@@ -53,6 +53,8 @@ def run_report(table: pd.DataFrame, prov: dict[str, Any], config: dict[str, Any]
         parts += [extra, ""]
     if h_rows:
         parts += ["## Per predicted frame", "", markdown_table(h_headers, h_rows), ""]
+    if media:
+        parts += [media]
     if config is not None:
         parts += ["## Config", "", "```json", json.dumps(config, indent=2), "```", ""]
     return "\n".join(parts)
