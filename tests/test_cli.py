@@ -144,8 +144,12 @@ def test_eval_predict_report_and_data_info(in_tmp):
     assert invoke("predict", "r", "--clips", "999").exit_code == 2
 
     Path("r/report.md").unlink()
+    Path("r/horizon.png").unlink()
     result = invoke("report", "r")
-    assert result.exit_code == 0 and Path("r/report.md").is_file()
+    assert result.exit_code == 0 and Path("r/report.md").is_file() and Path("r/horizon.png").is_file()
+    assert "examples/clip00001.png" in Path("r/report.md").read_text()
+    result = invoke("report", "r", "--out", "combined")
+    assert result.exit_code == 0 and Path("combined/results.csv").is_file() and Path("combined/horizon.png").is_file()
     result = invoke("report", "nowhere")
     assert result.exit_code == 2 and "no results yet" in result.output
 

@@ -28,14 +28,23 @@ def report(
         tables.append(table)
         prov, config = meta.get("provenance", {}), meta.get("config")
         if not out:
-            io.write_text(Path(run_dir) / "report.md", run_report(table, prov, config))
+            from vpbench.report.plots import horizon_plot
+            from vpbench.runs import media_links
+
+            horizon_plot(table, Path(run_dir) / "horizon.png")
+            examples = len(list((Path(run_dir) / "examples").glob("clip*.png")))
+            io.write_text(Path(run_dir) / "report.md", run_report(table, prov, config, media=media_links(Path(run_dir), examples)))
         c.print_results(table, title=str(run_dir), horizon=horizon)
     if out:
         combined = pd.concat(tables, ignore_index=True)
         out_dir = Path(out)
         io.write_text(out_dir / "results.csv", combined.to_csv(index=False))
         prov = read_results(run_dirs[0])[1].get("provenance", {})
-        io.write_text(out_dir / "report.md", run_report(combined, prov, None, title="vpbench combined report"))
+        from vpbench.report.plots import horizon_plot
+
+        horizon_plot(combined, out_dir / "horizon.png")
+        io.write_text(out_dir / "report.md", run_report(combined, prov, None, title="vpbench combined report",
+                                                        media="## Per-horizon curves\n\n![per-horizon metrics](horizon.png)\n"))
         c.console().print(f"wrote {out_dir / 'report.md'}", highlight=False)
 
 
