@@ -19,6 +19,7 @@ class TwoStageConfig:
     hidden: int = 8
     dropout: float = 0.2
     fail_at: int = -1  # return a NaN loss at this stage-b step (tests non-finite handling)
+    step_delay: float = 0.0  # seconds each training step sleeps (so a test can kill it mid-run)
 
 
 class TwoStage(nn.Module):
@@ -49,6 +50,10 @@ class TwoStage(nn.Module):
         return torch.sigmoid(self.head(y)).reshape(b, t, c, h, w)
 
     def training_step(self, batch, stage):
+        if self.config.step_delay and self.training:
+            import time
+
+            time.sleep(self.config.step_delay)
         context, future = batch
         pred = self.forward_frames(context[:, -1:].expand_as(future))
         loss = F.mse_loss(pred, future)

@@ -88,12 +88,18 @@ def score(
     max_clips: int = 0,
     events: Events | None = None,
     num_workers: int = 0,
+    dist: Any = None,
 ) -> Scores:
-    """Scores of every metric on every clip of ``split`` (or its first ``max_clips``)."""
+    """Scores of every metric on every clip of ``split`` (or its first ``max_clips``).
+
+    With a distributed context each rank scores clips ``rank::world`` and the per-clip scores
+    of all ranks are gathered (in clip order) before anything is aggregated.
+    """
     events = events or Events()
     n = len(split) if max_clips <= 0 else min(len(split), max_clips)
-    if n < len(split):
-        split = torch.utils.data.Subset(split, range(n))
+    indices = list(range(n)) if dist is None else list(range(dist.rank, n, dist.world))
+    if len(indices) < len(split):
+        split = torch.utils.data.Subset(split, indices)
     loader = torch.utils.data.DataLoader(split, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     model.eval()
     chunks: dict[str, list[np.ndarray]] = {m.name: [] for m in metrics}
@@ -117,7 +123,14 @@ def score(
             chunks[metric.name].append(values.detach().double().cpu().numpy())
         events.task_advance("eval", len(context))
     events.task_end("eval")
-    return Scores({k: np.concatenate(v) for k, v in chunks.items()}, n, unavailable)
+    values = {k: np.concatenate(v) if v else np.zeros((0, spec.n_out)) for k, v in chunks.items()}
+    if dist is not None:
+        parts = dist.gather((indices, values, unavailable))
+        order = np.concatenate([np.asarray(i, dtype=np.int64) for i, _, _ in parts])
+        values = {k: np.concatenate([v[k] for _, v, _ in parts])[np.argsort(order)] for k in values}
+        for _, _, u in parts:
+            unavailable.update(u)
+    return Scores(values, n, unavailable)
 
 
 def bootstrap_ci(x: np.ndarray, resamples: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:

@@ -16,6 +16,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import os
 import signal
 import threading
 from dataclasses import dataclass
@@ -47,6 +48,11 @@ class Run:
     config: cfgmod.RunConfig
     run_dir: Path
     data_dir: Path | None = None
+    dist: Any = None  # a vpbench.distributed.Context under torchrun
+
+    @property
+    def is_main(self) -> bool:
+        return self.dist is None or self.dist.rank == 0
 
     @property
     def model_cls(self) -> type:
@@ -58,7 +64,7 @@ class Run:
 
     @property
     def device(self) -> torch.device:
-        return select_device(self.config.device)
+        return self.dist.device if self.dist is not None else select_device(self.config.device)
 
 
 def training_key(config: cfgmod.RunConfig) -> dict[str, Any]:
@@ -88,9 +94,12 @@ def prepare(harness: Harness, model: str, *, dataset: str | None = None, preset:
                             config_file=config_file, sets=sets, seed=seed, device=device)
     for metric in config.eval.metrics:
         harness.metrics.get(metric)  # unknown metric names fail before any work
-    select_device(config.device)
+    if "WORLD_SIZE" not in os.environ:
+        select_device(config.device)
     run_dir = Path(out) if out else default_run_dir(config)
-    return Run(harness, config, run_dir, Path(data_dir) if data_dir else None)
+    from vpbench import distributed
+
+    return Run(harness, config, run_dir, Path(data_dir) if data_dir else None, distributed.from_env(config.device))
 
 
 def load_run(harness: Harness, run_dir: str | Path, *, device: str | None = None,
@@ -203,6 +212,40 @@ def train(run: Run, dataset: Any, *, resume: bool = False, fresh: bool = False,
     """The trained model of ``run``: loaded when already trained, else trained now."""
     events = events or Events()
     run_dir, cfg = run.run_dir, run.config
+    if run.dist is not None:
+        from vpbench.distributed import check_batch
+
+        check_batch(cfg.train.batch_size, run.dist)
+        if run.is_main:
+            _prepare_run_dir(run, resume, fresh, events)
+        run.dist.barrier()
+    else:
+        _prepare_run_dir(run, resume, fresh, events)
+    model = build_model(run, dataset)
+    if (run_dir / "model.pt").is_file():
+        load_weights(model, run)
+        events.message(f"{cfg.model_name} is already trained in {run_dir}; evaluating it")
+        return model
+    if (run_dir / "checkpoints" / "last.pt").is_file() and not resume:
+        raise RunError(
+            f"{run_dir} holds an unfinished training; pass --resume to continue it or --fresh to "
+            "move it aside and start over"
+        )
+    trainer = Trainer(model, dataset, cfg, run_dir, run.device, events, dist=run.dist)
+    with stop_on_signals(trainer):
+        finished = _plugin_call(run, "model", cfg.model_name, "training", trainer.fit, resume)
+    if not finished:
+        raise RunError(f"training stopped by a signal; checkpoint written; continue with `--resume --out {run_dir}`")
+    if run.is_main:
+        _save_weights(model, run)
+    if run.dist is not None:
+        run.dist.barrier()
+    return model
+
+
+def _prepare_run_dir(run: Run, resume: bool, fresh: bool, events: Events) -> None:
+    """Check an existing run directory against the config; never overwrite trained work."""
+    run_dir, cfg = run.run_dir, run.config
     saved = run_dir / "config.json"
     if run_dir.exists() and any(run_dir.iterdir()):
         if fresh:
@@ -219,23 +262,6 @@ def train(run: Run, dataset: Any, *, resume: bool = False, fresh: bool = False,
             raise RunError(f"{run_dir} exists and is not a vpbench run; choose another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
     io.write_json(saved, cfg.to_dict())
-    model = build_model(run, dataset)
-    if (run_dir / "model.pt").is_file():
-        load_weights(model, run)
-        events.message(f"{cfg.model_name} is already trained in {run_dir}; evaluating it")
-        return model
-    if (run_dir / "checkpoints" / "last.pt").is_file() and not resume:
-        raise RunError(
-            f"{run_dir} holds an unfinished training; pass --resume to continue it or --fresh to "
-            "move it aside and start over"
-        )
-    trainer = Trainer(model, dataset, cfg, run_dir, run.device, events)
-    with stop_on_signals(trainer):
-        finished = _plugin_call(run, "model", cfg.model_name, "training", trainer.fit, resume)
-    if not finished:
-        raise RunError(f"training stopped by a signal; checkpoint written; continue with `--resume --out {run_dir}`")
-    _save_weights(model, run)
-    return model
 
 
 def evaluate(run: Run, model: torch.nn.Module, dataset: Any, *, events: Events | None = None,
@@ -246,13 +272,18 @@ def evaluate(run: Run, model: torch.nn.Module, dataset: Any, *, events: Events |
     split = dataset.split(cfg.eval.split)
     scores = score(model, split, dataset.spec, metrics, model_name=cfg.model_name, device=run.device,
                    batch_size=cfg.eval.batch_size, max_clips=cfg.eval.max_clips, events=events,
-                   num_workers=cfg.train.num_workers)
+                   num_workers=cfg.train.num_workers, dist=run.dist)
     meta = {"run": run.run_dir.name, "model": cfg.model_name, "variant": variant or cfg.preset,
             "dataset": cfg.dataset_name, "split": cfg.eval.split, "seed": cfg.seed}
+    if not run.is_main:  # rank 0 measures costs and writes every file
+        run.dist.barrier()
+        return tidy(scores, metrics, meta, cfg.eval.bootstrap)
     costs = cost_rows(measure_costs(run, model, dataset, events), meta)
     table = pd.concat([tidy(scores, metrics, meta, cfg.eval.bootstrap), costs], ignore_index=True)
     write_results(run, table, scores.values, dataset)
     write_examples(run, model, split, dataset.spec)
+    if run.dist is not None:
+        run.dist.barrier()
     return table
 
 

@@ -121,6 +121,8 @@ class Trainer:
             if not done:
                 return False
             ckpt = None
+        for p in self.model.parameters():
+            p.requires_grad_(True)
         return True
 
     # -- one stage -------------------------------------------------------------------------
@@ -128,7 +130,11 @@ class Trainer:
         model, cfg = self.model, self.cfg
         if hasattr(model, "on_stage_start"):
             model.on_stage_start(stage.name)
-        params = [p for p in stage.params() if p.requires_grad]
+        stage_params = list(stage.params())
+        chosen = {id(p) for p in stage_params}
+        for p in model.parameters():  # exactly the stage's parameters get gradients
+            p.requires_grad_(id(p) in chosen)
+        params = stage_params
         if stage.steps > 0 and not params:
             raise RunError(f"stage '{stage.name}' of {cfg.model_name} has no trainable parameters")
         optimizer = torch.optim.AdamW(params, lr=stage.lr, betas=stage.betas, weight_decay=stage.weight_decay)
@@ -144,6 +150,8 @@ class Trainer:
             best = ckpt["best"]
         forward_model = self.dist.wrap(model) if self.dist is not None else model
         batch_size = stage.batch_size or cfg.train.batch_size
+        if self.dist is not None and batch_size % self.dist.world:
+            raise RunError(f"stage '{stage.name}': batch size {batch_size} is not divisible by {self.dist.world} processes")
         train_split = self.dataset.split("train")
         rank, world = (self.dist.rank, self.dist.world) if self.dist is not None else (0, 1)
         stream = IndexStream(len(train_split), batch_size, cfg.seed, index, start, rank, world)
@@ -161,7 +169,8 @@ class Trainer:
         step = start
         started = time.perf_counter()
         while step < stage.steps:
-            if self.stop_requested:
+            stop = self.stop_requested if self.dist is None else self.dist.any_true(self.stop_requested)
+            if stop:  # every rank stops at the same step
                 self._save_checkpoint(index, step, model, optimizer, scheduler, scaler, best)
                 self.events.message(f"stopped at stage '{stage.name}' step {step}; checkpoint written")
                 return False

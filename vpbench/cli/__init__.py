@@ -32,6 +32,16 @@ class VPBenchGroup(TyperGroup):
         except KeyboardInterrupt:
             err_console().print("[bold red]interrupted[/]")
             raise typer.Exit(130) from None
+        except OSError as exc:  # e.g. a full disk: files are written atomically, so nothing is half-written
+            if os.environ.get("VPBENCH_DEBUG"):
+                raise
+            where = f" ({exc.filename})" if exc.filename else ""
+            err_console().print(
+                f"[bold red]error:[/] cannot read or write a file{where}: {exc.strerror or exc}; finished files "
+                "are intact (every write is atomic); fix the cause and rerun (add --resume for a training run)",
+                highlight=False, soft_wrap=True,
+            )
+            raise typer.Exit(1) from None
         except Exception as exc:
             if _is_click_control(exc) or os.environ.get("VPBENCH_DEBUG"):
                 raise

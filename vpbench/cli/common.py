@@ -62,7 +62,11 @@ class RichEvents(Events):
 
 
 @contextlib.contextmanager
-def rich_events() -> Iterator[RichEvents]:
+def rich_events(enabled: bool = True) -> Iterator[Events]:
+    """Rich progress on the console; silent where ``enabled`` is false (ranks other than 0)."""
+    if not enabled:
+        yield Events()
+        return
     events = RichEvents(console())
     with events.progress:
         yield events

@@ -29,13 +29,19 @@ def run(
     harness = get_harness()
     run_ = runs.prepare(harness, model, dataset=dataset, preset=preset, config_file=config, sets=set_,
                         seed=seed, device=device, out=out, data_dir=data_dir)
-    with c.rich_events() as events:
-        data = runs.build_dataset(run_, events)
-        trained = runs.train(run_, data, resume=resume, fresh=fresh, events=events)
-        table = runs.evaluate(run_, trained, data, events=events)
-    cfg = run_.config
-    c.print_results(table, title=f"{cfg.model_name} on {cfg.dataset_name} ({cfg.eval.split})")
-    c.console().print(f"run directory: {run_.run_dir}", highlight=False)
+    from vpbench.distributed import shutdown
+
+    try:
+        with c.rich_events(enabled=run_.is_main) as events:
+            data = runs.build_dataset(run_, events)
+            trained = runs.train(run_, data, resume=resume, fresh=fresh, events=events)
+            table = runs.evaluate(run_, trained, data, events=events)
+    finally:
+        shutdown(run_.dist)
+    if run_.is_main:
+        cfg = run_.config
+        c.print_results(table, title=f"{cfg.model_name} on {cfg.dataset_name} ({cfg.eval.split})")
+        c.console().print(f"run directory: {run_.run_dir}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
