@@ -34,17 +34,23 @@ def test_ci_installs_cpu_torch_only_when_missing_and_handles_exit_5():
 def test_readme_main_job_runs(tmp_path):
     install, main_job = (part.strip() for part in bash_blocks()[0].strip().split("&&"))
     assert install == "python -m pip install -e ."
-    assert main_job == "vpbench run copylast"
+    assert main_job == "vpbench run shrvqvae --preset smoke"
     exe = shutil.which("vpbench")
     argv = [exe] if exe else [sys.executable, "-m", "vpbench"]
     out = subprocess.run(argv + main_job.split()[1:], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                          env={"PATH": "/usr/bin:/bin", "COLUMNS": "160", "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)}
                          if not exe else None)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "copylast on digits (test)" in out.stdout
+    assert "shrvqvae on digits (test)" in out.stdout
     (run_dir,) = (tmp_path / "runs").iterdir()
     table = pd.read_csv(run_dir / "results.csv", dtype={"horizon": str})
-    assert table.query("metric == 'ssim' and horizon == 'all'")["n_clips"].item() == 500
+    assert table.query("metric == 'ssim' and horizon == 'all'")["n_clips"].item() == 32
+    assert set(table["model"]) == {"shrvqvae"} and table.query("metric == 'params'")["value"].item() > 50_000
+    import json
+
+    stages = {json.loads(x).get("stage") for x in (run_dir / "train_log.jsonl").read_text().splitlines()}
+    assert stages == {"autoencoder", "prior", "joint"}
+    assert (run_dir / "report.md").is_file() and (run_dir / "examples" / "clip00000.gif").is_file()
 
 
 def test_readme_config_example_parses(tmp_path, monkeypatch):

@@ -130,9 +130,10 @@ class HRVQ(nn.Module):
         quantized = quantized.reshape(b, h, w, d).permute(0, 3, 1, 2)
         codes = torch.stack(locals_, 1).reshape(b, h, w, self.levels).permute(0, 3, 1, 2)
         stats = {}
-        for level, glob in enumerate(globals_):
-            stats[f"perplexity{level + 1}"] = float(perplexity(glob, self.sizes[level]))
-            stats[f"usage{level + 1}"] = float(getattr(self, f"seen{level}").float().mean())
+        if self.training:  # logged during training only (and bincount has no meta kernel)
+            for level, glob in enumerate(globals_):
+                stats[f"perplexity{level + 1}"] = float(perplexity(glob, self.sizes[level]))
+                stats[f"usage{level + 1}"] = float(getattr(self, f"seen{level}").float().mean())
         return HRVQOutput(quantized, codes, loss, stats)
 
     def quantize_residuals(self, z: torch.Tensor) -> list[torch.Tensor]:

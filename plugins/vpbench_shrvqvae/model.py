@@ -1,0 +1,337 @@
+"""S-HR-VQVAE (Adiban, Stefanov, Siniscalchi, Salvi; arXiv 2307.06701) for vpbench.
+
+Sequential Hierarchical Residual VQ-VAE: each frame is encoded by HR-VQVAE (Adiban et al.,
+BMVC 2022, arXiv 2208.04554) into a tree of discrete codes (``vpbench.layers.hrvq``); a
+spatiotemporal PixelCNN (:mod:`vpbench_shrvqvae.prior`) predicts the codes of future frames
+from the codes of the context; the decoder turns codes back into frames; a joint stage adapts
+decoder and predictor together: ``L = CE(future codes) + lambda * ||D(e_hat) - x_future||^2``.
+
+Stages (run by vpbench's trainer): ``autoencoder`` (frames of the training clips),
+``prior`` (autoencoder frozen; teacher-forced cross-entropy on the future codes), ``joint``
+(encoder and codebooks frozen unless ``joint_unfreeze``; prior and decoder trained).
+
+Where this departs from the papers or fills their gaps (the method sections were not
+available; choices follow the abstracts, the first author's public code and VQ-VAE / PixelCNN
+practice, and every one is a config field):
+
+- Encoder / decoder: two stride-2 convolutions (x4; ``downsample=8`` adds a third), a 3x3
+  conv and ``res_blocks`` residual blocks; mirrored with transposed convolutions. The output
+  is linear in training and clamped to [0, 1] at prediction (``output=sigmoid`` optional: a
+  sigmoid output collapsed to an all-background frame with vanishing gradients here).
+- Quantiser: ``levels`` x ``codebook_size`` tree (default 3 x 16); EMA updates (decay 0.99,
+  eps 1e-5) or loss updates; beta 0.25; level-1 codewords initialised from the first batch,
+  deeper levels near zero; dead codewords restarted from residuals routed to their parent.
+- Prior: gated residual blocks of 3-D masked convolutions (mask A first, kernel 3 in time) with
+  channel groups per level (time -> row -> column -> level order) and, every ``attn_every``
+  blocks, causal *factorised* spatiotemporal attention (same position in earlier frames + earlier
+  positions in the frame + a null key) instead of full attention, which is out of reach at
+  KTH's latent volume. Codes are embedded by their global (path) index per level.
+- Generation: argmax by default (deterministic tables) or temperature sampling; only codewords
+  that occurred as prior-training targets may be chosen (the measured failure of untrained
+  children); cached incremental generation, proven identical to the naive path.
+- Joint stage: ``e_hat`` is built level by level from the predictor's teacher-forced
+  distribution over the children of the *true* parent codeword (straight-through
+  Gumbel-softmax with temperature ``tau`` or softmax-weighted codewords); lambda = 1 by default
+  (a third-party reading of the paper used 0.11: ``--set model.lam=0.11``); lambda = 0 skips the
+  pixel term (disjoint training; the stage then only continues the prior).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vpbench.errors import ConfigError
+from vpbench.layers.hrvq import HRVQ
+from vpbench.protocols import DataSpec, Stage
+from vpbench_shrvqvae.prior import STPixelCNN
+
+
+@dataclass(frozen=True)
+class SHRVQVAEConfig:
+    # frame autoencoder (HR-VQVAE)
+    hidden: int = 128  # channels of the encoder / decoder
+    res_blocks: int = 2  # residual blocks in encoder and decoder
+    res_hidden: int = 32  # channels inside a residual block
+    embed_dim: int = 64  # D, the codeword dimension
+    downsample: Literal[4, 8] = 4  # spatial downsampling of the latent grid
+    levels: int = 3  # n, levels of the codebook tree
+    codebook_size: int = 16  # M, codewords per codebook
+    quantizer: Literal["tree", "residual", "flat"] = "tree"  # tree (HR-VQ), plain residual VQ, or one flat codebook of M^n
+    codebook_update: Literal["ema", "loss"] = "ema"  # EMA updates or a codebook loss
+    beta: float = 0.25  # commitment weight
+    ema_decay: float = 0.99  # EMA decay of codebook statistics
+    child_init: float = 1e-3  # std of the initial codewords of levels >= 2 (near zero: harmless if never trained)
+    dead_after: int = 200  # a codeword unused this many steps is dead
+    restart_every: int = 50  # steps between dead-codeword restarts
+    ae_frames: int = 4  # frames per clip used in an autoencoder step
+    output: Literal["linear", "sigmoid"] = "linear"  # decoder output; linear is clamped to [0, 1] at prediction
+    # prior (ST-PixelCNN)
+    prior_embed: int = 16  # embedding channels per level
+    prior_hidden: int = 32  # hidden channels per level group
+    prior_blocks: int = 8  # gated residual blocks
+    kernel_time: int = 3  # temporal kernel of the masked convolutions
+    kernel_space: int = 3  # spatial kernel of the gated blocks
+    first_kernel_space: int = 5  # spatial kernel of the first (mask A) convolution
+    attn_every: int = 4  # a causal attention block after every N gated blocks (0: none)
+    attn_heads: int = 1  # attention heads per level group
+    prior_context_loss: bool = False  # also train the prior on the context frames' codes
+    # joint stage
+    lam: float = 1.0  # weight of the pixel loss in the joint stage (0: disjoint training)
+    relaxation: Literal["gumbel", "softmax"] = "gumbel"  # differentiable code choice in the joint stage
+    tau: float = 1.0  # temperature of the relaxation
+    joint_unfreeze: bool = False  # also train the encoder in the joint stage
+    # generation
+    temperature: float = 0.0  # 0: argmax; > 0: sample with this temperature
+    cached: bool = True  # cached incremental generation (False: naive, for checks only)
+    sample_seed: int = 0  # seed of sampling at prediction time
+    # budgets (optimiser steps, learning rates, batch sizes; 0 batch = train.batch_size)
+    ae_steps: int = 20000
+    ae_lr: float = 3e-4
+    ae_batch: int = 0
+    prior_steps: int = 40000
+    prior_lr: float = 3e-4
+    prior_batch: int = 0
+    joint_steps: int = 5000
+    joint_lr: float = 1e-4
+    joint_batch: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("hidden", "embed_dim", "levels", "codebook_size", "prior_embed", "prior_hidden", "prior_blocks",
+                     "kernel_time", "ae_frames"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0")
+        for name in ("kernel_space", "first_kernel_space"):
+            if getattr(self, name) % 2 == 0:
+                raise ConfigError(f"{name} must be odd")
+        if self.lam < 0 or self.tau <= 0 or self.temperature < 0:
+            raise ConfigError("lam and temperature must be >= 0 and tau > 0")
+        if self.quantizer == "tree" and self.codebook_size**self.levels > 2**22:
+            raise ConfigError("codebook_size ** levels is too large for the tree (> 4M codewords)")
+
+
+class ResBlock(nn.Module):
+    def __init__(self, channels: int, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.ReLU(), nn.Conv2d(channels, hidden, 3, padding=1), nn.ReLU(),
+                                 nn.Conv2d(hidden, channels, 1))
+
+    def forward(self, x):
+        return x + self.net(x)
+
+
+def encoder(c: SHRVQVAEConfig, channels: int) -> nn.Sequential:
+    h = c.hidden
+    layers = [nn.Conv2d(channels, h // 2, 4, 2, 1), nn.ReLU(), nn.Conv2d(h // 2, h, 4, 2, 1), nn.ReLU()]
+    if c.downsample == 8:
+        layers += [nn.Conv2d(h, h, 4, 2, 1), nn.ReLU()]
+    layers += [nn.Conv2d(h, h, 3, padding=1)] + [ResBlock(h, c.res_hidden) for _ in range(c.res_blocks)]
+    return nn.Sequential(*layers, nn.ReLU(), nn.Conv2d(h, c.embed_dim, 1))
+
+
+def decoder(c: SHRVQVAEConfig, channels: int) -> nn.Sequential:
+    h = c.hidden
+    layers = [nn.Conv2d(c.embed_dim, h, 3, padding=1)] + [ResBlock(h, c.res_hidden) for _ in range(c.res_blocks)]
+    layers += [nn.ReLU()]
+    if c.downsample == 8:
+        layers += [nn.ConvTranspose2d(h, h, 4, 2, 1), nn.ReLU()]
+    layers += [nn.ConvTranspose2d(h, h // 2, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(h // 2, channels, 4, 2, 1)]
+    if c.output == "sigmoid":
+        layers.append(nn.Sigmoid())
+    return nn.Sequential(*layers)
+
+
+SMOKE = {
+    "model": {"hidden": 32, "res_blocks": 1, "res_hidden": 16, "embed_dim": 16, "levels": 2, "codebook_size": 8,
+              "prior_embed": 8, "prior_hidden": 8, "prior_blocks": 2, "attn_every": 2, "first_kernel_space": 3,
+              "dead_after": 40, "restart_every": 20, "ae_steps": 150, "ae_lr": 2e-3, "prior_steps": 100,
+              "prior_lr": 2e-3, "joint_steps": 20, "joint_lr": 5e-4},
+    "data": {"n_train": 256, "n_val": 32, "n_test": 32},
+    "train": {"batch_size": 8, "val_clips": 16, "ckpt_every": 50},
+    # FLOPs of autoregressive generation are counted by stepping the whole loop on the meta device
+    # (~80 s at this size on 2 CPU cores): `vpbench profile shrvqvae --preset smoke` does it on demand
+    "eval": {"batch_size": 16, "examples": 2, "profile": False},
+}
+PAPER = {
+    "model": {"hidden": 128, "embed_dim": 64, "levels": 3, "codebook_size": 16, "prior_embed": 32, "prior_hidden": 64,
+              "prior_blocks": 12, "attn_every": 4, "attn_heads": 2, "ae_steps": 100000, "prior_steps": 200000,
+              "joint_steps": 20000},
+    "train": {"batch_size": 32, "amp": "auto", "val_every": 5000, "ckpt_every": 2000, "num_workers": 4},
+}
+
+
+class SHRVQVAE(nn.Module):
+    name = "shrvqvae"
+    version = "0.1.0"
+    description = "S-HR-VQVAE: hierarchical residual VQ-VAE codes + spatiotemporal PixelCNN + joint training"
+    Config = SHRVQVAEConfig
+    presets = {
+        "smoke": SMOKE,
+        "paper": PAPER,
+        "paper@kth": {"dataset_name": "kth", "model": {"prior_blocks": 12}, "train": {"batch_size": 16}},
+        "paper@mmnist": {"model": {"prior_blocks": 12}},
+    }
+
+    def __init__(self, config: SHRVQVAEConfig, spec: DataSpec):
+        super().__init__()
+        c = self.config = config
+        self.spec = spec
+        if spec.height % c.downsample or spec.width % c.downsample:
+            raise ConfigError(f"frames of {spec.height}x{spec.width} do not divide by downsample={c.downsample}")
+        self.latent_hw = (spec.height // c.downsample, spec.width // c.downsample)
+        self.encoder = encoder(c, spec.channels)
+        self.decoder = decoder(c, spec.channels)
+        self.quantizer = HRVQ(c.levels, c.codebook_size, c.embed_dim, c.quantizer, c.beta, c.codebook_update,
+                              c.ema_decay, child_init=c.child_init, dead_after=c.dead_after,
+                              restart_every=c.restart_every)
+        q = self.quantizer
+        self.prior = STPixelCNN(q.levels, q.sizes, q.classes, self.latent_hw, c.prior_embed, c.prior_hidden,
+                                c.prior_blocks, c.kernel_time, c.kernel_space, c.first_kernel_space, c.attn_every,
+                                c.attn_heads)
+        for level, size in enumerate(q.sizes):  # codewords seen as prior-training targets
+            self.register_buffer(f"prior_seen{level}", torch.zeros(size, dtype=torch.bool))
+        self._stage: str | None = None
+
+    # -- stages ---------------------------------------------------------------------------
+    def stages(self) -> list[Stage]:
+        c = self.config
+        autoencoder = lambda: itertools.chain(self.encoder.parameters(), self.decoder.parameters(),  # noqa: E731
+                                              self.quantizer.parameters())
+        joint = lambda: itertools.chain(self.prior.parameters(), self.decoder.parameters(),  # noqa: E731
+                                        self.encoder.parameters() if c.joint_unfreeze else [])
+        return [
+            Stage("autoencoder", autoencoder, c.ae_steps, c.ae_lr, batch_size=c.ae_batch or None),
+            Stage("prior", self.prior.parameters, c.prior_steps, c.prior_lr, batch_size=c.prior_batch or None,
+                  warmup_steps=min(500, c.prior_steps // 10)),
+            Stage("joint", joint, c.joint_steps, c.joint_lr, batch_size=c.joint_batch or None),
+        ]
+
+    def on_stage_start(self, stage: str) -> None:
+        self._stage = stage
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self._stage not in (None, "autoencoder"):
+            self.quantizer.eval()  # codebooks are frozen after the autoencoder stage
+        return self
+
+    # -- codes ----------------------------------------------------------------------------
+    def encode_clip(self, clip: torch.Tensor) -> torch.Tensor:
+        """``(B, T, C, H, W)`` -> local codes ``(B, T, n, h, w)``."""
+        b, t = clip.shape[:2]
+        out = self.quantizer(self.encoder(clip.flatten(0, 1)))
+        return out.codes.reshape(b, t, *out.codes.shape[1:])
+
+    def to_global(self, local: torch.Tensor) -> torch.Tensor:
+        """Local codes ``(B, T, n, h, w)`` -> global (path) indices, same shape."""
+        return self.quantizer.global_codes(local.movedim(2, -1)).movedim(-1, 2)
+
+    def decode_codes(self, local: torch.Tensor) -> torch.Tensor:
+        """Local codes ``(B, T, n, h, w)`` -> frames ``(B, T, C, H, W)``."""
+        b, t = local.shape[:2]
+        frames = self.decoder(self.quantizer.decode_codes(local.flatten(0, 1)))
+        return frames.reshape(b, t, *frames.shape[1:])
+
+    # -- training -------------------------------------------------------------------------
+    def training_step(self, batch, stage: str) -> dict:
+        context, future = batch
+        if stage == "autoencoder":
+            return self._autoencoder_step(torch.cat([context, future], 1))
+        if stage in ("prior", "joint"):
+            return self._prior_step(context, future, joint=stage == "joint")
+        raise ValueError(f"unknown stage {stage}")
+
+    def _autoencoder_step(self, clip: torch.Tensor) -> dict:
+        b, t = clip.shape[:2]
+        k = min(self.config.ae_frames, t)
+        pick = torch.rand(b, t, device=clip.device).argsort(1)[:, :k]
+        frames = clip[torch.arange(b, device=clip.device)[:, None], pick].flatten(0, 1)
+        q = self.quantizer(self.encoder(frames))
+        recon = F.mse_loss(self.decoder(q.quantized), frames)
+        out = {"loss": recon + q.loss, "recon": recon.detach(), "vq": q.loss.detach()}
+        out.update({k: v for k, v in q.stats.items()})
+        return out
+
+    def _prior_step(self, context: torch.Tensor, future: torch.Tensor, joint: bool) -> dict:
+        c = self.config
+        n_in = context.shape[1]
+        with torch.no_grad():
+            local = self.encode_clip(torch.cat([context, future], 1))
+            glob = self.to_global(local)
+        if self.training:
+            self._mark_seen(glob[:, n_in:] if not c.prior_context_loss else glob)
+        logits = self.prior(glob)  # (B, T, n, classes, h, w)
+        first = 1 if c.prior_context_loss else n_in
+        target, scored = local[:, first:], logits[:, first:]
+        ce = F.cross_entropy(scored.movedim(3, 1), target)
+        acc = (scored.argmax(3) == target).float().mean()
+        out = {"loss": ce, "ce": ce.detach(), "acc": acc}
+        if joint and c.lam > 0:
+            e_hat = self._relaxed_codewords(logits[:, n_in:], glob[:, n_in:])
+            pred = self.decoder(e_hat)
+            pixel = F.mse_loss(pred, future.flatten(0, 1))
+            out.update(loss=ce + c.lam * pixel, pixel=pixel.detach())
+        return out
+
+    @torch.no_grad()
+    def _mark_seen(self, glob: torch.Tensor) -> None:
+        for level in range(self.quantizer.levels):
+            getattr(self, f"prior_seen{level}")[glob[:, :, level].flatten()] = True
+
+    def _relaxed_codewords(self, logits: torch.Tensor, glob: torch.Tensor) -> torch.Tensor:
+        """Differentiable codeword sums from the predicted distributions, level by level
+        under the true parent codeword. ``logits (B, T, n, K, h, w)`` -> ``(B*T, D, h, w)``."""
+        q, c = self.quantizer, self.config
+        total = 0.0
+        for level in range(q.levels):
+            lg = logits[:, :, level].movedim(2, -1)  # (B, T, h, w, K)
+            if c.relaxation == "gumbel":
+                weights = F.gumbel_softmax(lg, tau=c.tau, hard=True)
+            else:
+                weights = torch.softmax(lg / c.tau, -1)
+            parent = glob[:, :, level - 1] if level else None
+            if parent is not None and q.mode == "tree":
+                cand = q.candidates(level, parent.flatten()).reshape(*parent.shape, q.M, q.dim)
+            else:
+                cand = q.table(level)
+            total = total + (torch.einsum("bthwk,bthwkd->bthwd", weights, cand) if cand.dim() == 6
+                             else weights @ cand)
+        return total.flatten(0, 1).permute(0, 3, 1, 2)
+
+    # -- prediction -----------------------------------------------------------------------
+    def valid_children(self, level: int, parent: torch.Tensor | None, batch: int) -> torch.Tensor:
+        seen = getattr(self, f"prior_seen{level}")
+        q = self.quantizer
+        if parent is not None and q.mode == "tree":
+            return seen[parent[:, None] * q.M + torch.arange(q.M, device=seen.device)]
+        return seen[None].expand(batch, -1)
+
+    def _chooser(self, device: torch.device):
+        temperature = self.config.temperature
+        generator = torch.Generator(device=device).manual_seed(self.config.sample_seed) if temperature > 0 else None
+
+        def choose(logits: torch.Tensor, level: int, parent: torch.Tensor | None) -> torch.Tensor:
+            logits = logits.float()
+            valid = self.valid_children(level, parent, logits.shape[0])
+            usable = valid.any(-1, keepdim=True)  # no seen child (untrained prior): no mask
+            logits = logits.masked_fill(usable & ~valid, float("-inf"))
+            if temperature == 0:
+                return logits.argmax(-1)
+            probs = torch.softmax(logits / temperature, -1)
+            return torch.multinomial(probs, 1, generator=generator)[:, 0]
+
+        return choose
+
+    @torch.no_grad()
+    def predict(self, context: torch.Tensor, n_out: int) -> torch.Tensor:
+        local = self.encode_clip(context)
+        glob = self.to_global(local)
+        generate = self.prior.generate if self.config.cached else self.prior.generate_naive
+        to_global = self.quantizer.global_codes
+        future = generate(glob, n_out, self._chooser(context.device), to_global)
+        return self.decode_codes(future).clamp(0, 1)

@@ -1,0 +1,132 @@
+"""S-HR-VQVAE: joint-stage gradients, relaxation, generation masks, overfitting, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from vpbench import config as C
+from vpbench.builtin.digits import Digits
+from vpbench.runtime import seed_everything
+from vpbench.train import Trainer
+from vpbench_shrvqvae.model import SHRVQVAE
+
+TINY = ["data.n_train=4", "data.n_val=4", "data.n_test=4", "data.size=32", "data.glyph_size=14", "data.n_in=4",
+        "data.n_out=4", "model.hidden=32", "model.res_blocks=1", "model.res_hidden=16", "model.embed_dim=16",
+        "model.levels=2", "model.codebook_size=8", "model.prior_embed=8", "model.prior_hidden=16", "model.prior_blocks=2",
+        "model.attn_every=2", "model.first_kernel_space=3", "model.ae_steps=300", "model.ae_lr=3e-3",
+        "model.prior_steps=200", "model.prior_lr=3e-3", "model.joint_steps=0", "model.dead_after=30",
+        "model.restart_every=10", "train.batch_size=4", "train.val_clips=4", "train.log_every=10",
+        "train.select_best=false", "train.ckpt_every=40"]
+
+
+def build(sets=(), seed=0):
+    cfg = C.resolve("shrvqvae", SHRVQVAE, lambda n: Digits, sets=TINY + list(sets), seed=seed)
+    data = Digits(cfg.data)
+    seed_everything(seed)
+    return SHRVQVAE(cfg.model, data.spec), data, cfg
+
+
+def clips(data, n=4, split="train"):
+    items = [data.split(split)[i] for i in range(n)]
+    return torch.stack([c for c, _ in items]), torch.stack([f for _, f in items])
+
+
+@pytest.mark.parametrize("lam", [0.0, 1.0])
+def test_joint_stage_trains_the_decoder_only_when_lambda_is_positive(lam):
+    model, data, _ = build([f"model.lam={lam}"])
+    model.on_stage_start("joint")
+    model.train()
+    loss = model.training_step(clips(data), "joint")
+    loss["loss"].backward()
+    decoder_grad = sum(p.grad.abs().sum() for p in model.decoder.parameters() if p.grad is not None)
+    prior_grad = sum(p.grad.abs().sum() for p in model.prior.parameters() if p.grad is not None)
+    assert prior_grad > 0
+    assert (decoder_grad > 0) == (lam > 0)
+    assert ("pixel" in loss) == (lam > 0)
+    assert all(p.grad is None for p in model.encoder.parameters())  # encoder frozen (no_grad encoding)
+
+
+@pytest.mark.parametrize("relaxation", ["softmax", "gumbel"])
+def test_relaxation_with_certain_logits_equals_the_true_codewords(relaxation):
+    model, data, _ = build([f"model.relaxation={relaxation}", "model.tau=1.0"])
+    model.eval()
+    context, future = clips(data, 2)
+    local = model.encode_clip(future)
+    glob = model.to_global(local)
+    logits = torch.nn.functional.one_hot(local, model.quantizer.classes).movedim(-1, 3).float() * 1e4
+    e_hat = model._relaxed_codewords(logits, glob)
+    expected = model.quantizer.decode_codes(local.flatten(0, 1))
+    assert torch.allclose(e_hat, expected, atol=1e-5)
+
+
+def test_generation_never_picks_a_codeword_unseen_in_training():
+    model, data, _ = build()
+    model.eval()
+    for level in range(model.quantizer.levels):
+        getattr(model, f"prior_seen{level}").zero_()
+    model.prior_seen0[3] = True  # only codeword 3 at level 1 ...
+    model.prior_seen1[3 * 8 + 5] = True  # ... and its child 5 at level 2 were ever targets
+    context, _ = clips(data, 2)
+    pred = model.predict(context, 2)
+    assert pred.shape == (2, 2, 1, 32, 32)
+    choose = model._chooser(torch.device("cpu"))
+    logits = torch.zeros(2, 8)
+    logits[:, 0] = 100.0  # the network prefers codeword 0, which was never a target
+    assert choose(logits, 0, None).tolist() == [3, 3]
+    assert choose(torch.randn(2, 8), 1, torch.tensor([3, 3])).tolist() == [5, 5]
+
+
+def test_cached_and_naive_prediction_agree():
+    model, data, _ = build(["model.prior_blocks=1", "model.attn_every=1", "data.size=16", "data.glyph_size=8"])
+    model.eval()
+    context, _ = clips(data, 2)
+    cached = model.predict(context, 2)
+    naive = SHRVQVAE(model.config.__class__(**{**model.config.__dict__, "cached": False}), model.spec)
+    naive.load_state_dict(model.state_dict())
+    naive.eval()
+    assert torch.equal(cached, naive.predict(context, 2))
+
+
+def read_log(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_whole_model_overfits_a_handful_of_clips(tmp_path):
+    model, data, cfg = build()
+    Trainer(model, data, cfg, tmp_path / "r", torch.device("cpu")).fit()
+    log = read_log(tmp_path / "r")
+    ae = [r for r in log if r.get("stage") == "autoencoder" and "recon" in r]
+    prior = [r for r in log if r.get("stage") == "prior" and "ce" in r]
+    assert ae[-1]["recon"] < ae[0]["recon"] / 5
+    assert prior[-1]["ce"] < prior[0]["ce"] / 20 and prior[-1]["acc"] > 0.99
+    assert "perplexity1" in ae[-1] and "perplexity2" in ae[-1]  # per-level codebook use is logged
+    model.eval()
+    context, future = clips(data)
+    mse = ((model.predict(context, 4) - future) ** 2).mean()
+    blank = (future**2).mean()
+    assert mse < 0.2 * blank, (float(mse), float(blank))
+
+
+def test_training_resumes_exactly_across_stages(tmp_path):
+    from tests.test_trainer import StopAfter, assert_same_weights
+
+    sets = ["model.ae_steps=40", "model.prior_steps=30", "model.joint_steps=10", "train.ckpt_every=7"]
+    full, data, cfg = build(sets)
+    Trainer(full, data, cfg, tmp_path / "full", torch.device("cpu")).fit()
+    for stop, crash in [(55, False), (23, True)]:
+        model, _, _ = build(sets)
+        trainer = Trainer(model, data, cfg, tmp_path / f"s{stop}", torch.device("cpu"))
+        trainer.events = StopAfter(stop, crash)
+        trainer.events.trainer = trainer
+        if crash:
+            with pytest.raises(KeyboardInterrupt):
+                trainer.fit()
+        else:
+            assert trainer.fit() is False
+        resumed, _, _ = build(sets)
+        Trainer(resumed, data, cfg, tmp_path / f"s{stop}", torch.device("cpu")).fit(resume=True)
+        assert_same_weights(full, resumed)
