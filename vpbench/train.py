@@ -102,9 +102,15 @@ class Trainer:
     def is_main(self) -> bool:
         return self.dist is None or self.dist.rank == 0
 
-    def fit(self, resume: bool = False) -> bool:
-        """Train every stage; ``True`` when finished, ``False`` when stopped early by a signal."""
+    def fit(self, resume: bool = False, until: str | None = None) -> bool:
+        """Train every stage (or the stages before ``until``); ``True`` when finished,
+        ``False`` when stopped early by a signal. The checkpoint then sits at the boundary."""
         stages = self.model.stages()
+        if until is not None:
+            names = [s.name for s in stages]
+            if until not in names:
+                raise RunError(f"{self.cfg.model_name} has no stage '{until}' (stages: {', '.join(names)})")
+            stages = stages[: names.index(until)]
         self.run_dir.mkdir(parents=True, exist_ok=True)
         position = Position()
         ckpt = self._load_checkpoint() if resume else None

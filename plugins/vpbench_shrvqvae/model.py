@@ -177,6 +177,17 @@ class SHRVQVAE(nn.Module):
         "paper@mmnist": {"model": {"prior_blocks": 12}},
     }
 
+    # config fields that influence only this stage and later ones: an ablation over them
+    # trains the earlier stages once and shares them (`vpbench ablate --lambda 0,1`)
+    late_fields = {
+        "prior": ("prior_embed", "prior_hidden", "prior_blocks", "kernel_time", "kernel_space", "first_kernel_space",
+                  "attn_every", "attn_heads", "prior_context_loss", "prior_steps", "prior_lr", "prior_batch", "lam",
+                  "relaxation", "tau", "joint_unfreeze", "joint_steps", "joint_lr", "joint_batch", "temperature",
+                  "cached", "sample_seed"),
+        "joint": ("lam", "relaxation", "tau", "joint_unfreeze", "joint_steps", "joint_lr", "joint_batch",
+                  "temperature", "cached", "sample_seed"),
+    }
+
     def __init__(self, config: SHRVQVAEConfig, spec: DataSpec):
         super().__init__()
         c = self.config = config

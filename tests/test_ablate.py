@@ -1,0 +1,55 @@
+"""vpbench ablate: shared early stages, one table, paired differences."""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from tests.cli_helpers import invoke
+from vpbench.ablate import grid, shared_stage
+from vpbench_shrvqvae.model import SHRVQVAE
+
+FAST = ["--preset", "smoke", "--set", "model.ae_steps=30", "--set", "model.prior_steps=20", "--set",
+        "model.joint_steps=8", "--set", "data.n_test=6", "--set", "eval.examples=0", "--set", "eval.bootstrap=50",
+        "--set", "data.n_train=32", "--set", "data.n_val=8"]
+
+
+def test_shared_stage_follows_the_models_late_fields():
+    assert shared_stage(SHRVQVAE, ["lam"]) == "joint"
+    assert shared_stage(SHRVQVAE, ["prior_blocks", "lam"]) == "prior"
+    assert shared_stage(SHRVQVAE, ["levels"]) is None
+    assert grid({"lam": ["0", "1"], "levels": ["1", "2"]}) == [
+        {"lam": "0", "levels": "1"}, {"lam": "0", "levels": "2"}, {"lam": "1", "levels": "1"}, {"lam": "1", "levels": "2"}]
+
+
+def test_lambda_ablation_shares_stages_one_and_two(in_tmp):
+    result = invoke("ablate", "--lambda", "0,1", *FAST, "--out", "abl")
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(in_tmp / "abl" / "results.csv", dtype={"horizon": str})
+    assert set(table["variant"]) == {"lam=0", "lam=1"}
+    diffs = pd.read_csv(in_tmp / "abl" / "differences.csv")
+    assert set(diffs["variant"]) == {"lam=1"} and {"mse", "ssim"} <= set(diffs["metric"])
+    mse = table.query("metric == 'mse' and horizon == 'all'").set_index("variant")["value"]
+    row = diffs.query("metric == 'mse'").iloc[0]
+    assert abs(row["diff"] - (mse["lam=1"] - mse["lam=0"])) < 1e-6 * max(1.0, abs(row["diff"]))
+    assert row["ci_low"] <= row["diff"] <= row["ci_high"]
+    w0 = torch.load(in_tmp / "abl" / "lam-0" / "model.pt", weights_only=False)["model"]
+    w1 = torch.load(in_tmp / "abl" / "lam-1" / "model.pt", weights_only=False)["model"]
+    base = torch.load(in_tmp / "abl" / "base-until-joint" / "checkpoints" / "last.pt", weights_only=False)["model"]
+    for k in w0:
+        if k.startswith(("encoder.", "quantizer.")):
+            assert torch.equal(w0[k], w1[k]) and torch.equal(w0[k], base[k]), k  # stages 1-2 shared, frozen after
+        if k.startswith("decoder."):
+            assert torch.equal(w0[k], base[k]), k  # lambda = 0: the decoder gets no gradient
+    assert any(not torch.equal(w1[k], base[k]) for k in w1 if k.startswith("decoder."))  # lambda = 1 adapts it
+    assert "Differences to `lam=0`" in (in_tmp / "abl" / "report.md").read_text()
+
+
+def test_ablate_errors_are_one_line(in_tmp):
+    result = invoke("ablate", *FAST)
+    assert result.exit_code == 2 and "nothing to ablate" in result.output
+    result = invoke("ablate", "--grid", "nonsense=1,2", *FAST)
+    assert result.exit_code == 2 and "has no config field 'nonsense'" in result.output
+    result = invoke("ablate", "--quantizer", "tree,bush", *FAST, "--out", "bad")
+    assert result.exit_code == 2 and "'bush' is not one of tree, residual, flat" in result.output
+    assert not (in_tmp / "bad").exists()  # nothing trained before the bad value was found

@@ -1,0 +1,155 @@
+"""Ablations: a grid of config values, shared early stages, one table with paired differences.
+
+Every variant is a full run directory; variants that differ only in fields a model declares as
+affecting a late stage (``Model.late_fields[stage]``) share the earlier stages: those are
+trained once into a base run, and each variant resumes from the base's checkpoint at that
+stage boundary (same weights, optimiser-free boundary, RNG state and seed). All variants are
+evaluated on the same test clips; the table gives each variant's metrics and its difference to
+the first variant with a paired bootstrap 95% CI over clips.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from vpbench import io, runs
+from vpbench.errors import ConfigError
+from vpbench.evaluate import paired_difference
+from vpbench.events import Events
+
+
+@dataclass
+class Variant:
+    label: str
+    values: dict[str, str]  # model config field -> value (as given on the command line)
+    run: runs.Run | None = None
+
+
+def grid(axes: dict[str, list[str]]) -> list[dict[str, str]]:
+    keys = list(axes)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(axes[k] for k in keys))]
+
+
+def label(values: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in values.items()) or "default"
+
+
+def shared_stage(model_cls: type, varied: list[str]) -> str | None:
+    """The latest stage such that every varied field only affects it and later stages."""
+    late = getattr(model_cls, "late_fields", {})
+    names = [s for s in late if all(f in late[s] for f in varied)]
+    if not names:
+        return None
+    order = list(late)  # declared in stage order
+    return max(names, key=order.index)
+
+
+def run_ablation(harness, model: str, axes: dict[str, list[str]], out: Path, *, dataset=None, preset=None,
+                 config_file=None, sets=None, seed=None, device=None, data_dir=None,
+                 events: Events | None = None) -> tuple[pd.DataFrame, pd.DataFrame, list[Variant]]:
+    events = events or Events()
+    if not axes or not all(axes.values()):
+        raise ConfigError("give at least one grid, e.g. --lambda 0,1")
+    model_cls = harness.models.get(model)
+    for field in axes:
+        if field not in {f for f in model_cls.Config.__dataclass_fields__}:
+            raise ConfigError(f"model '{model}' has no config field '{field}' to ablate")
+    shared_fields = [f for f in axes if len(axes[f]) > 1]
+    until = shared_stage(model_cls, shared_fields) if shared_fields else None
+    variants = [Variant(label(v), v) for v in grid(axes)]
+    common = dict(dataset=dataset, preset=preset, config_file=config_file, seed=seed, device=device, data_dir=data_dir)
+    for variant in variants:  # every config is checked before anything trains
+        variant_sets = list(sets or []) + [f"model.{k}={v}" for k, v in variant.values.items()]
+        variant.run = runs.prepare(harness, model, sets=variant_sets, out=out / _dirname(variant.label), **common)
+    tables, per_clip = [], {}
+    for variant in variants:
+        run = variant.run
+        data = runs.build_dataset(run, events)
+        if until is not None and not (run.run_dir / "model.pt").is_file():
+            base_values = {k: v for k, v in variant.values.items() if k not in shared_fields}
+            base = runs.prepare(harness, model, sets=list(sets or []) + [f"model.{k}={v}" for k, v in base_values.items()],
+                                out=out / _dirname("base-until-" + until + ("," + label(base_values) if base_values else "")),
+                                **common)
+            _train_base(base, data, until, events)
+            _seed_from_base(base, run)
+            events.message(f"{variant.label}: stages before '{until}' shared from {base.run_dir}")
+            trained = runs.train(run, data, resume=True, events=events)
+        else:
+            trained = runs.train(run, data, events=events)
+        tables.append(runs.evaluate(run, trained, data, events=events, variant=variant.label))
+        per_clip[variant.label] = runs.read_per_clip(run.run_dir)
+    table = pd.concat(tables, ignore_index=True)
+    diffs = differences(per_clip, variants, harness, variants[0].run.config)
+    write(out, table, diffs, variants)
+    return table, diffs, variants
+
+
+def _dirname(text: str) -> str:
+    return text.replace("=", "-").replace(",", "_").replace("/", "-")
+
+
+def _train_base(base: runs.Run, data: Any, until: str, events: Events) -> None:
+    ckpt = base.run_dir / "checkpoints" / "last.pt"
+    if (base.run_dir / "stages_done.txt").is_file():
+        return
+    runs._prepare_run_dir(base, resume=ckpt.is_file(), fresh=False, events=events)
+    from vpbench.train import Trainer
+
+    model = runs.build_model(base, data)
+    trainer = Trainer(model, data, base.config, base.run_dir, base.device, events)
+    with runs.stop_on_signals(trainer):
+        finished = trainer.fit(resume=ckpt.is_file(), until=until)
+    if not finished:
+        from vpbench.errors import RunError
+
+        raise RunError(f"ablation base {base.run_dir} stopped early; rerun the same command to continue")
+    io.write_text(base.run_dir / "stages_done.txt", f"trained up to stage '{until}'\n")
+
+
+def _seed_from_base(base: runs.Run, run: runs.Run) -> None:
+    target = run.run_dir / "checkpoints" / "last.pt"
+    if target.is_file():
+        return  # the variant already started (e.g. it was interrupted): resume it
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    io.write_json(run.run_dir / "config.json", run.config.to_dict())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with io.atomic_path(target) as tmp:
+        shutil.copyfile(base.run_dir / "checkpoints" / "last.pt", tmp)
+
+
+def differences(per_clip: dict[str, dict], variants: list[Variant], harness, config) -> pd.DataFrame:
+    ref = variants[0].label
+    rows = []
+    for variant in variants[1:]:
+        for metric, values in per_clip[variant.label].items():
+            base = per_clip[ref].get(metric)
+            if base is None or base.shape != values.shape:
+                continue
+            d = paired_difference(base.mean(axis=1), values.mean(axis=1), config.eval.bootstrap, config.seed)
+            rows.append({"variant": variant.label, "reference": ref, "metric": metric, **d})
+    return pd.DataFrame(rows, columns=["variant", "reference", "metric", "diff", "ci_low", "ci_high"])
+
+
+def write(out: Path, table: pd.DataFrame, diffs: pd.DataFrame, variants: list[Variant]) -> None:
+    from vpbench.report.markdown import run_report
+    from vpbench.report.plots import horizon_plot
+    from vpbench.report.tables import fmt_value, markdown_table
+
+    out.mkdir(parents=True, exist_ok=True)
+    io.write_text(out / "results.csv", table.to_csv(index=False))
+    io.write_text(out / "differences.csv", diffs.to_csv(index=False))
+    prov = runs.run_provenance(variants[0].run)
+    horizon_plot(table, out / "horizon.png", title="ablation")
+    rows = [[r.variant, r.metric, fmt_value(r.diff), f"[{fmt_value(r.ci_low)}, {fmt_value(r.ci_high)}]"]
+            for r in diffs.itertuples()]
+    extra = (f"## Differences to `{variants[0].label}` (paired over the same test clips)\n\n"
+             + markdown_table(["variant", "metric", "diff", "95% CI"], rows))
+    io.write_text(out / "report.md", run_report(table, prov, {v.label: v.run.config.to_dict() for v in variants},
+                                                title="vpbench ablation", extra=extra,
+                                                media="## Per-horizon curves\n\n![per-horizon metrics](horizon.png)\n"))
