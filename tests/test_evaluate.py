@@ -85,3 +85,31 @@ def test_predict_gets_a_private_copy_of_the_context():
 
     predict(Peek(None, spec), clip[:, :2], spec, "peek")
     assert seen["storage"] == 2 * 64 * 4  # only the two context frames
+
+
+def test_samples_give_best_and_mean_of_k():
+    from vpbench.evaluate import derived_metrics
+
+    class Noisy(CopyLast):
+        name = "noisy"
+
+        def predict(self, context, n_out):
+            base = super().predict(context, n_out)
+            return (base + 0.3 * torch.rand_like(base)).clamp(0, 1)
+
+    data = Digits(DigitsConfig(n_test=6, n_in=2, n_out=2, size=32, glyph_size=14))
+    metrics = [m for m in METRICS if m.name in ("mse", "ssim")]
+    kw = dict(model_name="noisy", device=torch.device("cpu"), batch_size=3, samples=4, seed=7)
+    a = score(Noisy(None, data.spec), data.split("test"), data.spec, metrics, **kw)
+    b = score(Noisy(None, data.spec), data.split("test"), data.spec, metrics, **kw)
+    assert all(np.array_equal(a.values[k], b.values[k]) for k in a.values)  # reproducible
+    first, best, mean = a.values["mse"], a.values["mse@best4"], a.values["mse@mean4"]
+    assert (best.mean(1) <= first.mean(1) + 1e-12).all() and (best.mean(1) <= mean.mean(1) + 1e-12).all()
+    assert not np.allclose(first, mean)  # the four samples differ
+    ssim_best = a.values["ssim@best4"].mean(1)
+    assert (ssim_best >= a.values["ssim"].mean(1) - 1e-12).all()  # higher is better for SSIM
+    names = [m.name for m in derived_metrics(metrics, 4)]
+    assert names == ["mse", "ssim", "mse@best4", "mse@mean4", "ssim@best4", "ssim@mean4"]
+    table = tidy(a, derived_metrics(metrics, 4), {"run": "r", "model": "noisy", "variant": "v", "dataset": "d",
+                                                  "split": "test", "seed": 7}, resamples=50)
+    assert set(table["metric"]) == set(names)

@@ -51,6 +51,7 @@ class EvalConfig:
     metrics: tuple[str, ...] = ("mse", "mae", "psnr", "ssim", "lpips")  # metric plugin names
     bootstrap: int = 1000  # bootstrap resamples for the 95% confidence intervals
     examples: int = 4  # test clips drawn into the report's GIF / PNG strip
+    samples: int = 1  # predictions per clip (stochastic models): adds best-of-K and mean-of-K metrics
     profile: bool = True  # count FLOPs / MACs and add them to the results
     speed: bool = True  # time latency (batch 1) and throughput (largest batch) on the run's device
     speed_budget: float = 5.0  # seconds the speed measurement may take per batch size
@@ -59,7 +60,7 @@ class EvalConfig:
     def __post_init__(self) -> None:
         _positive(self, "batch_size")
         _non_negative(self, "max_clips", "bootstrap", "examples")
-        _positive(self, "speed_budget", "max_batch")
+        _positive(self, "speed_budget", "max_batch", "samples")
         if not self.metrics:
             raise ConfigError("eval.metrics must name at least one metric")
 

@@ -89,6 +89,8 @@ def score(
     events: Events | None = None,
     num_workers: int = 0,
     dist: Any = None,
+    samples: int = 1,
+    seed: int = 0,
 ) -> Scores:
     """Scores of every metric on every clip of ``split`` (or its first ``max_clips``).
 
@@ -105,22 +107,25 @@ def score(
     chunks: dict[str, list[np.ndarray]] = {m.name: [] for m in metrics}
     unavailable: dict[str, str] = {}
     events.task_start("eval", f"evaluating {model_name}", n)
-    for context, future in loader:
+    for batch_index, (context, future) in enumerate(loader):
         context, future = context.to(device), future.to(device)
-        pred = predict(model, context, spec, model_name)
+        per_sample: dict[str, list[np.ndarray]] = {m.name: [] for m in metrics}
+        for k in range(samples):
+            # every batch and sample draws from its own seeded stream: stochastic models are
+            # reproducible and their K samples differ
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(hash((seed, batch_index, k)) % 2**31)
+                pred = predict(model, context, spec, model_name)
+            for metric in metrics:
+                per_sample[metric.name].append(_metric_values(metric, pred, future, unavailable, events))
         for metric in metrics:
-            if metric.name in unavailable:
-                values = torch.full(tuple(pred.shape[:2]), float("nan"))
-            else:
-                try:
-                    values = metric.per_frame(pred, future)
-                except MetricUnavailable as exc:  # reported as n/a, with one line saying why
-                    unavailable[metric.name] = str(exc)
-                    events.message(f"{metric.name}: n/a. {exc}")
-                    values = torch.full(tuple(pred.shape[:2]), float("nan"))
-                except Exception as exc:
-                    raise PluginError(f"metric '{metric.name}' raised: {one_line(exc)}") from exc
-            chunks[metric.name].append(values.detach().double().cpu().numpy())
+            stack = np.stack(per_sample[metric.name])  # (K, B, T)
+            chunks[metric.name].append(stack[0])
+            if samples > 1:
+                clip_means = stack.mean(axis=2)
+                best = clip_means.argmax(0) if metric.higher_is_better else clip_means.argmin(0)
+                chunks.setdefault(f"{metric.name}@best{samples}", []).append(stack[best, np.arange(stack.shape[1])])
+                chunks.setdefault(f"{metric.name}@mean{samples}", []).append(stack.mean(0))
         events.task_advance("eval", len(context))
     events.task_end("eval")
     values = {k: np.concatenate(v) if v else np.zeros((0, spec.n_out)) for k, v in chunks.items()}
@@ -131,6 +136,38 @@ def score(
         for _, _, u in parts:
             unavailable.update(u)
     return Scores(values, n, unavailable)
+
+
+def _metric_values(metric, pred, future, unavailable: dict[str, str], events: Events) -> np.ndarray:
+    if metric.name in unavailable:
+        return np.full(tuple(pred.shape[:2]), np.nan)
+    try:
+        values = metric.per_frame(pred, future)
+    except MetricUnavailable as exc:  # reported as n/a, with one line saying why
+        unavailable[metric.name] = str(exc)
+        events.message(f"{metric.name}: n/a. {exc}")
+        return np.full(tuple(pred.shape[:2]), np.nan)
+    except Exception as exc:
+        raise PluginError(f"metric '{metric.name}' raised: {one_line(exc)}") from exc
+    return values.detach().double().cpu().numpy()
+
+
+@dataclass(frozen=True)
+class Derived:
+    """A best-of-K / mean-of-K view of a metric (same unit and direction)."""
+
+    name: str
+    unit: str
+    higher_is_better: bool
+
+
+def derived_metrics(metrics: Sequence[Any], samples: int) -> list[Any]:
+    out = list(metrics)
+    if samples > 1:
+        for m in metrics:
+            out += [Derived(f"{m.name}@best{samples}", m.unit, m.higher_is_better),
+                    Derived(f"{m.name}@mean{samples}", m.unit, m.higher_is_better)]
+    return out
 
 
 def bootstrap_ci(x: np.ndarray, resamples: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:

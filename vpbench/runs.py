@@ -31,7 +31,7 @@ from vpbench import config as cfgmod
 from vpbench import io
 from vpbench.data.root import data_root
 from vpbench.errors import ConfigError, PluginError, RunError, VPBenchError, one_line
-from vpbench.evaluate import cost_rows, score, tidy
+from vpbench.evaluate import cost_rows, derived_metrics, score, tidy
 from vpbench.events import Events
 from vpbench.plugins import Harness
 from vpbench.provenance import provenance
@@ -272,7 +272,8 @@ def evaluate(run: Run, model: torch.nn.Module, dataset: Any, *, events: Events |
     split = dataset.split(cfg.eval.split)
     scores = score(model, split, dataset.spec, metrics, model_name=cfg.model_name, device=run.device,
                    batch_size=cfg.eval.batch_size, max_clips=cfg.eval.max_clips, events=events,
-                   num_workers=cfg.train.num_workers, dist=run.dist)
+                   num_workers=cfg.train.num_workers, dist=run.dist, samples=cfg.eval.samples, seed=cfg.seed)
+    metrics = derived_metrics(metrics, cfg.eval.samples)
     meta = {"run": run.run_dir.name, "model": cfg.model_name, "variant": variant or cfg.preset,
             "dataset": cfg.dataset_name, "split": cfg.eval.split, "seed": cfg.seed}
     if not run.is_main:  # rank 0 measures costs and writes every file

@@ -26,7 +26,8 @@ practice, and every one is a config field):
   blocks, causal *factorised* spatiotemporal attention (same position in earlier frames + earlier
   positions in the frame + a null key) instead of full attention, which is out of reach at
   KTH's latent volume. Codes are embedded by their global (path) index per level.
-- Generation: argmax by default (deterministic tables) or temperature sampling; only codewords
+- Generation: argmax by default (deterministic tables) or temperature sampling (``--samples K``
+  reports best-of-K and mean-of-K metrics); only codewords
   that occurred as prior-training targets may be chosen (the measured failure of untrained
   children); cached incremental generation, proven identical to the naive path.
 - Joint stage: ``e_hat`` is built level by level from the predictor's teacher-forced
@@ -89,7 +90,6 @@ class SHRVQVAEConfig:
     # generation
     temperature: float = 0.0  # 0: argmax; > 0: sample with this temperature
     cached: bool = True  # cached incremental generation (False: naive, for checks only)
-    sample_seed: int = 0  # seed of sampling at prediction time
     # budgets (optimiser steps, learning rates, batch sizes; 0 batch = train.batch_size)
     ae_steps: int = 20000
     ae_lr: float = 3e-4
@@ -183,9 +183,9 @@ class SHRVQVAE(nn.Module):
         "prior": ("prior_embed", "prior_hidden", "prior_blocks", "kernel_time", "kernel_space", "first_kernel_space",
                   "attn_every", "attn_heads", "prior_context_loss", "prior_steps", "prior_lr", "prior_batch", "lam",
                   "relaxation", "tau", "joint_unfreeze", "joint_steps", "joint_lr", "joint_batch", "temperature",
-                  "cached", "sample_seed"),
+                  "cached"),
         "joint": ("lam", "relaxation", "tau", "joint_unfreeze", "joint_steps", "joint_lr", "joint_batch",
-                  "temperature", "cached", "sample_seed"),
+                  "temperature", "cached"),
     }
 
     def __init__(self, config: SHRVQVAEConfig, spec: DataSpec):
@@ -323,8 +323,8 @@ class SHRVQVAE(nn.Module):
         return seen[None].expand(batch, -1)
 
     def _chooser(self, device: torch.device):
+        """Argmax, or sampling from the global RNG (the evaluator seeds it per batch and sample)."""
         temperature = self.config.temperature
-        generator = torch.Generator(device=device).manual_seed(self.config.sample_seed) if temperature > 0 else None
 
         def choose(logits: torch.Tensor, level: int, parent: torch.Tensor | None) -> torch.Tensor:
             logits = logits.float()
@@ -334,7 +334,7 @@ class SHRVQVAE(nn.Module):
             if temperature == 0:
                 return logits.argmax(-1)
             probs = torch.softmax(logits / temperature, -1)
-            return torch.multinomial(probs, 1, generator=generator)[:, 0]
+            return torch.multinomial(probs, 1)[:, 0]
 
         return choose
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -21,12 +21,15 @@ def run(
     data_dir: c.DataDir = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an unfinished training in the run directory.")] = False,
     fresh: Annotated[bool, typer.Option("--fresh", help="Move an existing run directory aside and start over.")] = False,
+    samples: Annotated[Optional[int], typer.Option("--samples", help="Predictions per clip: adds best-of-K and mean-of-K metrics.")] = None,
 ) -> None:
     """Train MODEL if needed, evaluate it on the test split and print the results table."""
     from vpbench import runs
     from vpbench.plugins import get_harness
 
     harness = get_harness()
+    if samples is not None:
+        set_ = list(set_ or []) + [f"eval.samples={samples}"]
     run_ = runs.prepare(harness, model, dataset=dataset, preset=preset, config_file=config, sets=set_,
                         seed=seed, device=device, out=out, data_dir=data_dir)
     from vpbench.distributed import shutdown
