@@ -45,6 +45,26 @@ def in_tmp(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
+KTH_VIDEOS = [f"person{p:02d}_{a}_d{d}" for p in (1, 2, 15, 17) for a in ("boxing", "running") for d in (1, 2, 3, 4)]
+
+
+@pytest.fixture(scope="module")
+def kth_root(tmp_path_factory, request):
+    """Small real AVIs under real KTH names, beside the real 00sequences.txt."""
+    from tests.media import moving_square, write_video
+
+    seq = shared_data_dir() / "kth" / "00sequences.txt"
+    if not seq.is_file():
+        pytest.skip(f"real KTH annotations not found at {seq}")
+    root = tmp_path_factory.mktemp("kthroot")
+    (root / "kth" / "videos").mkdir(parents=True)
+    (root / "kth" / "00sequences.txt").write_bytes(seq.read_bytes())
+    for i, video in enumerate(KTH_VIDEOS):
+        write_video(root / "kth" / "videos" / f"{video}_uncomp.avi", moving_square(100, seed=i))
+    return root
+
+
+
 def write_dist_info(site: Path, dist: str, version: str, entry_points: dict[str, str]) -> None:
     """A minimal installed-distribution record: real entry-point metadata on sys.path."""
     info = site / f"{dist.replace('-', '_')}-{version}.dist-info"

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import KTH_VIDEOS
 from tests.media import moving_square, write_video
 from vpbench.builtin import kth as K
 from vpbench.builtin.mmnist import MMNISTConfig, MovingMNIST, OfficialTest
@@ -140,25 +141,6 @@ def test_window_starts_by_hand():
     assert window_starts([(1, 40)], 30, 3) == [0, 3, 6, 9]
     assert window_starts([(1, 95)], 30, 30, n_frames=70) == [0, 30]  # a video shorter than its annotation
     assert window_starts([(1, 40), (1, 40)], 30, 3) == [0, 3, 6, 9]  # duplicated range counted once
-
-
-KTH_VIDEOS = [f"person{p:02d}_{a}_d{d}" for p in (1, 2, 15, 17) for a in ("boxing", "running") for d in (1, 2, 3, 4)]
-
-
-@pytest.fixture(scope="module")
-def kth_root(tmp_path_factory, request):
-    """Small real AVIs under real KTH names, beside the real 00sequences.txt."""
-    from tests.conftest import shared_data_dir
-
-    seq = shared_data_dir() / "kth" / "00sequences.txt"
-    if not seq.is_file():
-        pytest.skip(f"real KTH annotations not found at {seq}")
-    root = tmp_path_factory.mktemp("kthroot")
-    (root / "kth" / "videos").mkdir(parents=True)
-    (root / "kth" / "00sequences.txt").write_bytes(seq.read_bytes())
-    for i, video in enumerate(KTH_VIDEOS):
-        write_video(root / "kth" / "videos" / f"{video}_uncomp.avi", moving_square(100, seed=i))
-    return root
 
 
 def kth_config(**kw):

@@ -130,3 +130,22 @@ def test_training_resumes_exactly_across_stages(tmp_path):
         resumed, _, _ = build(sets)
         Trainer(resumed, data, cfg, tmp_path / f"s{stop}", torch.device("cpu")).fit(resume=True)
         assert_same_weights(full, resumed)
+
+
+def test_shrvqvae_runs_end_to_end_on_kth(kth_root, tmp_path):
+    """KTH protocol (real annotations, real AVI files) through training, metrics and report."""
+    from vpbench import runs
+    from vpbench.plugins import get_harness
+
+    sets = [s for s in TINY if not s.startswith("data.")] + [
+        "data.size=32", "data.n_in=3", "data.n_out=3", "data.train_persons=1,2", "data.val_persons=15",
+        "data.test_persons=17", "data.actions=boxing,running", "model.ae_steps=20", "model.prior_steps=10",
+        "model.joint_steps=4", "eval.max_clips=4", "eval.examples=1", "eval.bootstrap=20", "eval.speed=false"]
+    run = runs.prepare(get_harness(), "shrvqvae", dataset="kth", sets=sets, out=tmp_path / "run", data_dir=kth_root)
+    data = runs.build_dataset(run)
+    model = runs.train(run, data)
+    table = runs.evaluate(run, model, data)
+    row = table.query("metric == 'ssim' and horizon == 'all'").iloc[0]
+    assert row["dataset"] == "kth" and row["n_clips"] == 4 and 0 < row["value"] <= 1
+    assert len(table.query("metric == 'mse' and horizon != 'all'")) == 3
+    assert "persons train 01-02" in (tmp_path / "run" / "report.md").read_text()
