@@ -198,6 +198,15 @@ def _save_weights(model: torch.nn.Module, run: Run) -> None:
     io.torch_save({"model": model.state_dict(), "config": run.config.to_dict()}, run.run_dir / "model.pt")
 
 
+def load_trained(run: Run, dataset: Any) -> torch.nn.Module:
+    """The trained model of an existing run directory (``model.pt``)."""
+    if not (run.run_dir / "model.pt").is_file():
+        raise RunError(f"{run.run_dir} has no trained model (model.pt); finish it with `vpbench run ... --resume`")
+    model = build_model(run, dataset)
+    load_weights(model, run)
+    return model
+
+
 def load_weights(model: torch.nn.Module, run: Run) -> None:
     path = run.run_dir / "model.pt"
     try:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from vpbench import io
 from vpbench.data import download as dl
-from vpbench.data.cache import FrameCache
+from vpbench.data.cache import CachedWindows, FrameCache
 from vpbench.data.video import decode_video
 from vpbench.data.windows import window_starts
 from vpbench.errors import ConfigError, DataError
@@ -123,22 +123,6 @@ class KTHConfig:
             raise ConfigError("test persons must not appear in train_persons or val_persons")
         if not all(1 <= p <= 25 for p in (*self.train_persons, *self.val_persons, *self.test_persons)):
             raise ConfigError("KTH persons are numbered 1-25")
-
-
-class KTHSplit(torch.utils.data.Dataset):
-    """Windows ``(video, start)`` over cached frames: ``(context, future)`` in [0, 1]."""
-
-    def __init__(self, cache: FrameCache, digests: dict[str, str], windows: list[tuple[str, int]], n_in: int, n_out: int):
-        self.cache, self.digests, self.windows, self.n_in, self.n_out = cache, digests, windows, n_in, n_out
-
-    def __len__(self) -> int:
-        return len(self.windows)
-
-    def __getitem__(self, index: int):
-        video, start = self.windows[index]
-        frames = self.cache.get(video, self.digests[video])[start : start + self.n_in + self.n_out]
-        x = torch.from_numpy(np.array(frames)).float().div_(255.0)[:, None]
-        return x[: self.n_in], x[self.n_in :]
 
 
 def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
@@ -256,11 +240,11 @@ class KTH:
         index = self.prepare()
         return {s: {a: sum(1 for v, _ in w if action_of(v) == a) for a in self.config.actions} for s, w in index.items()}
 
-    def split(self, name: str) -> KTHSplit:
+    def split(self, name: str) -> CachedWindows:
         if name not in SPLITS:
             raise ConfigError(f"unknown split '{name}'; use one of {', '.join(SPLITS)}")
         index = self.prepare()
-        return KTHSplit(self.cache, self._digests, index[name], self.config.n_in, self.config.n_out)
+        return CachedWindows(self.cache, self._digests, index[name], self.config.n_in, self.config.n_out)
 
     def download(self, events: Events | None = None, optional: bool = False) -> list[Path]:
         """00sequences.txt and the six action zips (extracted here; the zips are kept)."""

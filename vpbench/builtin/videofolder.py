@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from vpbench.data import download as dl
-from vpbench.data.cache import FrameCache
+from vpbench.data.cache import CachedWindows, FrameCache
 from vpbench.data.frames import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from vpbench.data.video import decode_video
 from vpbench.data.windows import window_starts
@@ -182,7 +182,7 @@ class VideoFolder:
         index = self.prepare()
         if not index[name]:
             raise DataError(f"videofolder: the {name} split has no clips of {self.config.n_in + self.config.n_out} frames")
-        return FolderSplit(self.cache, self._digests, index[name], self.config.n_in, self.config.n_out)
+        return CachedWindows(self.cache, self._digests, index[name], self.config.n_in, self.config.n_out)
 
     def info(self) -> dict[str, str]:
         c = self.config
@@ -193,20 +193,6 @@ class VideoFolder:
             "protocol": f"{c.channels}x{c.height}x{c.width}, {c.n_in} -> {c.n_out}, stride {c.stride or 'clip length'}, "
             f"split by {c.split}" + (f" (val {c.val_fraction}, test {c.test_fraction})" if c.split == "hash" else ""),
         }
-
-
-class FolderSplit(torch.utils.data.Dataset):
-    def __init__(self, cache: FrameCache, digests: dict[str, str], windows: list[tuple[str, int]], n_in: int, n_out: int):
-        self.cache, self.digests, self.windows, self.n_in, self.n_out = cache, digests, windows, n_in, n_out
-
-    def __len__(self) -> int:
-        return len(self.windows)
-
-    def __getitem__(self, index: int):
-        key, start = self.windows[index]
-        frames = np.array(self.cache.get(key, self.digests[key])[start : start + self.n_in + self.n_out])
-        x = torch.from_numpy(frames).float().div_(255.0)
-        return x[: self.n_in], x[self.n_in :]
 
 
 @hookimpl

@@ -37,12 +37,7 @@ def eval_(
         harness.metrics.get(name)
     with c.rich_events() as events:
         data = runs.build_dataset(run_, events)
-        model = runs.build_model(run_, data)
-        if not (run_.run_dir / "model.pt").is_file():
-            from vpbench.errors import RunError
-
-            raise RunError(f"{run_dir} has no trained model (model.pt); finish it with `vpbench run ... --resume`")
-        runs.load_weights(model, run_)
+        model = runs.load_trained(run_, data)
         table = runs.evaluate(run_, model, data, events=events)
     from vpbench import io
 

@@ -33,9 +33,7 @@ def predict(
     harness = get_harness()
     run_ = runs.load_run(harness, run_dir, device=device, data_dir=data_dir)
     data = runs.build_dataset(run_)
-    model = runs.build_model(run_, data)
-    runs.load_weights(model, run_)
-    model.eval()
+    model = runs.load_trained(run_, data).eval()
     spec = data.spec
     out_dir = Path(out) if out else run_.run_dir / "predictions"
     items = []

@@ -47,3 +47,24 @@ class FrameCache:
 
     def __getstate__(self):  # DataLoader workers reopen their own memory maps
         return {"directory": self.directory, "_open": {}}
+
+
+class CachedWindows:
+    """Clips cut from cached videos: ``windows`` are ``(key, start)``; items are
+    ``(context, future)`` float in [0, 1] with a channel axis (added for grey ``(T, H, W)`` caches)."""
+
+    def __init__(self, cache: FrameCache, digests: dict[str, str], windows: list[tuple[str, int]], n_in: int, n_out: int):
+        self.cache, self.digests, self.windows, self.n_in, self.n_out = cache, digests, windows, n_in, n_out
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, index: int):
+        import torch
+
+        key, start = self.windows[index]
+        frames = np.array(self.cache.get(key, self.digests[key])[start : start + self.n_in + self.n_out])
+        x = torch.from_numpy(frames).float().div_(255.0)
+        if x.dim() == 3:
+            x = x[:, None]
+        return x[: self.n_in], x[self.n_in :]
