@@ -149,3 +149,20 @@ def test_shrvqvae_runs_end_to_end_on_kth(kth_root, tmp_path):
     assert row["dataset"] == "kth" and row["n_clips"] == 4 and 0 < row["value"] <= 1
     assert len(table.query("metric == 'mse' and horizon != 'all'")) == 3
     assert "persons train 01-02" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_scheduled_sampling_swaps_only_future_frames_for_own_predictions():
+    model, data, _ = build(["model.scheduled_sampling=1.0"])
+    model.on_stage_start("prior")
+    model.train()
+    context, future = clips(data, 2)
+    local = model.encode_clip(torch.cat([context, future], 1))
+    glob = model.to_global(local)
+    exposed = model._exposed(local, glob, n_in=4)
+    assert torch.equal(exposed[:, :4], local[:, :4])  # context frames untouched
+    assert torch.equal(exposed[:, 4:], model.prior(glob).argmax(3)[:, 4:])  # p = 1: every future frame predicted
+    model2, _, _ = build(["model.scheduled_sampling=0.0"])
+    model2.train()
+    loss = model2.training_step((context, future), "prior")["loss"]
+    loss_ss = model.training_step((context, future), "prior")["loss"]
+    assert torch.isfinite(loss) and torch.isfinite(loss_ss)

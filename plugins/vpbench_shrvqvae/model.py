@@ -82,6 +82,7 @@ class SHRVQVAEConfig:
     attn_every: int = 4  # a causal attention block after every N gated blocks (0: none)
     attn_heads: int = 1  # attention heads per level group
     prior_context_loss: bool = False  # also train the prior on the context frames' codes
+    scheduled_sampling: float = 0.0  # chance that a future frame's input codes are the prior's own predictions
     # joint stage
     lam: float = 1.0  # weight of the pixel loss in the joint stage (0: disjoint training)
     relaxation: Literal["gumbel", "softmax"] = "gumbel"  # differentiable code choice in the joint stage
@@ -111,6 +112,8 @@ class SHRVQVAEConfig:
                 raise ConfigError(f"{name} must be odd")
         if self.lam < 0 or self.tau <= 0 or self.temperature < 0:
             raise ConfigError("lam and temperature must be >= 0 and tau > 0")
+        if not 0 <= self.scheduled_sampling <= 1:
+            raise ConfigError("scheduled_sampling must be in [0, 1]")
         if self.quantizer == "tree" and self.codebook_size**self.levels > 2**22:
             raise ConfigError("codebook_size ** levels is too large for the tree (> 4M codewords)")
 
@@ -196,7 +199,8 @@ class SHRVQVAE(nn.Module):
     # trains the earlier stages once and shares them (`vpbench ablate --lambda 0,1`)
     late_fields = {
         "prior": ("prior_embed", "prior_hidden", "prior_blocks", "kernel_time", "kernel_space", "first_kernel_space",
-                  "attn_every", "attn_heads", "prior_context_loss", "prior_steps", "prior_lr", "prior_batch", "lam",
+                  "attn_every", "attn_heads", "prior_context_loss", "scheduled_sampling", "prior_steps", "prior_lr",
+                  "prior_batch", "lam",
                   "relaxation", "tau", "joint_unfreeze", "joint_steps", "joint_lr", "joint_batch", "temperature",
                   "cached"),
         "joint": ("lam", "relaxation", "tau", "joint_unfreeze", "joint_steps", "joint_lr", "joint_batch",
@@ -291,6 +295,8 @@ class SHRVQVAE(nn.Module):
             glob = self.to_global(local)
         if self.training:
             self._mark_seen(glob[:, n_in:] if not c.prior_context_loss else glob)
+        if self.training and c.scheduled_sampling > 0:
+            glob = self.to_global(self._exposed(local, glob, n_in))
         logits = self.prior(glob)  # (B, T, n, classes, h, w)
         first = 1 if c.prior_context_loss else n_in
         target, scored = local[:, first:], logits[:, first:]
@@ -303,6 +309,17 @@ class SHRVQVAE(nn.Module):
             pixel = F.mse_loss(pred, future.flatten(0, 1))
             out.update(loss=ce + c.lam * pixel, pixel=pixel.detach())
         return out
+
+    @torch.no_grad()
+    def _exposed(self, local: torch.Tensor, glob: torch.Tensor, n_in: int) -> torch.Tensor:
+        """Parallel scheduled sampling in code space: each future frame's input codes are, with
+        probability ``scheduled_sampling``, the prior's own teacher-forced predictions (so it
+        learns to continue from its own mistakes, as in a rollout); targets stay the true codes."""
+        predicted = self.prior(glob).argmax(3)  # (B, T, n, h, w)
+        b, t = local.shape[:2]
+        swap = torch.rand(b, t, device=local.device) < self.config.scheduled_sampling
+        swap[:, :n_in] = False
+        return torch.where(swap[:, :, None, None, None], predicted, local)
 
     @torch.no_grad()
     def _mark_seen(self, glob: torch.Tensor) -> None:
