@@ -25,12 +25,11 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from vpbench import io
 from vpbench.data import download as dl
 from vpbench.data.cache import CachedWindows, FrameCache
-from vpbench.data.video import decode_video
+from vpbench.data.video import decode_video, resize_uint8
 from vpbench.data.windows import window_starts
 from vpbench.errors import ConfigError, DataError
 from vpbench.events import Events
@@ -127,9 +126,7 @@ class KTHConfig:
 
 def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
     """uint8 ``(T, H, W)`` -> uint8 ``(T, size, size)``, bilinear with half-pixel centres."""
-    x = torch.from_numpy(frames).float()[:, None]
-    y = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-    return y[:, 0].round_().clamp_(0, 255).to(torch.uint8).numpy()
+    return resize_uint8(torch.from_numpy(frames).float()[:, None], size, size)[:, 0]
 
 
 class KTH:
@@ -203,24 +200,11 @@ class KTH:
                 f"{len(absent)} KTH videos are missing under {self.dir} (e.g. {absent[0]}_uncomp.avi); run "
                 f"`vpbench data download kth` or unzip the six action zips from {BASE_URL} there"
             )
-        cache = self.cache
-        events.task_start("kth", "decoding KTH (once)", len(needed))
-        lengths: dict[str, int] = {}
-        for video in needed:
-            digest = dl._cached_sha256(files[video])
-            try:
-                frames = cache.get(video, digest, lambda p=files[video]: resize_frames(decode_video(p), c.size))
-            except DataError:
-                if c.on_corrupt == "stop":
-                    raise
-                self.skipped.append(video)
-                events.message(f"skipping corrupt video {files[video]}")
-                events.task_advance("kth")
-                continue
-            self._digests[video] = digest
-            lengths[video] = len(frames)
-            events.task_advance("kth")
-        events.task_end("kth")
+        lengths, digests, skipped = self.cache.decode_all(
+            [(video, files[video]) for video in needed], dl._cached_sha256,
+            lambda path: resize_frames(decode_video(path), c.size), c.on_corrupt, events, "kth", "decoding KTH (once)")
+        self._digests.update(digests)
+        self.skipped += skipped
         clip = c.n_in + c.n_out
         index: dict[str, list[tuple[str, int]]] = {}
         for split, videos in wanted.items():

@@ -21,12 +21,11 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from vpbench.data import download as dl
 from vpbench.data.cache import CachedWindows, FrameCache
 from vpbench.data.frames import IMAGE_SUFFIXES, VIDEO_SUFFIXES
-from vpbench.data.video import decode_video
+from vpbench.data.video import decode_video, resize_uint8
 from vpbench.data.windows import window_starts
 from vpbench.errors import ConfigError, DataError
 from vpbench.events import Events
@@ -132,8 +131,7 @@ class VideoFolder:
         x = torch.from_numpy(frames).float().permute(0, 3, 1, 2)  # (T, 3, H, W)
         if c.channels == 1:
             x = x.mean(1, keepdim=True)
-        x = F.interpolate(x, size=(c.height, c.width), mode="bilinear", align_corners=False)
-        return x.round_().clamp_(0, 255).to(torch.uint8).numpy()
+        return resize_uint8(x, c.height, c.width)
 
     def digest(self, source: Path) -> str:
         if source.is_file():
@@ -149,29 +147,20 @@ class VideoFolder:
         events = events or Events()
         c = self.config
         sources = self.sources()
-        cache = self.cache
         clip = c.n_in + c.n_out
-        everything = [p for ps in sources.values() for p in ps]
-        events.task_start("videofolder", "decoding videos (once)", len(everything))
+        keyed = {split: [(str(p.relative_to(self.folder)).replace("/", "__"), p) for p in paths]
+                 for split, paths in sources.items()}
+        path_of = {key: path for items in keyed.values() for key, path in items}
+        lengths, digests, skipped = self.cache.decode_all(
+            [item for items in keyed.values() for item in items], self.digest, self.decode, c.on_corrupt, events,
+            "videofolder", "decoding videos (once)")
+        self._digests.update(digests)
+        self.skipped += [str(path_of[key]) for key in skipped]
         index: dict[str, list[tuple[str, int]]] = {s: [] for s in SPLITS}
-        for split, paths in sources.items():
-            for source in paths:
-                key = str(source.relative_to(self.folder)).replace("/", "__")
-                digest = self.digest(source)
-                try:
-                    frames = cache.get(key, digest, lambda s=source: self.decode(s))
-                except DataError:
-                    if c.on_corrupt == "stop":
-                        raise
-                    self.skipped.append(str(source))
-                    events.message(f"skipping corrupt video {source}")
-                    events.task_advance("videofolder")
-                    continue
-                self._digests[key] = digest
-                starts = window_starts([(1, len(frames))], clip, c.stride or clip)
-                index[split] += [(key, s) for s in starts]
-                events.task_advance("videofolder")
-        events.task_end("videofolder")
+        for split, items in keyed.items():
+            for key, _ in items:
+                if key in lengths:
+                    index[split] += [(key, s) for s in window_starts([(1, lengths[key])], clip, c.stride or clip)]
         self._index = index
         events.message("videofolder clips: " + ", ".join(f"{s} {len(w)}" for s, w in index.items()))
         return index

@@ -9,7 +9,7 @@ changed source file gets a new cache entry; an interrupted build keeps every fin
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -44,6 +44,32 @@ class FrameCache:
                 self.put(name, digest, build())
             self._open[path] = np.load(path, mmap_mode="r")
         return self._open[path]
+
+    def decode_all(self, sources: Iterable[tuple[str, Path]], digest: Callable[[Path], str],
+                   build: Callable[[Path], np.ndarray], on_corrupt: str, events, task: str,
+                   description: str) -> tuple[dict[str, int], dict[str, str], list[str]]:
+        """Decode every ``(key, source)`` not cached yet, with progress. Returns frame counts and
+        digests by key, and the keys of corrupt sources skipped (``on_corrupt="skip"``; with
+        ``"stop"`` the :class:`~vpbench.errors.DataError` naming the file propagates)."""
+        from vpbench.errors import DataError
+
+        sources = list(sources)
+        lengths, digests, skipped = {}, {}, []
+        events.task_start(task, description, len(sources))
+        for key, source in sources:
+            value = digest(source)
+            try:
+                frames = self.get(key, value, lambda s=source: build(s))
+            except DataError:
+                if on_corrupt == "stop":
+                    raise
+                skipped.append(key)
+                events.message(f"skipping corrupt video {source}")
+            else:
+                digests[key], lengths[key] = value, len(frames)
+            events.task_advance(task)
+        events.task_end(task)
+        return lengths, digests, skipped
 
     def __getstate__(self):  # DataLoader workers reopen their own memory maps
         return {"directory": self.directory, "_open": {}}

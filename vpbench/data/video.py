@@ -32,3 +32,13 @@ def decode_video(path: str | Path, grey: bool = True) -> np.ndarray:
     if not frames:
         raise DataError(f"{path} decoded to zero frames (corrupt or truncated?)")
     return np.stack(frames)
+
+
+def resize_uint8(frames, height: int, width: int) -> np.ndarray:
+    """Float ``(T, C, H, W)`` pixel values (0-255) -> uint8 ``(T, C, height, width)``, bilinear
+    with half-pixel centres (OpenCV's INTER_LINEAR), rounded."""
+    import torch
+    import torch.nn.functional as F
+
+    y = F.interpolate(frames, size=(height, width), mode="bilinear", align_corners=False)
+    return y.round_().clamp_(0, 255).to(torch.uint8).numpy()
