@@ -20,12 +20,12 @@ import os
 import sys
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Iterable
+from typing import Any
 
 import pluggy
 
 from vpbench import hookspecs
-from vpbench.errors import PluginError, one_line
+from vpbench.errors import one_line
 from vpbench.protocols import Registered, validate_dataset, validate_metric, validate_model
 from vpbench.registry import Registry, Source
 
@@ -169,9 +169,6 @@ class Harness:
         registry = {"model": self.models, "dataset": self.datasets, "metric": self.metrics}[kind]
         return registry.entry(name).source
 
-    def metric_objects(self, names: Iterable[str]) -> list[Any]:
-        return [self.metrics.get(n) for n in names]
-
 
 _HARNESS: Harness | None = None
 
@@ -186,7 +183,3 @@ def get_harness(reload: bool = False) -> Harness:
         _HARNESS = harness
     return _HARNESS
 
-
-def plugin_error(source: Source, what: str, exc: BaseException) -> PluginError:
-    """A one-line error blaming the plugin that raised."""
-    return PluginError(f"{source} raised while {what}: {one_line(exc)}")

@@ -30,7 +30,7 @@ import torch
 from vpbench import config as cfgmod
 from vpbench import io
 from vpbench.data.root import data_root
-from vpbench.errors import ConfigError, PluginError, RunError, VPBenchError, one_line
+from vpbench.errors import PluginError, RunError, VPBenchError, one_line
 from vpbench.evaluate import cost_rows, derived_metrics, score, tidy
 from vpbench.events import Events
 from vpbench.plugins import Harness
@@ -152,11 +152,6 @@ def build_model_for_spec(run: Run, spec: Any) -> torch.nn.Module:
     model = _plugin_call(run, "model", cfg.model_name, "being built", run.model_cls, cfg.model, spec)
     return model.to(run.device)
 
-
-def get_harness_for_cli() -> Harness:
-    from vpbench.plugins import get_harness
-
-    return get_harness()
 
 
 @contextlib.contextmanager
@@ -389,7 +384,3 @@ def read_per_clip(run_dir: str | Path) -> dict[str, np.ndarray]:
     with np.load(path) as data:
         return {k: data[k] for k in data.files}
 
-
-def check_split_name(name: str) -> None:
-    if name not in ("val", "test"):
-        raise ConfigError(f"split must be val or test, got {name!r}")

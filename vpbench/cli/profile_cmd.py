@@ -21,10 +21,11 @@ def profile(
 ) -> None:
     """Cost of one prediction (n_in -> n_out at batch 1) of MODEL on DATASET's frame size."""
     from vpbench import runs
+    from vpbench.plugins import get_harness
     from vpbench.profile import profile_model
     from vpbench.report.tables import fmt_value
 
-    harness = runs.get_harness_for_cli()
+    harness = get_harness()
     run_ = runs.prepare(harness, model, dataset=dataset, preset=preset, config_file=config, sets=set_, device=device)
     cfg = run_.config
     spec = run_.dataset_cls(cfg.data, None).spec  # the frame shape only; no data is read

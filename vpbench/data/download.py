@@ -39,7 +39,7 @@ class RemoteFile:
     note: str = field(default="", compare=False)
 
 
-def sha256_file(path: Path, events: Events | None = None) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(CHUNK):
