@@ -43,6 +43,17 @@ def test_lambda_ablation_shares_stages_one_and_two(in_tmp):
             assert torch.equal(w0[k], base[k]), k  # lambda = 0: the decoder gets no gradient
     assert any(not torch.equal(w1[k], base[k]) for k in w1 if k.startswith("decoder."))  # lambda = 1 adapts it
     assert "Differences to `lam=0`" in (in_tmp / "abl" / "report.md").read_text()
+    # a lost variant is retrained from the same base, which is reused, not trained again
+    import shutil
+
+    shutil.rmtree(in_tmp / "abl" / "lam-1")
+    base_mtime = (in_tmp / "abl" / "base-until-joint" / "checkpoints" / "last.pt").stat().st_mtime_ns
+    again = invoke("ablate", "--lambda", "0,1", *FAST, "--out", "abl")
+    assert again.exit_code == 0, again.output
+    assert "stages before 'joint' are already trained" in again.output
+    assert (in_tmp / "abl" / "base-until-joint" / "checkpoints" / "last.pt").stat().st_mtime_ns == base_mtime
+    w1_again = torch.load(in_tmp / "abl" / "lam-1" / "model.pt", weights_only=False)["model"]
+    assert all(torch.equal(w1[k], w1_again[k]) for k in w1)  # same base, same seed: same weights
 
 
 def test_ablate_errors_are_one_line(in_tmp):

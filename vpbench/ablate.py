@@ -95,21 +95,8 @@ def _dirname(text: str) -> str:
 
 
 def _train_base(base: runs.Run, data: Any, until: str, events: Events) -> None:
-    ckpt = base.run_dir / "checkpoints" / "last.pt"
-    if (base.run_dir / "stages_done.txt").is_file():
-        return
-    runs._prepare_run_dir(base, resume=ckpt.is_file(), fresh=False, events=events)
-    from vpbench.train import Trainer
-
-    model = runs.build_model(base, data)
-    trainer = Trainer(model, data, base.config, base.run_dir, base.device, events)
-    with runs.stop_on_signals(trainer):
-        finished = trainer.fit(resume=ckpt.is_file(), until=until)
-    if not finished:
-        from vpbench.errors import RunError
-
-        raise RunError(f"ablation base {base.run_dir} stopped early; rerun the same command to continue")
-    io.write_text(base.run_dir / "stages_done.txt", f"trained up to stage '{until}'\n")
+    resume = (base.run_dir / "checkpoints" / "last.pt").is_file()  # an interrupted base continues
+    runs.train(base, data, resume=resume, events=events, until=until)
 
 
 def _seed_from_base(base: runs.Run, run: runs.Run) -> None:

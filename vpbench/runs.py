@@ -212,8 +212,11 @@ def load_weights(model: torch.nn.Module, run: Run) -> None:
 
 
 def train(run: Run, dataset: Any, *, resume: bool = False, fresh: bool = False,
-          events: Events | None = None) -> torch.nn.Module:
-    """The trained model of ``run``: loaded when already trained, else trained now."""
+          events: Events | None = None, until: str | None = None) -> torch.nn.Module:
+    """The trained model of ``run``: loaded when already trained, else trained now.
+
+    With ``until`` only the stages before that one are trained; the run then ends with its
+    checkpoint at that stage boundary and a marker file instead of ``model.pt``."""
     events = events or Events()
     run_dir, cfg = run.run_dir, run.config
     if run.dist is not None:
@@ -226,7 +229,11 @@ def train(run: Run, dataset: Any, *, resume: bool = False, fresh: bool = False,
     else:
         _prepare_run_dir(run, resume, fresh, events)
     model = build_model(run, dataset)
-    if (run_dir / "model.pt").is_file():
+    marker = run_dir / f"trained-until-{until}.txt" if until is not None else None
+    if marker is not None and marker.is_file():
+        events.message(f"stages before '{until}' are already trained in {run_dir}")
+        return model
+    if marker is None and (run_dir / "model.pt").is_file():
         load_weights(model, run)
         events.message(f"{cfg.model_name} is already trained in {run_dir}; evaluating it")
         return model
@@ -237,11 +244,14 @@ def train(run: Run, dataset: Any, *, resume: bool = False, fresh: bool = False,
         )
     trainer = Trainer(model, dataset, cfg, run_dir, run.device, events, dist=run.dist)
     with stop_on_signals(trainer):
-        finished = _plugin_call(run, "model", cfg.model_name, "training", trainer.fit, resume)
+        finished = _plugin_call(run, "model", cfg.model_name, "training", trainer.fit, resume, until=until)
     if not finished:
         raise RunError(f"training stopped by a signal; checkpoint written; continue with `--resume --out {run_dir}`")
     if run.is_main:
-        _save_weights(model, run)
+        if marker is None:
+            _save_weights(model, run)
+        else:
+            io.write_text(marker, f"trained up to stage '{until}'\n")
     if run.dist is not None:
         run.dist.barrier()
     return model
