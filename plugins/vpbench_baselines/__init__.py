@@ -1,0 +1,22 @@
+"""Baseline model plugins for vpbench: ConvLSTM, PredRNN and SimVP (IncepU translator).
+
+Each is a port of the network behind the OpenSTL benchmark tables (Tan et al., NeurIPS 2023
+Datasets and Benchmarks, arXiv 2306.11249), written from the papers and the published
+configurations, trained by vpbench's trainer and measured by the same metrics and counters as
+every other model. They register through the ``vpbench`` entry-point group like any
+third-party plugin (``pyproject.toml``: ``baselines = "vpbench_baselines"``).
+"""
+
+import vpbench
+from vpbench_baselines.convlstm import ConvLSTM
+from vpbench_baselines.predrnn import PredRNN
+from vpbench_baselines.simvp import SimVP
+
+__all__ = ["ConvLSTM", "PredRNN", "SimVP"]
+
+
+@vpbench.hookimpl
+def vpbench_register_models(register):
+    register(ConvLSTM)
+    register(PredRNN)
+    register(SimVP)
