@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 from typer.testing import CliRunner
 
 from tests.models import TwoStage
@@ -173,7 +175,7 @@ def test_predict_from_a_folder_of_frames(in_tmp):
 
 
 def test_compare_gives_one_table_and_paired_differences(in_tmp):
-    result = invoke("compare", "copylast", "blank", "meanframe", *SMALL, "--out", "cmp")
+    result = invoke("compare", "copylast", "blank", "meanframe", *SMALL, "--out", "cmp", "--note", "short training")
     assert result.exit_code == 0, result.output
     table = pd.read_csv("cmp/results.csv")
     assert set(table["model"]) == {"copylast", "blank", "meanframe"}
@@ -182,7 +184,21 @@ def test_compare_gives_one_table_and_paired_differences(in_tmp):
     row = paired.query("model == 'blank' and metric == 'mse'").iloc[0]
     # blank beats copy-last on moving digits (two digits land in the wrong place)
     assert row["diff"] < 0 and row["verdict"] == "better"
-    assert "Paired differences" in Path("cmp/report.md").read_text()
+    report = Path("cmp/report.md").read_text()
+    assert "Paired differences" in report
+    # how it differs from the published protocol, per model; the dataset's provenance; the note
+    assert "| copylast | none | untrained | - | 12 of 12 |" in report
+    assert "dataset protocol: 2 digits" in report
+    assert "## Notes\n\nshort training" in report
+    # one side-by-side strip per example clip: labelled rows context, truth, then each model
+    strip = np.asarray(Image.open("cmp/examples/clip00000.png"))
+    frame, label, gap = 64, 12, 2
+    assert strip.shape[0] == 5 * (label + frame) + 4 * gap
+    tile = lambda row, col: strip[row * (label + frame + gap) + label:][:frame, col * (frame + gap):][:, :frame]  # noqa: E731
+    assert tile(3, 4).max() == 0 and tile(1, 0).max() > 0  # blank predicts zeros; the truth has digits
+    assert np.array_equal(tile(2, 0), tile(0, 9)) and np.array_equal(tile(2, 5), tile(0, 9))  # copylast
+    gif = Image.open("cmp/examples/clip00000.gif")
+    assert gif.n_frames == 20 and gif.size[0] == 2 * 4 * frame  # truth + 3 models, scale 2
 
 
 def test_profile_command_counts_by_hand(in_tmp, with_twostage):

@@ -56,11 +56,48 @@ def rich_paired(paired: pd.DataFrame, reference: str) -> Table:
     return table
 
 
-def write_comparison(out_dir: Path, table: pd.DataFrame, paired: pd.DataFrame, runs_: list, harness: Any) -> None:
+def training_budget(model_cls: type, config: Any, spec: Any) -> dict[str, int]:
+    """Optimiser steps per stage of ``model_cls`` under ``config`` (built on the meta device)."""
+    import torch
+
+    with torch.device("meta"):
+        model = model_cls(config, spec)
+    return {stage.name: stage.steps for stage in model.stages()}
+
+
+def protocol_rows(runs_: list, datasets: list, harness: Any) -> list[list[str]]:
+    """Per model: what was trained and scored here next to the model's ``paper`` preset, so a
+    reader sees at once how far a run is from the published protocol."""
+    from vpbench import config as cfgmod
+
+    rows = []
+    for run, data in zip(runs_, datasets):
+        cfg = run.config
+        model_cls = harness.models.get(cfg.model_name)
+        here = training_budget(model_cls, cfg.model, data.spec)
+        paper = "no paper preset"
+        if "paper" in {k.split("@")[0] for k in getattr(model_cls, "presets", {})}:
+            ref = cfgmod.resolve(cfg.model_name, model_cls, harness.datasets.get, dataset=cfg.dataset_name,
+                                 preset="paper")
+            paper = ", ".join(f"{k} {v:,}" for k, v in training_budget(model_cls, ref.model, data.spec).items()) or "-"
+        n_test = len(data.split(cfg.eval.split))
+        scored = min(n_test, cfg.eval.max_clips) if cfg.eval.max_clips else n_test
+        rows.append([cfg.model_name, cfg.preset, ", ".join(f"{k} {v:,}" for k, v in here.items()) or "untrained",
+                     paper, f"{scored:,} of {n_test:,}", f"{cfg.train.batch_size}"])
+    return rows
+
+
+PROTOCOL_HEADERS = ["model", "preset", "optimiser steps here", "steps in the paper preset", "test clips scored",
+                    "batch"]
+
+
+def write_comparison(out_dir: Path, table: pd.DataFrame, paired: pd.DataFrame, runs_: list, harness: Any,
+                     datasets: list | None = None, examples: list | None = None, note: str = "") -> None:
+    """results.csv / paired.csv / results.json / horizon.png / report.md (+ examples/ side by side)."""
     from vpbench.runs import run_provenance
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    prov = run_provenance(runs_[0])
+    prov = run_provenance(runs_[0], datasets[0] if datasets else None)
     io.write_text(out_dir / "results.csv", table.to_csv(index=False))
     io.write_text(out_dir / "paired.csv", paired.to_csv(index=False))
     io.write_json(out_dir / "results.json", {
@@ -74,6 +111,19 @@ def write_comparison(out_dir: Path, table: pd.DataFrame, paired: pd.DataFrame, r
 
     horizon_plot(table, out_dir / "horizon.png", title=f"{runs_[0].config.dataset_name}")
     extra = "## Paired differences\n\n" + markdown_table(PAIRED_HEADERS, _paired_rows(paired))
+    if datasets:
+        extra += ("\n\n## How this differs from the published protocol\n\n"
+                  + markdown_table(PROTOCOL_HEADERS, protocol_rows(runs_, datasets, harness)))
+    if note:
+        extra += "\n\n## Notes\n\n" + note.strip() + "\n"
     media = "## Per-horizon curves\n\n![per-horizon metrics](horizon.png)\n"
+    if examples:
+        from vpbench.report.media import save_comparison
+
+        media += "\n## Predictions on the same test clips\n\n"
+        for i, (context, truth, preds) in enumerate(examples):
+            png, gif = out_dir / "examples" / f"clip{i:05d}.png", out_dir / "examples" / f"clip{i:05d}.gif"
+            save_comparison(png, gif, context, truth, preds)
+            media += f"![clip {i}](examples/{png.name})\n\n![clip {i} animated](examples/{gif.name})\n\n"
     io.write_text(out_dir / "report.md", run_report(table, prov, None, title="vpbench comparison", extra=extra,
                                                     media=media))

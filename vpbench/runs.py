@@ -323,6 +323,19 @@ def measure_costs(run: Run, model: torch.nn.Module, dataset: Any, events: Events
     return prof.rows()
 
 
+def example_predictions(run: Run, model: torch.nn.Module, dataset: Any) -> list[torch.Tensor]:
+    """Predictions (CPU) for the first ``eval.examples`` clips of the evaluated split."""
+    from vpbench.evaluate import predict
+
+    split = dataset.split(run.config.eval.split)
+    out = []
+    for i in range(min(run.config.eval.examples, len(split))):
+        context, _ = split[i]
+        with torch.no_grad():
+            out.append(predict(model, context[None].to(run.device), dataset.spec, run.config.model_name)[0].cpu())
+    return out
+
+
 def write_examples(run: Run, model: torch.nn.Module, split: Any, spec: Any) -> None:
     """PNG strips (context / truth / prediction / error) and GIFs of the first test clips."""
     from vpbench.evaluate import predict

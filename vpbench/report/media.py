@@ -74,3 +74,41 @@ def save_gif(path: str | Path, context: torch.Tensor, truth: torch.Tensor | None
     images = [Image.fromarray(f).resize((f.shape[1] * scale, h * scale), Image.NEAREST) for f in frames]
     with io.atomic_path(path) as tmp:
         images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)
+
+
+def _label(text: str, width: int, height: int = 12) -> np.ndarray:
+    from PIL import ImageDraw
+
+    image = Image.new("RGB", (width, height), (255, 255, 255))
+    ImageDraw.Draw(image).text((1, 0), text, fill=(0, 0, 0))
+    return np.asarray(image)
+
+
+def comparison_strip(context: torch.Tensor, truth: torch.Tensor, preds: dict[str, torch.Tensor]) -> np.ndarray:
+    """One clip, one labelled row each: context, ground truth, then every model's prediction."""
+    rows = [("context", to_uint8(context)), ("truth", to_uint8(truth))]
+    rows += [(name, to_uint8(pred)) for name, pred in preds.items()]
+    w = rows[0][1].shape[2]
+    width = max(len(r) for _, r in rows) * (w + GAP) - GAP
+    blocks = []
+    for name, frames in rows:
+        blocks += [_label(name, width), _row(frames, width), np.full((GAP, width, 3), 255, np.uint8)]
+    return np.concatenate(blocks[:-1])
+
+
+def save_comparison(png: str | Path, gif: str | Path, context: torch.Tensor, truth: torch.Tensor,
+                    preds: dict[str, torch.Tensor], ms_per_frame: int = 250, scale: int = 2) -> None:
+    """PNG strip of :func:`comparison_strip` and a GIF: truth beside every model, frame by frame."""
+    image = Image.fromarray(comparison_strip(context, truth, preds))
+    with io.atomic_path(png) as tmp:
+        image.save(tmp, format="PNG")
+    panels = [("truth", to_uint8(torch.cat([context, truth])))]
+    panels += [(name, to_uint8(torch.cat([context, pred]))) for name, pred in preds.items()]
+    h, w = panels[0][1].shape[1:3]
+    frames = []
+    for i in range(len(panels[0][1])):
+        tiles = [np.concatenate([_label(name[: max(1, w // 6)], w), frames_[i]]) for name, frames_ in panels]
+        frames.append(np.concatenate(tiles, axis=1))
+    images = [Image.fromarray(f).resize((f.shape[1] * scale, f.shape[0] * scale), Image.NEAREST) for f in frames]
+    with io.atomic_path(gif) as tmp:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)

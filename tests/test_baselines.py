@@ -1,0 +1,215 @@
+"""ConvLSTM, PredRNN and SimVP: the published sizes, the sampling schedules, the rollout, and learning."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vpbench import config as C
+from vpbench.plugins import get_harness
+from vpbench.profile import model_flops
+from vpbench.protocols import DataSpec
+from vpbench_baselines import ConvLSTM, PredRNN, SimVP
+from vpbench_baselines.convlstm import ConvLSTMCell
+from vpbench_baselines.recurrent import true_frame_probabilities
+
+HARNESS = get_harness()
+MMNIST = DataSpec(10, 10, 1, 64, 64)
+KTH = DataSpec(10, 20, 1, 128, 128)
+
+
+def paper_config(name: str, dataset: str):
+    cls = HARNESS.models.get(name)
+    return cls, C.resolve(name, cls, HARNESS.datasets.get, dataset=dataset, preset="paper").model
+
+
+def n_params(cls, config, spec) -> int:
+    with torch.device("meta"):
+        return sum(p.numel() for p in cls(config, spec).parameters())
+
+
+# OpenSTL benchmark tables (PROTOCOLS.md): parameters in millions, rounded to 0.1M as published
+@pytest.mark.parametrize("name, dataset, spec, published", [
+    ("convlstm", "mmnist", MMNIST, 15.0), ("predrnn", "mmnist", MMNIST, 23.8),
+    ("convlstm", "kth", KTH, 14.9), ("predrnn", "kth", KTH, 23.6), ("simvp", "kth", KTH, 12.2),
+])
+def test_paper_preset_has_the_published_parameter_count(name, dataset, spec, published):
+    cls, cfg = paper_config(name, dataset)
+    assert round(n_params(cls, cfg, spec) / 1e6, 1) == published
+
+
+def test_simvp_moving_mnist_count_is_within_a_tenth_of_a_percent_of_the_published_58m():
+    # 57,946,113 with the current OpenSTL SimVP (its KTH row reproduces exactly, see above); the
+    # published 58.0M is 0.09% higher -- recorded as a known difference in simvp.py's docstring
+    cls, cfg = paper_config("simvp", "mmnist")
+    count = n_params(cls, cfg, MMNIST)
+    assert count == 57_946_113
+    assert abs(count - 58.0e6) / 58.0e6 < 1e-3
+
+
+def test_exact_counts_follow_the_hand_formula():
+    # ConvLSTM cell: conv_x (c_in -> 4h, 5x5), conv_h (h -> 4h, 5x5), unused conv_o (2h -> h, 5x5); no biases
+    h, k = 128, 25
+    cell = lambda c_in: c_in * 4 * h * k + h * 4 * h * k + 2 * h * h * k  # noqa: E731
+    expected = cell(16) + 3 * cell(h) + h * 16  # + the 1x1 read-out to the 16 patch channels
+    cls, cfg = paper_config("convlstm", "mmnist")
+    assert n_params(cls, cfg, MMNIST) == expected == 14_952_448
+
+
+@pytest.mark.parametrize("name, published_gmacs", [("convlstm", 56.8), ("predrnn", 116.0), ("simvp", 19.4)])
+def test_paper_preset_macs_per_moving_mnist_prediction_within_5_percent(name, published_gmacs):
+    cls, cfg = paper_config(name, "mmnist")
+    count = model_flops(cls, cfg, MMNIST)
+    assert count.counted_on == "meta"
+    assert abs(count.macs / 1e9 - published_gmacs) / published_gmacs < 0.05
+
+
+def test_recurrent_macs_cover_the_whole_19_step_rollout():
+    # every step runs the same convolutions, so MACs scale with n_in + n_out - 1
+    cls, cfg = paper_config("convlstm", "mmnist")
+    m19 = model_flops(cls, cfg, MMNIST).macs
+    m9 = model_flops(cls, cfg, DataSpec(5, 5, 1, 64, 64)).macs
+    assert m19 / m9 == pytest.approx(19 / 9, rel=1e-9)
+
+
+def test_unused_openstl_weights_are_counted_but_never_trained():
+    cfg = ConvLSTM.Config(layers=2, hidden=8, filter_size=3, openstl_unused="conv_o+conv_last")
+    model = ConvLSTM(cfg, DataSpec(2, 2, 1, 16, 16))
+    trained = {id(p) for p in model.stages()[0].params()}
+    unused = [p for cell in model.cells for p in cell.unused.parameters()]
+    assert len(unused) == 4 and not any(id(p) in trained for p in unused)
+    assert len(trained) == len(list(model.parameters())) - 4
+    lean = ConvLSTM(ConvLSTM.Config(layers=2, hidden=8, filter_size=3, openstl_unused="none"), DataSpec(2, 2, 1, 16, 16))
+    assert sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in lean.parameters()) == 2 * (
+        2 * 8 * 8 * 9 + 2 * 8 * 8)
+
+
+def test_convlstm_cell_matches_the_lstm_equations_by_hand():
+    torch.manual_seed(0)
+    cell = ConvLSTMCell(3, 2, 1, "none")  # 1x1 kernels: a per-pixel LSTM
+    x, h, c = torch.randn(1, 3, 1, 1), torch.randn(1, 2, 1, 1), torch.randn(1, 2, 1, 1)
+    wx, wh = cell.conv_x.weight[:, :, 0, 0], cell.conv_h.weight[:, :, 0, 0]
+    z = wx @ x.flatten() + wh @ h.flatten()
+    i, f, g, o = z[0:2], z[2:4], z[4:6], z[6:8]
+    c_new = torch.sigmoid(f) * c.flatten() + torch.sigmoid(i) * torch.tanh(g)
+    h_new = torch.sigmoid(o) * torch.tanh(c_new)
+    got_h, got_c = cell(x, h, c)
+    torch.testing.assert_close(got_c.flatten(), c_new)
+    torch.testing.assert_close(got_h.flatten(), h_new)
+
+
+def test_scheduled_sampling_schedule_values():
+    c = ConvLSTM.Config()  # start 1.0, rate 2e-5, stop at 50000 (OpenSTL)
+    assert true_frame_probabilities(c, 0) == (1.0, 1.0)
+    assert true_frame_probabilities(c, 25000)[1] == pytest.approx(0.5)
+    assert true_frame_probabilities(c, 49999)[1] == pytest.approx(2e-5)
+    assert true_frame_probabilities(c, 50000) == (1.0, 0.0)
+    r = ConvLSTM.Config(sampling="reverse")  # steps 25000 .. 50000, alpha 5000
+    assert true_frame_probabilities(r, 0) == (0.5, 0.5)
+    p_ctx, p_fut = true_frame_probabilities(r, 30000)
+    assert p_ctx == pytest.approx(1 - 0.5 * math.exp(-1)) and p_fut == pytest.approx(0.4)
+    assert true_frame_probabilities(r, 50000) == (1.0, 0.0)
+    assert true_frame_probabilities(ConvLSTM.Config(sampling="none"), 0) == (1.0, 0.0)
+
+
+def small(cls, **kw):
+    base = dict(layers=2, hidden=8, filter_size=3, patch_size=2)
+    base.update(kw)
+    torch.manual_seed(0)
+    return cls(cls.Config(**base), DataSpec(3, 4, 1, 8, 8))
+
+
+@pytest.mark.parametrize("cls", [ConvLSTM, PredRNN])
+def test_sampling_mask_follows_the_schedule_and_the_iteration_counter_is_saved(cls):
+    model = small(cls, sampling_rate=0.25, sampling_stop_iter=3)
+    model.train()
+    clip = torch.rand(64, 7, 1, 8, 8)
+    mask = model.sampling_mask(64, 3, 7, clip.device)  # inputs 1..5: 1, 2 context; 3, 4, 5 future
+    assert mask.shape == (64, 5) and mask[:, :2].all() and mask[:, 2:].all()  # eta = 1 at iteration 0
+    model.iteration.fill_(3)
+    assert not model.sampling_mask(64, 3, 7, clip.device)[:, 2:].any()  # eta = 0 from the stop iteration
+    model.iteration.zero_()
+    model.training_step((clip[:, :3], clip[:, 3:]), "train")
+    assert int(model.iteration) == 1 and "iteration" in model.state_dict()
+    model.eval()
+    model.training_step((clip[:, :3], clip[:, 3:]), "train")  # validation does not advance the schedule
+    assert int(model.iteration) == 1
+
+
+@pytest.mark.parametrize("cls", [ConvLSTM, PredRNN])
+def test_teacher_forcing_and_free_running_differ_only_in_the_future_inputs(cls):
+    model = small(cls)
+    clip = torch.rand(2, 7, 1, 8, 8)
+    frames = model.patch(clip)
+    forced = model.rollout(frames, 3, 7, torch.ones(2, 5, dtype=torch.bool))
+    free = model.rollout(frames, 3, 7, torch.zeros(2, 5, dtype=torch.bool))
+    default = model.rollout(frames, 3, 7)  # context true, future generated
+    torch.testing.assert_close(forced[:, :3], default[:, :3])  # outputs up to the first future input agree
+    assert not torch.allclose(forced[:, 3:], default[:, 3:])  # later ones read true vs generated frames
+    mixed = torch.ones(2, 5, dtype=torch.bool)
+    mixed[:, 2:] = False  # true context, generated future == the default
+    torch.testing.assert_close(model.rollout(frames, 3, 7, mixed), default)
+    assert not torch.allclose(free[:, 1:3], default[:, 1:3])  # free-running also replaces context inputs
+    # predict() is the free-running future, unpatched and clamped
+    torch.testing.assert_close(model.predict(clip[:, :3], 4), model.unpatch(default[:, 2:]).clamp(0, 1))
+
+
+def test_simvp_rolls_out_past_its_native_horizon_with_repeated_calls():
+    torch.manual_seed(0)
+    model = SimVP(SimVP.Config(hid_s=4, hid_t=16, n_s=2, n_t=2, kernels=(3,), groups=2), DataSpec(3, 8, 1, 8, 8))
+    model.eval()
+    context = torch.rand(2, 3, 1, 8, 8)
+    with torch.no_grad():
+        first = model(context)
+        second = model(first)  # the latest 3 frames are all predictions
+        third = model(second)
+    out = model.predict(context, 8)
+    torch.testing.assert_close(out, torch.cat([first, second, third[:, :2]], 1).clamp(0, 1))
+    torch.testing.assert_close(model.predict(context, 2), first[:, :2].clamp(0, 1))
+    # FLOPs are those of the whole rollout: 3 native calls for 8 frames, 1 for 2
+    f8 = model_flops(SimVP, model.config, DataSpec(3, 8, 1, 8, 8)).flops
+    f2 = model_flops(SimVP, model.config, DataSpec(3, 2, 1, 8, 8)).flops
+    assert f8 == 3 * f2
+
+
+def test_simvp_training_backpropagates_through_the_rollout():
+    torch.manual_seed(0)
+    model = SimVP(SimVP.Config(hid_s=4, hid_t=16, n_s=2, n_t=2, kernels=(3,), groups=2), DataSpec(3, 6, 1, 8, 8))
+    context, future = torch.rand(2, 3, 1, 8, 8), torch.rand(2, 6, 1, 8, 8)
+    loss = model.training_step((context, future), "train")["loss"]
+    later = F.mse_loss(model.rollout(context, 6)[:, 3:], future[:, 3:])
+    (g_all,) = torch.autograd.grad(later, [model.readout.weight])
+    assert g_all.abs().sum() > 0 and loss.requires_grad
+
+
+@pytest.mark.parametrize("name", ["convlstm", "predrnn", "simvp"])
+def test_baseline_overfits_a_few_clips(name):
+    """Each baseline drives the training loss on 4 fixed digit clips far below where it started."""
+    cls = HARNESS.models.get(name)
+    cfg = C.resolve(name, cls, HARNESS.datasets.get, dataset="digits", preset="smoke",
+                    sets=["data.n_in=4", "data.n_out=4", "data.size=32", "data.n_test=4"]).model
+    data = HARNESS.datasets.get("digits")(
+        C.resolve(name, cls, HARNESS.datasets.get, dataset="digits", preset="smoke",
+                  sets=["data.n_in=4", "data.n_out=4", "data.size=32", "data.n_test=4"]).data, None)
+    items = [data.split("test")[i] for i in range(4)]
+    context, future = torch.stack([c for c, _ in items]), torch.stack([f for _, f in items])
+    torch.manual_seed(0)
+    model = cls(cfg, data.spec)
+    model.eval()
+    if hasattr(model, "iteration"):
+        model.iteration.fill_(10**9)  # free-running from the start: the test measures real rollouts
+    start = F.mse_loss(model.predict(context, 4), future).item()
+    model.train()
+    opt = torch.optim.Adam(model.stages()[0].params(), lr=3e-3)
+    for _ in range(150):
+        loss = model.training_step((context, future), "train")["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    end = F.mse_loss(model.predict(context, 4), future).item()
+    blank = future.pow(2).mean().item()
+    assert end < 0.5 * start and end < 0.7 * blank, (start, end, blank)
