@@ -21,6 +21,7 @@ def compare(
     device: c.Device = None,
     out: Annotated[str | None, typer.Option("--out", "-o", help="Where the combined results go (default runs/compare-...).")] = None,
     data_dir: c.DataDir = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue unfinished trainings of the compared runs.")] = False,
     note: Annotated[str | None, typer.Option("--note", help="Text (or @FILE) added to the report's Notes section, "
                                                            "e.g. how the protocol differs from the published one.")] = None,
 ) -> None:
@@ -50,7 +51,7 @@ def compare(
     with c.rich_events() as events:
         for run_ in prepared:
             data = runs.build_dataset(run_, events)
-            model = runs.train(run_, data, events=events)
+            model = runs.train(run_, data, resume=resume, events=events)
             tables.append(runs.evaluate(run_, model, data, events=events))
             per_clip[run_.config.model_name] = runs.read_per_clip(run_.run_dir)
             datasets.append(data)
