@@ -87,7 +87,7 @@ def test_default_run_dir_and_rerun_reuses_the_trained_model(in_tmp):
 def test_unknown_names_get_one_line_suggestions(in_tmp):
     result = invoke("run", "copylst")
     assert result.exit_code == 2
-    assert "error: unknown model 'copylst' (did you mean copylast?)" in result.output
+    assert "error: unknown model 'copylst' (did you mean copylast or convlstm?)" in result.output
     assert "Traceback" not in result.output
     result = invoke("run", "copylast", "--dataset", "digit")
     assert result.exit_code == 2 and "did you mean digits?" in result.output
