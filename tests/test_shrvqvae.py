@@ -166,3 +166,16 @@ def test_scheduled_sampling_swaps_only_future_frames_for_own_predictions():
     loss = model2.training_step((context, future), "prior")["loss"]
     loss_ss = model.training_step((context, future), "prior")["loss"]
     assert torch.isfinite(loss) and torch.isfinite(loss_ss)
+
+
+def test_clamp_output_trains_on_clamped_frames_with_a_straight_through_gradient():
+    model, _, _ = build(["model.output=clamp"])
+    y = torch.tensor([-0.5, 0.2, 1.7], requires_grad=True)
+    out = model.output_frames(y)
+    torch.testing.assert_close(out, torch.tensor([0.0, 0.2, 1.0]))
+    # a background pixel below 0 is free (no loss); one clamped on the wrong side still learns
+    loss = ((out - torch.tensor([0.0, 0.2, 0.0])) ** 2).sum()
+    (grad,) = torch.autograd.grad(loss, y)
+    torch.testing.assert_close(grad, torch.tensor([0.0, 0.0, 2.0]))
+    linear, _, _ = build()
+    assert linear.output_frames(y) is y
