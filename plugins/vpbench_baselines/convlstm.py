@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from vpbench.protocols import DataSpec
-from vpbench_baselines.recurrent import RecurrentConfig, RecurrentModel
+from vpbench_baselines.recurrent import RecurrentConfig, RecurrentModel, presets
 
 
 @dataclass(frozen=True)
@@ -58,19 +58,10 @@ class ConvLSTM(RecurrentModel):
     name = "convlstm"
     description = "ConvLSTM-S (Shi et al. 2015), OpenSTL configuration"
     Config = ConvLSTMConfig
-    presets = {
-        "smoke": {"model": {"layers": 2, "hidden": 16, "filter_size": 3, "steps": 60, "lr": 3e-3,
-                            "sampling_stop_iter": 40, "sampling_rate": 0.025, "openstl_unused": "none"},
-                  "data": {"n_train": 256, "n_val": 32, "n_test": 32},
-                  "train": {"batch_size": 8, "val_clips": 16}, "eval": {"batch_size": 16, "examples": 2}},
-        "cpu": {"dataset_name": "mmnist",
-                "model": {"layers": 2, "hidden": 48, "filter_size": 3, "steps": 1500, "lr": 2e-3, "warmup_steps": 50,
-                          "sampling_stop_iter": 1000, "sampling_rate": 1e-3, "openstl_unused": "none"},
-                "train": {"batch_size": 8, "val_clips": 32, "ckpt_every": 100},
-                "eval": {"max_clips": 500, "batch_size": 100, "examples": 3}},
-        "paper": {"train": {"batch_size": 16, "amp": "auto", "val_every": 5000, "ckpt_every": 2000, "num_workers": 4}},
-        "paper@kth": {"model": {"patch_size": 2, "openstl_unused": "conv_o+conv_last", "steps": 100000}},
-    }
+    presets = presets({"openstl_unused": "none"},
+                      {"hidden": 48, "steps": 1500, "sampling_stop_iter": 1000, "sampling_rate": 1e-3,
+                       "openstl_unused": "none"},
+                      {"openstl_unused": "conv_o+conv_last"})
 
     def __init__(self, config: ConvLSTMConfig, spec: DataSpec):
         super().__init__(config, spec)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from vpbench.protocols import DataSpec
-from vpbench_baselines.recurrent import RecurrentConfig, RecurrentModel
+from vpbench_baselines.recurrent import RecurrentConfig, RecurrentModel, presets
 
 
 class STLSTMCell(nn.Module):
@@ -47,19 +47,7 @@ class PredRNN(RecurrentModel):
     name = "predrnn"
     description = "PredRNN (Wang et al. 2017), OpenSTL configuration"
     Config = RecurrentConfig
-    presets = {
-        "smoke": {"model": {"layers": 2, "hidden": 16, "filter_size": 3, "steps": 60, "lr": 3e-3,
-                            "sampling_stop_iter": 40, "sampling_rate": 0.025},
-                  "data": {"n_train": 256, "n_val": 32, "n_test": 32},
-                  "train": {"batch_size": 8, "val_clips": 16}, "eval": {"batch_size": 16, "examples": 2}},
-        "cpu": {"dataset_name": "mmnist",
-                "model": {"layers": 2, "hidden": 32, "filter_size": 3, "steps": 1200, "lr": 2e-3, "warmup_steps": 50,
-                          "sampling_stop_iter": 800, "sampling_rate": 1.25e-3},
-                "train": {"batch_size": 8, "val_clips": 32, "ckpt_every": 100},
-                "eval": {"max_clips": 500, "batch_size": 100, "examples": 3}},
-        "paper": {"train": {"batch_size": 16, "amp": "auto", "val_every": 5000, "ckpt_every": 2000, "num_workers": 4}},
-        "paper@kth": {"model": {"patch_size": 2, "steps": 100000}},
-    }
+    presets = presets({}, {"hidden": 32, "steps": 1200, "sampling_stop_iter": 800, "sampling_rate": 1.25e-3}, {})
 
     def __init__(self, config: RecurrentConfig, spec: DataSpec):
         super().__init__(config, spec)

@@ -67,6 +67,23 @@ class RecurrentConfig:
             raise ConfigError("steps must be >= 0 and lr > 0")
 
 
+def presets(smoke: dict, cpu: dict, paper_kth: dict) -> dict:
+    """The smoke / cpu / paper presets of a recurrent baseline; the arguments add model fields."""
+    return {
+        "smoke": {"model": {"layers": 2, "hidden": 16, "filter_size": 3, "steps": 60, "lr": 3e-3,
+                            "sampling_stop_iter": 40, "sampling_rate": 0.025, **smoke},
+                  "data": {"n_train": 256, "n_val": 32, "n_test": 32},
+                  "train": {"batch_size": 8, "val_clips": 16}, "eval": {"batch_size": 16, "examples": 2}},
+        # Moving MNIST on 2 CPU cores, 2 layers, 3x3 kernels, batch 8 (~15 minutes; see the README)
+        "cpu": {"dataset_name": "mmnist",
+                "model": {"layers": 2, "filter_size": 3, "lr": 2e-3, "warmup_steps": 50, **cpu},
+                "train": {"batch_size": 8, "val_clips": 32, "ckpt_every": 100},
+                "eval": {"max_clips": 500, "batch_size": 100, "examples": 3}},
+        "paper": {"train": {"batch_size": 16, "amp": "auto", "val_every": 5000, "ckpt_every": 2000, "num_workers": 4}},
+        "paper@kth": {"model": {"patch_size": 2, "steps": 100000, **paper_kth}},
+    }
+
+
 def true_frame_probabilities(c: RecurrentConfig, iteration: int) -> tuple[float, float]:
     """``(p_context, p_future)``: the chance that a context input after the first / a future input
     is the true frame rather than the model's own output, at training ``iteration``."""
