@@ -201,6 +201,15 @@ def test_compare_gives_one_table_and_paired_differences(in_tmp):
     assert gif.n_frames == 20 and gif.size[0] == 2 * 4 * frame  # truth + 3 models, scale 2
 
 
+def test_compare_note_from_a_missing_file_is_one_line_before_any_work(in_tmp):
+    result = invoke("compare", "copylast", "blank", "--note", "@missing.md", "--out", "cmp")
+    assert result.exit_code == 2 and "--note @missing.md: cannot read the file" in result.output
+    assert "Traceback" not in result.output and not Path("cmp").exists() and not Path("runs").exists()
+    Path("notes.md").write_text("trained for 10 steps only")
+    result = invoke("compare", "copylast", "blank", *SMALL, "--note", "@notes.md", "--out", "cmp")
+    assert result.exit_code == 0 and "## Notes\n\ntrained for 10 steps only" in Path("cmp/report.md").read_text()
+
+
 def test_profile_command_counts_by_hand(in_tmp, with_twostage):
     result = invoke("profile", "twostage", "--no-speed")
     assert result.exit_code == 0, result.output

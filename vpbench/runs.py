@@ -296,7 +296,7 @@ def evaluate(run: Run, model: torch.nn.Module, dataset: Any, *, events: Events |
     costs = cost_rows(measure_costs(run, model, dataset, events), meta)
     table = pd.concat([tidy(scores, metrics, meta, cfg.eval.bootstrap), costs], ignore_index=True)
     write_results(run, table, scores.values, dataset)
-    write_examples(run, model, split, dataset.spec)
+    write_examples(run, model, dataset)
     if run.dist is not None:
         run.dist.barrier()
     return table
@@ -336,16 +336,13 @@ def example_predictions(run: Run, model: torch.nn.Module, dataset: Any) -> list[
     return out
 
 
-def write_examples(run: Run, model: torch.nn.Module, split: Any, spec: Any) -> None:
+def write_examples(run: Run, model: torch.nn.Module, dataset: Any) -> None:
     """PNG strips (context / truth / prediction / error) and GIFs of the first test clips."""
-    from vpbench.evaluate import predict
     from vpbench.report.media import save_gif, save_strip
 
-    n = min(run.config.eval.examples, len(split))
-    for i in range(n):
+    split = dataset.split(run.config.eval.split)
+    for i, pred in enumerate(example_predictions(run, model, dataset)):
         context, future = split[i]
-        with torch.no_grad():
-            pred = predict(model, context[None].to(run.device), spec, run.config.model_name)[0].cpu()
         save_strip(run.run_dir / "examples" / f"clip{i:05d}.png", context, future, pred)
         save_gif(run.run_dir / "examples" / f"clip{i:05d}.gif", context, future, pred)
 

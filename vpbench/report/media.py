@@ -49,7 +49,11 @@ def strip(context: torch.Tensor, truth: torch.Tensor | None, pred: torch.Tensor)
 
 
 def save_strip(path: str | Path, context, truth, pred) -> None:
-    image = Image.fromarray(strip(context, truth, pred))
+    _write_png(path, strip(context, truth, pred))
+
+
+def _write_png(path: str | Path, pixels: np.ndarray) -> None:
+    image = Image.fromarray(pixels)
     with io.atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
 
@@ -60,7 +64,6 @@ def save_gif(path: str | Path, context: torch.Tensor, truth: torch.Tensor | None
     ctx = to_uint8(context)
     prd = to_uint8(pred)
     tru = to_uint8(truth) if truth is not None else None
-    h, w = ctx.shape[1:3]
     panels = 2 if tru is not None else 1
     frames = []
     for f in ctx:
@@ -71,7 +74,11 @@ def save_gif(path: str | Path, context: torch.Tensor, truth: torch.Tensor | None
         else:  # truth may be shorter than the prediction: blank panel where it is unknown
             known = tru[i] if i < len(tru) else np.zeros_like(f)
             frames.append(np.concatenate([known, f], axis=1))
-    images = [Image.fromarray(f).resize((f.shape[1] * scale, h * scale), Image.NEAREST) for f in frames]
+    _write_gif(path, frames, ms_per_frame, scale)
+
+
+def _write_gif(path: str | Path, frames: list[np.ndarray], ms_per_frame: int, scale: int) -> None:
+    images = [Image.fromarray(f).resize((f.shape[1] * scale, f.shape[0] * scale), Image.NEAREST) for f in frames]
     with io.atomic_path(path) as tmp:
         images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)
 
@@ -99,16 +106,12 @@ def comparison_strip(context: torch.Tensor, truth: torch.Tensor, preds: dict[str
 def save_comparison(png: str | Path, gif: str | Path, context: torch.Tensor, truth: torch.Tensor,
                     preds: dict[str, torch.Tensor], ms_per_frame: int = 250, scale: int = 2) -> None:
     """PNG strip of :func:`comparison_strip` and a GIF: truth beside every model, frame by frame."""
-    image = Image.fromarray(comparison_strip(context, truth, preds))
-    with io.atomic_path(png) as tmp:
-        image.save(tmp, format="PNG")
+    _write_png(png, comparison_strip(context, truth, preds))
     panels = [("truth", to_uint8(torch.cat([context, truth])))]
     panels += [(name, to_uint8(torch.cat([context, pred]))) for name, pred in preds.items()]
-    h, w = panels[0][1].shape[1:3]
+    w = panels[0][1].shape[2]
     frames = []
     for i in range(len(panels[0][1])):
         tiles = [np.concatenate([_label(name[: max(1, w // 6)], w), frames_[i]]) for name, frames_ in panels]
         frames.append(np.concatenate(tiles, axis=1))
-    images = [Image.fromarray(f).resize((f.shape[1] * scale, f.shape[0] * scale), Image.NEAREST) for f in frames]
-    with io.atomic_path(gif) as tmp:
-        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)
+    _write_gif(gif, frames, ms_per_frame, scale)
