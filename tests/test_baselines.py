@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -213,3 +214,27 @@ def test_baseline_overfits_a_few_clips(name):
     end = F.mse_loss(model.predict(context, 4), future).item()
     blank = future.pow(2).mean().item()
     assert end < 0.5 * start and end < 0.7 * blank, (start, end, blank)
+
+
+@pytest.mark.parametrize("name, setting, message", [
+    ("convlstm", "model.filter_size=4", "filter_size must be odd"),
+    ("predrnn", "model.r_sampling_step_2=10", "r_sampling_step_1 <= r_sampling_step_2"),
+    ("convlstm", "model.sampling=sometimes", "not one of scheduled, reverse, none"),
+    ("simvp", "model.n_t=1", "n_t must be >= 2"),
+    ("simvp", "model.hid_t=100", "divisible by 2 * groups"),
+])
+def test_bad_baseline_settings_are_one_line_config_errors(name, setting, message):
+    from vpbench.errors import ConfigError
+
+    cls = HARNESS.models.get(name)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        C.resolve(name, cls, HARNESS.datasets.get, dataset="digits", sets=[setting])
+
+
+def test_frames_that_do_not_divide_by_the_patch_are_refused():
+    from vpbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="do not divide by patch_size=3"):
+        ConvLSTM(ConvLSTM.Config(patch_size=3), MMNIST)
+    with pytest.raises(ConfigError, match="do not divide by 2\\^\\(n_s/2\\) = 4"):
+        SimVP(SimVP.Config(), DataSpec(10, 10, 1, 66, 66))
