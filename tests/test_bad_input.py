@@ -71,6 +71,13 @@ def test_misbehaving_model_plugins_are_named(in_tmp, cls, message):
     assert message in result.output and "Traceback" not in result.output
 
 
+def test_a_config_the_model_refuses_leaves_no_run_directory(in_tmp):
+    result = invoke("run", "convlstm", *SMALL, "--set", "model.patch_size=3", "--out", "r")
+    assert result.exit_code == 2, result.output
+    assert "do not divide by patch_size=3" in result.output and "Traceback" not in result.output
+    assert not (in_tmp / "r").exists()
+
+
 def test_corrupt_model_file_is_a_clear_error(in_tmp):
     assert invoke("run", "copylast", *SMALL, "--out", "r").exit_code == 0
     (in_tmp / "r" / "model.pt").write_bytes(b"\x00garbage")

@@ -219,6 +219,10 @@ def train(run: Run, dataset: Any, *, resume: bool = False, fresh: bool = False,
     checkpoint at that stage boundary and a marker file instead of ``model.pt``."""
     events = events or Events()
     run_dir, cfg = run.run_dir, run.config
+    # Built first: a config the model refuses (a patch that does not divide the frames, ...)
+    # is a one-line error that leaves no run directory behind. Building seeds everything, so
+    # the order does not change the weights.
+    model = build_model(run, dataset)
     if run.dist is not None:
         from vpbench.distributed import check_batch
 
@@ -228,7 +232,6 @@ def train(run: Run, dataset: Any, *, resume: bool = False, fresh: bool = False,
         run.dist.barrier()
     else:
         _prepare_run_dir(run, resume, fresh, events)
-    model = build_model(run, dataset)
     marker = run_dir / f"trained-until-{until}.txt" if until is not None else None
     if marker is not None and marker.is_file():
         events.message(f"stages before '{until}' are already trained in {run_dir}")
