@@ -130,8 +130,10 @@ class SimVP(nn.Module):
                             "steps": 60, "lr": 3e-3},
                   "data": {"n_train": 256, "n_val": 32, "n_test": 32},
                   "train": {"batch_size": 8, "val_clips": 16}, "eval": {"batch_size": 16, "examples": 2}},
+        # ~0.42 s/step on 2 idle cores: 3000 steps ~21 min (600 steps, 4 min, scored MSE 122.4 /
+        # SSIM 0.456 on 500 test clips; still improving)
         "cpu": {"dataset_name": "mmnist",
-                "model": {"hid_s": 16, "hid_t": 64, "n_s": 2, "n_t": 4, "steps": 600, "lr": 2e-3, "warmup_steps": 50},
+                "model": {"hid_s": 16, "hid_t": 64, "n_s": 2, "n_t": 4, "steps": 3000, "lr": 2e-3, "warmup_steps": 50},
                 "train": {"batch_size": 8, "val_clips": 32, "ckpt_every": 100},
                 "eval": {"max_clips": 500, "batch_size": 100, "examples": 3}},
         "paper": {"train": {"batch_size": 16, "amp": "auto", "val_every": 5000, "ckpt_every": 2000, "num_workers": 4}},
