@@ -162,8 +162,13 @@ class RecurrentModel(nn.Module):
             outputs.append(x_gen)
         return torch.stack(outputs, 1)
 
-    def sampling_mask(self, batch: int, n_in: int, n_total: int, device: torch.device) -> torch.Tensor:
-        p_context, p_future = true_frame_probabilities(self.config, int(self.iteration))
+    def sampling_mask(self, batch: int, n_in: int, n_total: int, device: torch.device,
+                      probabilities: tuple[float, float] | None = None) -> torch.Tensor:
+        """Which inputs are true frames; ``probabilities`` defaults to the schedule at the
+        current iteration."""
+        if probabilities is None:
+            probabilities = true_frame_probabilities(self.config, int(self.iteration))
+        p_context, p_future = probabilities
         probs = torch.full((batch, n_total - 2), p_future, device=device)
         probs[:, : n_in - 1] = p_context
         return torch.rand(batch, n_total - 2, device=device) < probs
@@ -173,7 +178,9 @@ class RecurrentModel(nn.Module):
         n_in, n_total = context.shape[1], context.shape[1] + future.shape[1]
         frames = self.patch(torch.cat([context, future], 1))
         if self.training:
-            use_true = self.sampling_mask(frames.shape[0], n_in, n_total, frames.device)
+            # one host read of the counter per step (a device sync on CUDA), one schedule lookup
+            probabilities = true_frame_probabilities(self.config, int(self.iteration))
+            use_true = self.sampling_mask(frames.shape[0], n_in, n_total, frames.device, probabilities)
             self.iteration += 1
         else:  # validation scores what the test scores: context true, future generated
             use_true = None
@@ -181,7 +188,7 @@ class RecurrentModel(nn.Module):
         loss = F.mse_loss(pred, frames[:, 1:])
         out = {"loss": loss}
         if self.training:
-            out["p_true_future"] = torch.tensor(true_frame_probabilities(self.config, int(self.iteration) - 1)[1])
+            out["p_true_future"] = torch.tensor(probabilities[1])
         return out
 
     @torch.no_grad()
