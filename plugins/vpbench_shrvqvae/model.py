@@ -185,7 +185,8 @@ CPU = {
               "ae_steps": 1500, "ae_lr": 1e-3, "ae_batch": 32, "prior_steps": 2000, "prior_lr": 1e-3, "prior_batch": 16,
               "scheduled_sampling": 0.25, "joint_steps": 200, "joint_lr": 2e-4, "dead_after": 100, "restart_every": 25},
     "train": {"val_clips": 32, "ckpt_every": 100},
-    "eval": {"max_clips": 500, "batch_size": 100, "examples": 3, "speed": False, "profile": False},
+    # profiling steps the whole generation loop on the meta device: ~50 s on one core at this size
+    "eval": {"max_clips": 500, "batch_size": 100, "examples": 3},
 }
 PAPER = {
     "model": {"hidden": 128, "embed_dim": 64, "levels": 3, "codebook_size": 16, "prior_embed": 32, "prior_hidden": 64,
