@@ -201,6 +201,33 @@ def test_compare_gives_one_table_and_paired_differences(in_tmp):
     assert gif.n_frames == 20 and gif.size[0] == 2 * 4 * frame  # truth + 3 models, scale 2
 
 
+class FewClips(TwoStage):
+    name = "fewclips"
+    presets = {"smoke": {"eval": {"max_clips": 5}}}
+
+
+def test_compare_scores_every_model_on_the_same_clips(in_tmp):
+    import types
+
+    import vpbench
+
+    h = get_harness()
+    if "fewclips" not in h.models:
+        @vpbench.hookimpl
+        def vpbench_register_models(register):
+            register(FewClips)
+
+        h.add_plugin(types.SimpleNamespace(vpbench_register_models=vpbench_register_models),
+                     PluginRecord("fewclips", "vpbench-fewclips", "0"))
+    # the first model's preset scores 5 clips, copylast's would score all 12: both get 5
+    result = invoke("compare", "fewclips", "copylast", "--preset", "smoke", *SMALL, "--out", "cmp")
+    assert result.exit_code == 0, result.output
+    assert "every model is scored on the first 5 clips of the test split (changed for copylast)" in result.output
+    table = pd.read_csv("cmp/results.csv").query("metric == 'mse' and horizon == 'all'")
+    assert list(table["n_clips"]) == [5, 5]
+    assert "mse" in set(pd.read_csv("cmp/paired.csv").query("model == 'copylast'")["metric"])
+
+
 def test_compare_note_from_a_missing_file_is_one_line_before_any_work(in_tmp):
     result = invoke("compare", "copylast", "blank", "--note", "@missing.md", "--out", "cmp")
     assert result.exit_code == 2 and "--note @missing.md: cannot read the file" in result.output

@@ -16,6 +16,31 @@ from vpbench.report.markdown import run_report
 from vpbench.report.tables import fmt_value, markdown_table
 
 
+def same_clips(runs_: list) -> tuple[list, str]:
+    """Runs whose evaluation covers the same clips: the first model's split and the smallest
+    ``eval.max_clips`` any of them asks for (presets differ: a cpu preset scores 500 clips, a
+    floor without training the whole split). Paired differences need the same clips, and a
+    table over different clips would compare unlike things. Returns the runs and a message
+    (empty when nothing had to change)."""
+    import dataclasses
+
+    split = runs_[0].config.eval.split
+    limits = [r.config.eval.max_clips for r in runs_ if r.config.eval.max_clips > 0]
+    n = min(limits) if limits else 0
+    changed, out = [], []
+    for r in runs_:
+        ev = r.config.eval
+        if ev.split != split or ev.max_clips != n:
+            changed.append(r.config.model_name)
+            config = dataclasses.replace(r.config, eval=dataclasses.replace(ev, split=split, max_clips=n))
+            r = dataclasses.replace(r, config=config)
+        out.append(r)
+    if not changed:
+        return out, ""
+    what = f"the first {n} clips" if n else "every clip"
+    return out, f"every model is scored on {what} of the {split} split (changed for {', '.join(changed)})"
+
+
 def paired_table(per_clip: dict[str, dict[str, np.ndarray]], reference: str, harness: Any,
                  resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
     """For each model and metric: mean of (model - reference) over paired clips, 95% CI,

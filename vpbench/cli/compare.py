@@ -29,7 +29,7 @@ def compare(
     import pandas as pd
 
     from vpbench import runs
-    from vpbench.compare import paired_table, write_comparison
+    from vpbench.compare import paired_table, same_clips, write_comparison
     from vpbench.errors import ConfigError
     from vpbench.plugins import get_harness
 
@@ -47,8 +47,11 @@ def compare(
     harness = get_harness()
     prepared = [runs.prepare(harness, m, dataset=dataset, preset=preset, config_file=config, sets=set_,
                              seed=seed, device=device, data_dir=data_dir) for m in models]
+    prepared, aligned = same_clips(prepared)
     tables, per_clip, datasets, predictions = [], {}, [], {}
     with c.rich_events() as events:
+        if aligned:
+            events.message(aligned)
         for run_ in prepared:
             data = runs.build_dataset(run_, events)
             model = runs.train(run_, data, resume=resume, events=events)
