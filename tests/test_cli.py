@@ -181,6 +181,9 @@ def test_compare_gives_one_table_and_paired_differences(in_tmp):
     assert set(table["model"]) == {"copylast", "blank", "meanframe"}
     paired = pd.read_csv("cmp/paired.csv")
     assert set(paired["model"]) == {"blank", "meanframe"} and set(paired["reference"]) == {"copylast"}
+    # a metric that could not be computed gets no verdict (LPIPS without its weights)
+    uncomputed = {m for m, v in table.groupby("metric")["value"] if v.isna().all()}
+    assert not uncomputed & set(paired["metric"]) and {"mse", "ssim"} <= set(paired["metric"])
     row = paired.query("model == 'blank' and metric == 'mse'").iloc[0]
     # blank beats copy-last on moving digits (two digits land in the wrong place)
     assert row["diff"] < 0 and row["verdict"] == "better"

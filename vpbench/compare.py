@@ -53,6 +53,8 @@ def paired_table(per_clip: dict[str, dict[str, np.ndarray]], reference: str, har
         for metric, values in scores.items():
             if metric not in ref or ref[metric].shape != values.shape:
                 continue
+            if not (np.isfinite(values).any() and np.isfinite(ref[metric]).any()):
+                continue  # a metric that could not be computed (LPIPS without weights): no verdict
             d = paired_difference(ref[metric].mean(axis=1), values.mean(axis=1), resamples, seed)
             higher = bool(harness.metrics.get(metric).higher_is_better) if metric in harness.metrics else False
             if d["ci_low"] > 0 or d["ci_high"] < 0:
