@@ -188,7 +188,7 @@ def test_compare_gives_one_table_and_paired_differences(in_tmp):
     # blank beats copy-last on moving digits (two digits land in the wrong place)
     assert row["diff"] < 0 and row["verdict"] == "better"
     report = Path("cmp/report.md").read_text()
-    assert "Paired differences" in report
+    assert "Paired differences\n\nEach model minus `copylast` on the same test clips" in report
     # how it differs from the published protocol, per model; the dataset's provenance; the note
     assert "| copylast | none | untrained | - | 12 of 12 |" in report
     assert "dataset protocol: 2 digits" in report

@@ -137,7 +137,12 @@ def write_comparison(out_dir: Path, table: pd.DataFrame, paired: pd.DataFrame, r
     from vpbench.report.plots import horizon_plot
 
     horizon_plot(table, out_dir / "horizon.png", title=f"{runs_[0].config.dataset_name}")
-    extra = "## Paired differences\n\n" + markdown_table(PAIRED_HEADERS, _paired_rows(paired))
+    ref = runs_[0].config.model_name
+    extra = ("## Paired differences\n\n"
+             f"Each model minus `{ref}` on the same test clips (per-clip means over the predicted frames), "
+             "with a 95% paired bootstrap CI; the verdict says whether the model is significantly better "
+             f"or worse than `{ref}` (the CI excludes 0). Metrics that could not be computed are left out.\n\n"
+             + markdown_table(PAIRED_HEADERS, _paired_rows(paired)))
     if datasets:
         extra += ("\n\n## How this differs from the published protocol\n\n"
                   + markdown_table(PROTOCOL_HEADERS, protocol_rows(runs_, datasets, harness)))
