@@ -193,6 +193,10 @@ def test_compare_gives_one_table_and_paired_differences(in_tmp):
     assert "| copylast | none | untrained | - | 12 of 12 |" in report
     assert "dataset protocol: 2 digits" in report
     assert "## Notes\n\nshort training" in report
+    # every model's resolved config, pointed to from the top
+    assert "- config: the full resolved config is written at the end" in report
+    configs = json.loads(report.split("## Config\n\n```json\n")[1].split("```")[0])
+    assert set(configs) == {"copylast", "blank", "meanframe"} and configs["blank"]["data"]["n_test"] == 12
     # one side-by-side strip per example clip: labelled rows context, truth, then each model
     strip = np.asarray(Image.open("cmp/examples/clip00000.png"))
     frame, label, gap = 64, 12, 2

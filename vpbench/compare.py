@@ -157,5 +157,6 @@ def write_comparison(out_dir: Path, table: pd.DataFrame, paired: pd.DataFrame, r
             png, gif = out_dir / "examples" / f"clip{i:05d}.png", out_dir / "examples" / f"clip{i:05d}.gif"
             save_comparison(png, gif, context, truth, preds)
             media += f"![clip {i}](examples/{png.name})\n\n![clip {i} animated](examples/{gif.name})\n\n"
-    io.write_text(out_dir / "report.md", run_report(table, prov, None, title="vpbench comparison", extra=extra,
-                                                    media=media))
+    configs = {r.config.model_name: r.config.to_dict() for r in runs_}
+    report = run_report(table, prov, configs, title="vpbench comparison", extra=extra, media=media)
+    io.write_text(out_dir / "report.md", report)

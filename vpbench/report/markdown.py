@@ -34,7 +34,8 @@ def run_report(table: pd.DataFrame, prov: dict[str, Any], config: dict[str, Any]
         f"# {title}",
         "",
         "## How this was made",
-        provenance_block(prov),
+        provenance_block(prov)
+        + ("\n- config: the full resolved config is written at the end of this report (Config)" if config else ""),
         "",
         "## Results",
         "Means over test clips and predicted frames; ± is the half-width of the 95% bootstrap "
