@@ -29,6 +29,8 @@ def test_lambda_ablation_shares_stages_one_and_two(in_tmp):
     assert set(table["variant"]) == {"lam=0", "lam=1"}
     diffs = pd.read_csv(in_tmp / "abl" / "differences.csv")
     assert set(diffs["variant"]) == {"lam=1"} and {"mse", "ssim"} <= set(diffs["metric"])
+    uncomputed = {m for m, v in table.groupby("metric")["value"] if v.isna().all()}  # LPIPS without weights
+    assert not uncomputed & set(diffs["metric"])
     mse = table.query("metric == 'mse' and horizon == 'all'").set_index("variant")["value"]
     row = diffs.query("metric == 'mse'").iloc[0]
     assert abs(row["diff"] - (mse["lam=1"] - mse["lam=0"])) < 1e-6 * max(1.0, abs(row["diff"]))

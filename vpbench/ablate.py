@@ -19,8 +19,8 @@ from typing import Any
 import pandas as pd
 
 from vpbench import io, runs
+from vpbench.compare import paired_differences
 from vpbench.errors import ConfigError
-from vpbench.evaluate import paired_difference
 from vpbench.events import Events
 
 
@@ -112,14 +112,8 @@ def _seed_from_base(base: runs.Run, run: runs.Run) -> None:
 
 def differences(per_clip: dict[str, dict], variants: list[Variant], harness, config) -> pd.DataFrame:
     ref = variants[0].label
-    rows = []
-    for variant in variants[1:]:
-        for metric, values in per_clip[variant.label].items():
-            base = per_clip[ref].get(metric)
-            if base is None or base.shape != values.shape:
-                continue
-            d = paired_difference(base.mean(axis=1), values.mean(axis=1), config.eval.bootstrap, config.seed)
-            rows.append({"variant": variant.label, "reference": ref, "metric": metric, **d})
+    rows = [{"variant": name, "reference": ref, "metric": metric, **d}
+            for name, metric, d in paired_differences(per_clip, ref, config.eval.bootstrap, config.seed)]
     return pd.DataFrame(rows, columns=["variant", "reference", "metric", "diff", "ci_low", "ci_high"])
 
 

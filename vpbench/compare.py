@@ -41,28 +41,37 @@ def same_clips(runs_: list) -> tuple[list, str]:
     return out, f"every model is scored on {what} of the {split} split (changed for {', '.join(changed)})"
 
 
-def paired_table(per_clip: dict[str, dict[str, np.ndarray]], reference: str, harness: Any,
-                 resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """For each model and metric: mean of (model - reference) over paired clips, 95% CI,
-    and whether the model is significantly better or worse (CI excludes 0)."""
-    rows = []
+def paired_differences(per_clip: dict[str, dict[str, np.ndarray]], reference: str, resamples: int = 1000,
+                       seed: int = 0) -> list[tuple[str, str, dict[str, float]]]:
+    """``(name, metric, difference)`` of every other entry of ``per_clip`` against ``reference``:
+    mean of (name - reference) over paired clips with its 95% bootstrap CI. Metrics scored on
+    other clips, or that could not be computed (LPIPS without weights), are left out."""
     ref = per_clip[reference]
-    for model, scores in per_clip.items():
-        if model == reference:
+    out = []
+    for name, scores in per_clip.items():
+        if name == reference:
             continue
         for metric, values in scores.items():
             if metric not in ref or ref[metric].shape != values.shape:
                 continue
             if not (np.isfinite(values).any() and np.isfinite(ref[metric]).any()):
-                continue  # a metric that could not be computed (LPIPS without weights): no verdict
-            d = paired_difference(ref[metric].mean(axis=1), values.mean(axis=1), resamples, seed)
-            higher = bool(harness.metrics.get(metric).higher_is_better) if metric in harness.metrics else False
-            if d["ci_low"] > 0 or d["ci_high"] < 0:
-                better = (d["diff"] > 0) == higher
-                verdict = "better" if better else "worse"
-            else:
-                verdict = "no significant difference"
-            rows.append({"model": model, "reference": reference, "metric": metric, **d, "verdict": verdict})
+                continue
+            out.append((name, metric, paired_difference(ref[metric].mean(axis=1), values.mean(axis=1), resamples, seed)))
+    return out
+
+
+def paired_table(per_clip: dict[str, dict[str, np.ndarray]], reference: str, harness: Any,
+                 resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """For each model and metric: mean of (model - reference) over paired clips, 95% CI,
+    and whether the model is significantly better or worse (CI excludes 0)."""
+    rows = []
+    for model, metric, d in paired_differences(per_clip, reference, resamples, seed):
+        higher = bool(harness.metrics.get(metric).higher_is_better) if metric in harness.metrics else False
+        if d["ci_low"] > 0 or d["ci_high"] < 0:
+            verdict = "better" if (d["diff"] > 0) == higher else "worse"
+        else:
+            verdict = "no significant difference"
+        rows.append({"model": model, "reference": reference, "metric": metric, **d, "verdict": verdict})
     return pd.DataFrame(rows, columns=["model", "reference", "metric", "diff", "ci_low", "ci_high", "verdict"])
 
 
