@@ -118,7 +118,7 @@ def differences(per_clip: dict[str, dict], variants: list[Variant], harness, con
 
 
 def write(out: Path, table: pd.DataFrame, diffs: pd.DataFrame, variants: list[Variant]) -> None:
-    from vpbench.report.markdown import run_report
+    from vpbench.report.markdown import HORIZON_SECTION, run_report
     from vpbench.report.plots import horizon_plot
     from vpbench.report.tables import fmt_value, markdown_table
 
@@ -133,4 +133,4 @@ def write(out: Path, table: pd.DataFrame, diffs: pd.DataFrame, variants: list[Va
              + markdown_table(["variant", "metric", "diff", "95% CI"], rows))
     io.write_text(out / "report.md", run_report(table, prov, {v.label: v.run.config.to_dict() for v in variants},
                                                 title="vpbench ablation", extra=extra,
-                                                media="## Per-horizon curves\n\n![per-horizon metrics](horizon.png)\n"))
+                                                media=HORIZON_SECTION))

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from vpbench import io
 from vpbench.evaluate import paired_difference
-from vpbench.report.markdown import run_report
+from vpbench.report.markdown import HORIZON_SECTION, run_report
 from vpbench.report.tables import fmt_value, markdown_table
 
 
@@ -157,7 +157,7 @@ def write_comparison(out_dir: Path, table: pd.DataFrame, paired: pd.DataFrame, r
                   + markdown_table(PROTOCOL_HEADERS, protocol_rows(runs_, datasets, harness)))
     if note:
         extra += "\n\n## Notes\n\n" + note.strip() + "\n"
-    media = "## Per-horizon curves\n\n![per-horizon metrics](horizon.png)\n"
+    media = HORIZON_SECTION
     if examples:
         from vpbench.report.media import save_comparison
 

@@ -182,9 +182,12 @@ def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
     return "" if a == b else f"{prefix.rstrip('.')}: {a!r} -> {b!r}"
 
 
+def _stamp() -> str:
+    return dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
 def _move_aside(run_dir: Path) -> Path:
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    target = run_dir.with_name(f"{run_dir.name}.old-{stamp}")
+    target = run_dir.with_name(f"{run_dir.name}.old-{_stamp()}")
     run_dir.rename(target)
     return target
 
@@ -376,18 +379,23 @@ def write_results(run: Run, table: pd.DataFrame, per_clip: dict[str, np.ndarray]
 
     horizon_plot(table, run.run_dir / "horizon.png", title=f"{run.config.model_name} on {run.config.dataset_name}")
     io.write_text(run.run_dir / "report.md", markdown.run_report(table, prov, run.config.to_dict(),
-                                                                  media=media_links(run.run_dir, run.config.eval.examples)))
+                                                                  media=media_links(run.config.eval.examples)))
 
 
-def media_links(run_dir: Path, examples: int) -> str:
-    """Markdown pointing at the run's plot and example strips (relative paths)."""
-    lines = ["## Per-horizon curves", "", "![per-horizon metrics](horizon.png)", ""]
-    if examples:
-        lines += ["## Example predictions", "",
-                  "Rows: context, ground truth, prediction, |error|. GIFs: truth | prediction.", ""]
-        lines += [f"![clip {i}](examples/clip{i:05d}.png) ([GIF](examples/clip{i:05d}.gif))" for i in range(examples)]
-        lines.append("")
-    return "\n".join(lines)
+def media_links(examples: int) -> str:
+    """Markdown pointing at a run's plot and example strips (paths relative to report.md)."""
+    from vpbench.report.markdown import HORIZON_SECTION
+
+    if not examples:
+        return HORIZON_SECTION
+    lines = ["## Example predictions", "", "Rows: context, ground truth, prediction, |error|. GIFs: truth | prediction.", ""]
+    lines += [f"![clip {i}](examples/clip{i:05d}.png) ([GIF](examples/clip{i:05d}.gif))" for i in range(examples)]
+    return HORIZON_SECTION + "\n" + "\n".join(lines + [""])
+
+
+def timestamped_dir(prefix: str) -> Path:
+    """``runs/<prefix>-<YYYYmmdd-HHMMSS>``: the default home of a compare or an ablation."""
+    return RUNS_DIR / f"{prefix}-{_stamp()}"
 
 
 def read_results(run_dir: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -29,24 +28,27 @@ def ablate(
     data_dir: c.DataDir = None,
 ) -> None:
     """Train and evaluate one variant per grid point; shared early stages are trained once."""
+    from vpbench import runs
     from vpbench.ablate import run_ablation
     from vpbench.errors import ConfigError
     from vpbench.plugins import get_harness
     from vpbench.report.tables import fmt_value
 
+    def values(text: str) -> list[str]:
+        return [v.strip() for v in text.split(",") if v.strip()]
+
     axes: dict[str, list[str]] = {}
     for field, text in (("lam", lam), ("levels", levels), ("codebook_size", codebook_size), ("quantizer", quantizer)):
         if text:
-            axes[field] = [v.strip() for v in text.split(",") if v.strip()]
+            axes[field] = values(text)
     for item in grid or []:
-        field, sep, values = item.partition("=")
+        field, sep, text = item.partition("=")
         if not sep:
             raise ConfigError(f"--grid expects field=v1,v2, got {item!r}")
-        axes[field.strip()] = [v.strip() for v in values.split(",") if v.strip()]
+        axes[field.strip()] = values(text)
     if not axes:
         raise ConfigError("nothing to ablate: give e.g. --lambda 0,1 or --grid field=a,b")
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out_dir = Path(out) if out else Path("runs") / f"ablate-{model}-{dataset or 'digits'}-{preset or 'none'}-{stamp}"
+    out_dir = Path(out) if out else runs.timestamped_dir(f"ablate-{model}-{dataset or 'digits'}-{preset or 'none'}")
     with c.rich_events() as events:
         table, diffs, variants = run_ablation(get_harness(), model, axes, out_dir, dataset=dataset, preset=preset,
                                               config_file=config, sets=set_, seed=seed, device=device,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import Annotated
 
@@ -61,8 +60,7 @@ def compare(
             predictions[run_.config.model_name] = runs.example_predictions(run_, model, data)
     table = pd.concat(tables, ignore_index=True)
     cfg = prepared[0].config
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out_dir = Path(out) if out else runs.RUNS_DIR / f"compare-{cfg.dataset_name}-{cfg.preset}-{stamp}"
+    out_dir = Path(out) if out else runs.timestamped_dir(f"compare-{cfg.dataset_name}-{cfg.preset}")
     paired = paired_table(per_clip, models[0], harness, cfg.eval.bootstrap, cfg.seed)
     split = datasets[0].split(cfg.eval.split)
     examples = [(*split[i], {name: preds[i] for name, preds in predictions.items()})

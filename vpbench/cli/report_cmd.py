@@ -19,8 +19,9 @@ def report(
     import pandas as pd
 
     from vpbench import io
-    from vpbench.report.markdown import run_report
-    from vpbench.runs import read_results
+    from vpbench.report.markdown import HORIZON_SECTION, run_report
+    from vpbench.report.plots import horizon_plot
+    from vpbench.runs import media_links, read_results
 
     tables = []
     for run_dir in run_dirs:
@@ -28,23 +29,18 @@ def report(
         tables.append(table)
         prov, config = meta.get("provenance", {}), meta.get("config")
         if not out:
-            from vpbench.report.plots import horizon_plot
-            from vpbench.runs import media_links
-
             horizon_plot(table, Path(run_dir) / "horizon.png")
             examples = len(list((Path(run_dir) / "examples").glob("clip*.png")))
-            io.write_text(Path(run_dir) / "report.md", run_report(table, prov, config, media=media_links(Path(run_dir), examples)))
+            io.write_text(Path(run_dir) / "report.md", run_report(table, prov, config, media=media_links(examples)))
         c.print_results(table, title=str(run_dir), horizon=horizon)
     if out:
         combined = pd.concat(tables, ignore_index=True)
         out_dir = Path(out)
         io.write_text(out_dir / "results.csv", combined.to_csv(index=False))
         prov = read_results(run_dirs[0])[1].get("provenance", {})
-        from vpbench.report.plots import horizon_plot
-
         horizon_plot(combined, out_dir / "horizon.png")
         io.write_text(out_dir / "report.md", run_report(combined, prov, None, title="vpbench combined report",
-                                                        media="## Per-horizon curves\n\n![per-horizon metrics](horizon.png)\n"))
+                                                        media=HORIZON_SECTION))
         c.console().print(f"wrote {out_dir / 'report.md'}", highlight=False)
 
 

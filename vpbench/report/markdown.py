@@ -9,6 +9,8 @@ import pandas as pd
 
 from vpbench.report.tables import horizon_table, markdown_table, summary
 
+HORIZON_SECTION = "## Per-horizon curves\n\n![per-horizon metrics](horizon.png)\n"  # beside report.md
+
 
 def provenance_block(prov: dict[str, Any]) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in prov.get("versions", {}).items())
