@@ -112,21 +112,14 @@ def test_whole_model_overfits_a_handful_of_clips(tmp_path):
 
 
 def test_training_resumes_exactly_across_stages(tmp_path):
-    from tests.test_trainer import StopAfter, assert_same_weights
+    from tests.test_trainer import assert_same_weights, interrupt
 
     sets = ["model.ae_steps=40", "model.prior_steps=30", "model.joint_steps=10", "train.ckpt_every=7"]
     full, data, cfg = build(sets)
     Trainer(full, data, cfg, tmp_path / "full", torch.device("cpu")).fit()
     for stop, crash in [(55, False), (23, True)]:
         model, _, _ = build(sets)
-        trainer = Trainer(model, data, cfg, tmp_path / f"s{stop}", torch.device("cpu"))
-        trainer.events = StopAfter(stop, crash)
-        trainer.events.trainer = trainer
-        if crash:
-            with pytest.raises(KeyboardInterrupt):
-                trainer.fit()
-        else:
-            assert trainer.fit() is False
+        interrupt(Trainer(model, data, cfg, tmp_path / f"s{stop}", torch.device("cpu")), stop, crash)
         resumed, _, _ = build(sets)
         Trainer(resumed, data, cfg, tmp_path / f"s{stop}", torch.device("cpu")).fit(resume=True)
         assert_same_weights(full, resumed)

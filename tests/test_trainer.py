@@ -50,8 +50,9 @@ def assert_same_weights(a, b):
         assert torch.equal(sa[k], sb[k]), k
 
 
-def train_interrupted(tmp_path, name, stop_at, crash, sets=()):
-    trainer, model = make(tmp_path, name, sets)
+def interrupt(trainer, stop_at, crash):
+    """Run ``trainer`` until a clean stop after ``stop_at`` steps (checkpoint written) or a
+    crash there (no checkpoint, like SIGKILL)."""
     trainer.events = StopAfter(stop_at, crash)
     trainer.events.trainer = trainer
     if crash:
@@ -59,6 +60,11 @@ def train_interrupted(tmp_path, name, stop_at, crash, sets=()):
             trainer.fit()
     else:
         assert trainer.fit() is False
+
+
+def train_interrupted(tmp_path, name, stop_at, crash, sets=()):
+    trainer, model = make(tmp_path, name, sets)
+    interrupt(trainer, stop_at, crash)
     resumed, model2 = make(tmp_path, name, sets)  # a new process: fresh objects, same dir
     assert resumed.fit(resume=True) is True
     return model2
