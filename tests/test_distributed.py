@@ -102,3 +102,18 @@ def test_killed_two_process_run_resumes_on_one_process(tmp_path):
     kill_at_step(torchrun(2) + [WORKER, str(tmp_path / "multi"), *SLOW], tmp_path / "multi", 7)
     run([sys.executable, WORKER, str(tmp_path / "multi"), "--resume", *SLOW])
     assert_close(tmp_path / "single", tmp_path / "multi", exact=False)
+
+
+def test_batch_sizes_must_split_evenly_over_processes():
+    import torch
+
+    from vpbench.distributed import Context, check_batch
+    from vpbench.errors import ConfigError
+
+    three = Context(rank=0, world=3, local_rank=0, device=torch.device("cpu"))
+    check_batch(9, three)
+    check_batch(7, None)  # one process: any batch
+    with pytest.raises(ConfigError, match=r"train.batch_size \(8\) must be divisible by the number of processes \(3\)"):
+        check_batch(8, three)
+    with pytest.raises(ConfigError, match=r"stage 'prior' batch size \(16\) must be divisible"):
+        check_batch(16, three, "stage 'prior' batch size")

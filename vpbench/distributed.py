@@ -80,9 +80,10 @@ def from_env(device_name: str = "auto") -> Context | None:
     return Context(rank, world, local_rank, device)
 
 
-def check_batch(batch_size: int, ctx: Context | None) -> None:
+def check_batch(batch_size: int, ctx: Context | None, what: str = "train.batch_size") -> None:
+    """Every process trains on an equal slice of each global batch."""
     if ctx is not None and batch_size % ctx.world:
-        raise ConfigError(f"train.batch_size ({batch_size}) must be divisible by the number of processes ({ctx.world})")
+        raise ConfigError(f"{what} ({batch_size}) must be divisible by the number of processes ({ctx.world})")
 
 
 def shutdown(ctx: Context | None) -> None:

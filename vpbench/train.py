@@ -136,11 +136,10 @@ class Trainer:
         model, cfg = self.model, self.cfg
         if hasattr(model, "on_stage_start"):
             model.on_stage_start(stage.name)
-        stage_params = list(stage.params())
-        chosen = {id(p) for p in stage_params}
+        params = list(stage.params())
+        chosen = {id(p) for p in params}
         for p in model.parameters():  # exactly the stage's parameters get gradients
             p.requires_grad_(id(p) in chosen)
-        params = stage_params
         if stage.steps > 0 and not params:
             raise RunError(f"stage '{stage.name}' of {cfg.model_name} has no trainable parameters")
         optimizer = torch.optim.AdamW(params, lr=stage.lr, betas=stage.betas, weight_decay=stage.weight_decay)
@@ -156,8 +155,10 @@ class Trainer:
             best = ckpt["best"]
         forward_model = self.dist.wrap(model) if self.dist is not None else model
         batch_size = stage.batch_size or cfg.train.batch_size
-        if self.dist is not None and batch_size % self.dist.world:
-            raise RunError(f"stage '{stage.name}': batch size {batch_size} is not divisible by {self.dist.world} processes")
+        if self.dist is not None:
+            from vpbench.distributed import check_batch
+
+            check_batch(batch_size, self.dist, f"stage '{stage.name}' batch size")
         train_split = self.dataset.split("train")
         rank, world = (self.dist.rank, self.dist.world) if self.dist is not None else (0, 1)
         stream = IndexStream(len(train_split), batch_size, cfg.seed, index, start, rank, world)
