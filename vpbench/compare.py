@@ -11,7 +11,7 @@ import pandas as pd
 from rich.table import Table
 
 from vpbench import io
-from vpbench.evaluate import paired_difference
+from vpbench.evaluate import clips_scored, paired_difference
 from vpbench.report.markdown import HORIZON_SECTION, run_report
 from vpbench.report.tables import fmt_value, markdown_table
 
@@ -117,7 +117,7 @@ def protocol_rows(runs_: list, datasets: list, harness: Any) -> list[list[str]]:
                                  preset="paper")
             paper = ", ".join(f"{k} {v:,}" for k, v in training_budget(model_cls, ref.model, data.spec).items()) or "-"
         n_test = len(data.split(cfg.eval.split))
-        scored = min(n_test, cfg.eval.max_clips) if cfg.eval.max_clips else n_test
+        scored = clips_scored(n_test, cfg.eval.max_clips)
         rows.append([cfg.model_name, cfg.preset, ", ".join(f"{k} {v:,}" for k, v in here.items()) or "untrained",
                      paper, f"{scored:,} of {n_test:,}", f"{cfg.train.batch_size}"])
     return rows

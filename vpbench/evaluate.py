@@ -98,7 +98,7 @@ def score(
     of all ranks are gathered (in clip order) before anything is aggregated.
     """
     events = events or Events()
-    n = len(split) if max_clips <= 0 else min(len(split), max_clips)
+    n = clips_scored(len(split), max_clips)
     indices = list(range(n)) if dist is None else list(range(dist.rank, n, dist.world))
     if len(indices) < len(split):
         split = torch.utils.data.Subset(split, indices)
@@ -136,6 +136,11 @@ def score(
         for _, _, u in parts:
             unavailable.update(u)
     return Scores(values, n, unavailable)
+
+
+def clips_scored(n_split: int, max_clips: int) -> int:
+    """How many clips of a split of ``n_split`` are scored: the first ``max_clips`` (0: all)."""
+    return n_split if max_clips <= 0 else min(n_split, max_clips)
 
 
 def _metric_values(metric, pred, future, unavailable: dict[str, str], events: Events) -> np.ndarray:
