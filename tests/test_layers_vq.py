@@ -160,3 +160,21 @@ def test_single_codebook_vq_round_trip_and_ema():
     assert not torch.equal(vq.embed, before)
     with pytest.raises(ValueError):
         VectorQuantizer(8, 4, update="adam")
+
+
+
+@pytest.mark.parametrize("mode", ["tree", "flat"])
+def test_quantisers_ignore_autocast_codes_match_float32(mode):
+    """Under bf16 autocast (train.amp=on) the nearest-codeword search still runs in float32, so
+    the codes a model trains on are the codes it is evaluated on."""
+    torch.manual_seed(0)
+    q = HRVQ(levels=2, codebook_size=16, dim=32, mode=mode)
+    hand_set(q)
+    single = VectorQuantizer(16, 32)
+    q.eval(), single.eval()
+    z = torch.randn(64, 32, 8, 8, generator=torch.Generator().manual_seed(1))
+    ref, ref_single = q(z), single(z)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, out_single = q(z), single(z)
+    assert torch.equal(out.codes, ref.codes) and torch.equal(out_single.codes, ref_single.codes)
+    assert out.quantized.dtype == torch.float32 and out_single.quantized.dtype == torch.float32

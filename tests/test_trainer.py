@@ -13,7 +13,7 @@ from vpbench.builtin.digits import Digits
 from vpbench.errors import RunError, TrainingError
 from vpbench.events import Events
 from vpbench.runtime import seed_everything
-from vpbench.train import IndexStream, Trainer, load_checkpoint
+from vpbench.train import IndexStream, Trainer, amp_mode, load_checkpoint, native_bf16_cpu
 
 DATA = ["data.n_train=24", "data.n_val=8", "data.n_test=8", "data.n_in=2", "data.n_out=2", "data.size=16",
         "data.glyph_size=8", "data.glyph_bank=16"]
@@ -79,6 +79,37 @@ def test_resume_gives_identical_weights(tmp_path, stop_at, crash):
     assert_same_weights(full, resumed)
     before = make(tmp_path, "untrained")[1]
     assert not torch.equal(before.body.weight, full.body.weight)  # training did something
+
+
+def test_amp_mode_per_device_and_setting():
+    cpu = torch.device("cpu")
+    assert amp_mode(cpu, "auto") == (False, torch.float32)  # auto: CUDA only
+    assert amp_mode(cpu, "off") == (False, torch.float32)
+    native = native_bf16_cpu()
+    assert amp_mode(cpu, "on") == ((True, torch.bfloat16) if native else (False, torch.float32))
+
+
+@pytest.mark.parametrize("amp", ["auto", "on"])
+def test_training_steps_run_under_the_resolved_autocast(tmp_path, amp):
+    """amp=on trains in bf16 autocast on a CPU with native bf16 (weights stay float32);
+    amp=auto never autocasts on a CPU."""
+    if amp == "on" and not native_bf16_cpu():
+        pytest.skip("this CPU has no native bf16 (AMX / AVX512-BF16): amp=on stays float32 here")
+    trainer, model = make(tmp_path, amp, sets=[f"train.amp={amp}"])
+    seen, step = [], model.training_step
+
+    def spy(batch, stage):
+        out = step(batch, stage)
+        if model.training:
+            seen.append((torch.is_autocast_enabled("cpu"), model.body(batch[0][:, 0]).dtype))
+        return out
+
+    model.training_step = spy
+    before = model.body.weight.detach().clone()
+    assert trainer.fit() is True
+    expected = (True, torch.bfloat16) if amp == "on" else (False, torch.float32)
+    assert seen and set(seen) == {expected}
+    assert model.body.weight.dtype == torch.float32 and not torch.equal(model.body.weight, before)
 
 
 def test_stages_train_only_their_parameters(tmp_path):

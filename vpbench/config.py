@@ -27,7 +27,8 @@ class TrainConfig:
 
     batch_size: int = 16  # clips per optimiser step (global, over all processes)
     grad_clip: float = 1.0  # max gradient norm; 0 disables clipping
-    amp: Literal["auto", "on", "off"] = "auto"  # mixed precision; auto = on for CUDA only
+    amp: Literal["auto", "on", "off"] = "auto"  # mixed precision; auto = on for CUDA only; on = also bf16 on
+    # CPUs with native bf16 (AMX / AVX512-BF16), float32 on other CPUs (see train.amp_mode)
     val_every: int = 0  # validate every N steps; 0 = only at the end of each stage
     val_clips: int = 64  # validation clips used for model selection (never the test split)
     select_best: bool = True  # restore the weights with the best validation loss per stage

@@ -45,6 +45,7 @@ practice, and every one is a config field):
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from dataclasses import dataclass
 from typing import Literal
@@ -125,6 +126,13 @@ class SHRVQVAEConfig:
             raise ConfigError("codebook_size ** levels is too large for the tree (> 4M codewords)")
 
 
+def _no_autocast(device: torch.device):
+    """Float32 inside, under any autocast (meta tensors: nothing to turn off)."""
+    if device.type in ("cpu", "cuda"):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
 class ResBlock(nn.Module):
     def __init__(self, channels: int, hidden: int):
         super().__init__()
@@ -189,9 +197,10 @@ CPU = {
     "model": {"hidden": 64, "embed_dim": 32, "levels": 2, "codebook_size": 16, "downsample": 8, "output": "clamp",
               "prior_embed": 16,
               "prior_hidden": 32, "prior_blocks": 6, "attn_every": 3, "attn_heads": 2, "prior_context_loss": True,
-              "ae_steps": 1500, "ae_lr": 1e-3, "ae_batch": 32, "prior_steps": 2000, "prior_lr": 1e-3, "prior_batch": 16,
+              "ae_steps": 1500, "ae_lr": 1e-3, "ae_batch": 32, "prior_steps": 5000, "prior_lr": 1e-3, "prior_batch": 16,
               "scheduled_sampling": 0.25, "joint_steps": 200, "joint_lr": 2e-4, "dead_after": 100, "restart_every": 25},
-    "train": {"val_clips": 32, "ckpt_every": 100},
+    # bf16 autocast where the CPU has native bf16 (AMX / AVX512-BF16): prior steps 2.5x faster
+    "train": {"val_clips": 32, "ckpt_every": 100, "amp": "on"},
     # profiling steps the whole generation loop on the meta device: ~50 s on one core at this size
     "eval": {"max_clips": 500, "batch_size": 100, "examples": 3},
 }
@@ -318,8 +327,8 @@ class SHRVQVAE(nn.Module):
     def _prior_step(self, context: torch.Tensor, future: torch.Tensor, joint: bool) -> dict:
         c = self.config
         n_in = context.shape[1]
-        with torch.no_grad():
-            local = self.encode_clip(torch.cat([context, future], 1))
+        with torch.no_grad(), _no_autocast(context.device):  # the codes evaluation will see, bit for bit
+            local = self.encode_clip(torch.cat([context, future], 1).float())
             glob = self.to_global(local)
         if self.training:
             self._mark_seen(glob[:, n_in:] if not c.prior_context_loss else glob)

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vpbench.layers.vq import ema_update, nearest, perplexity
+from vpbench.layers.vq import ema_update, float32, nearest, perplexity
 
 
 @dataclass
@@ -98,6 +98,7 @@ class HRVQ(nn.Module):
         return table
 
     # -- forward -------------------------------------------------------------------------
+    @float32
     def forward(self, z: torch.Tensor) -> HRVQOutput:
         b, d, h, w = z.shape
         r0 = z.permute(0, 2, 3, 1).reshape(-1, d)

@@ -9,6 +9,8 @@ the straight-through estimator passes decoder gradients to ``z`` unchanged.
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +24,21 @@ class VQOutput:
     codes: torch.Tensor  # (B, H, W) long
     loss: torch.Tensor  # scalar: commitment (+ codebook when updated by loss)
     perplexity: torch.Tensor  # scalar
+
+
+def float32(forward):
+    """Run a quantiser's forward in float32 whatever autocast says: nearest-codeword distances in
+    bf16 / fp16 flip codes near ties (codes seen in training would differ from those seen in
+    evaluation) and EMA statistics lose precision. The output goes on in float32."""
+
+    @functools.wraps(forward)
+    def wrapper(self, z: torch.Tensor, *args, **kwargs):
+        if z.device.type not in ("cpu", "cuda"):  # meta (FLOP counting): no autocast to leave
+            return forward(self, z, *args, **kwargs)
+        with torch.autocast(z.device.type, enabled=False):
+            return forward(self, z.float(), *args, **kwargs)
+
+    return wrapper
 
 
 def nearest(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
@@ -71,6 +88,7 @@ class VectorQuantizer(nn.Module):
         else:
             self.embed = nn.Parameter(init)
 
+    @float32
     def forward(self, z: torch.Tensor) -> VQOutput:
         b, d, h, w = z.shape
         flat = z.permute(0, 2, 3, 1).reshape(-1, d)
