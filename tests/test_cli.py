@@ -67,6 +67,9 @@ def test_run_writes_a_complete_run_directory(in_tmp):
     meta = json.loads((run / "results.json").read_text())
     for key in ("command", "git_revision", "versions", "device", "seed", "created"):
         assert key in meta["provenance"]
+    from vpbench.runtime import native_bf16_cpu
+
+    assert ("native bf16" in meta["provenance"]["device"]) == native_bf16_cpu()  # what train.amp=on does here
     report = (run / "report.md").read_text()
     for needle in ("mse ↓", "ssim ↑", "lpips ↓", "n/a", "git revision", "command: `", "versions: python", "device: cpu",
                    "seed: 0", "![per-horizon metrics](horizon.png)", "examples/clip00000.png", "gmacs"):

@@ -12,8 +12,8 @@ from vpbench import config as C
 from vpbench.builtin.digits import Digits
 from vpbench.errors import RunError, TrainingError
 from vpbench.events import Events
-from vpbench.runtime import seed_everything
-from vpbench.train import IndexStream, Trainer, amp_mode, load_checkpoint, native_bf16_cpu
+from vpbench.runtime import native_bf16_cpu, seed_everything
+from vpbench.train import IndexStream, Trainer, amp_mode, load_checkpoint
 
 DATA = ["data.n_train=24", "data.n_val=8", "data.n_test=8", "data.n_in=2", "data.n_out=2", "data.size=16",
         "data.glyph_size=8", "data.glyph_bank=16"]

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from vpbench.runtime import native_bf16_cpu
+
 
 def git_revision(path: Path | None = None) -> str:
     """``<sha>`` or ``<sha>+dirty`` of the checkout holding vpbench, else ``unknown``."""
@@ -45,7 +47,8 @@ def device_description(device: torch.device) -> str:
                 break
     except OSError:
         pass
-    return f"cpu: {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+    bf16 = ", native bf16 (train.amp=on trains in bf16)" if native_bf16_cpu() else ""
+    return f"cpu: {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads{bf16}"
 
 
 def versions(distributions: list[str] | None = None) -> dict[str, str]:

@@ -29,7 +29,7 @@ from vpbench.config import RunConfig
 from vpbench.errors import RunError, TrainingError
 from vpbench.events import Events
 from vpbench.protocols import Stage
-from vpbench.runtime import rng_state, set_rng_state
+from vpbench.runtime import native_bf16_cpu, rng_state, set_rng_state
 
 CHECKPOINT_FORMAT = 1
 
@@ -81,15 +81,6 @@ def lr_lambda(stage: Stage):
 class Position:
     stage_index: int = 0
     step: int = 0
-
-
-def native_bf16_cpu() -> bool:
-    """Whether this CPU multiplies bf16 natively (AMX tiles or AVX512-BF16); elsewhere oneDNN
-    emulates bf16 and autocast is ~30x *slower* than float32 (measured on a prior step)."""
-    try:
-        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
-    except AttributeError:  # older torch without the probes
-        return False
 
 
 def amp_mode(device: torch.device, amp: str) -> tuple[bool, torch.dtype]:

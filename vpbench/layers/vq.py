@@ -10,7 +10,6 @@ the straight-through estimator passes decoder gradients to ``z`` unchanged.
 from __future__ import annotations
 
 import functools
-
 from dataclasses import dataclass
 
 import torch
