@@ -162,7 +162,6 @@ def test_single_codebook_vq_round_trip_and_ema():
         VectorQuantizer(8, 4, update="adam")
 
 
-
 @pytest.mark.parametrize("mode", ["tree", "flat"])
 def test_quantisers_ignore_autocast_codes_match_float32(mode):
     """Under bf16 autocast (train.amp=on) the nearest-codeword search still runs in float32, so

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 from typing import Any
 
@@ -58,3 +59,10 @@ def native_bf16_cpu() -> bool:
         return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
     except AttributeError:  # older torch without the probes
         return False
+
+
+def autocast_off(device: torch.device):
+    """A float32 region under any autocast (meta tensors, used for FLOP counting, have none)."""
+    if device.type in ("cpu", "cuda"):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()

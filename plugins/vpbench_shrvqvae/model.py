@@ -45,7 +45,6 @@ practice, and every one is a config field):
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 from dataclasses import dataclass
 from typing import Literal
@@ -57,6 +56,7 @@ from torch import nn
 from vpbench.errors import ConfigError
 from vpbench.layers.hrvq import HRVQ
 from vpbench.protocols import DataSpec, Stage
+from vpbench.runtime import autocast_off
 from vpbench_shrvqvae.prior import STPixelCNN
 
 
@@ -124,13 +124,6 @@ class SHRVQVAEConfig:
             raise ConfigError("scheduled_sampling must be in [0, 1]")
         if self.quantizer == "tree" and self.codebook_size**self.levels > 2**22:
             raise ConfigError("codebook_size ** levels is too large for the tree (> 4M codewords)")
-
-
-def _no_autocast(device: torch.device):
-    """Float32 inside, under any autocast (meta tensors: nothing to turn off)."""
-    if device.type in ("cpu", "cuda"):
-        return torch.autocast(device.type, enabled=False)
-    return contextlib.nullcontext()
 
 
 class ResBlock(nn.Module):
@@ -335,7 +328,7 @@ class SHRVQVAE(nn.Module):
     def _prior_step(self, context: torch.Tensor, future: torch.Tensor, joint: bool) -> dict:
         c = self.config
         n_in = context.shape[1]
-        with torch.no_grad(), _no_autocast(context.device):  # the codes evaluation will see, bit for bit
+        with torch.no_grad(), autocast_off(context.device):  # the codes evaluation will see, bit for bit
             local = self.encode_clip(torch.cat([context, future], 1).float())
             glob = self.to_global(local)
         if self.training:

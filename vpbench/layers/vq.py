@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vpbench.runtime import autocast_off
+
 
 @dataclass
 class VQOutput:
@@ -32,9 +34,7 @@ def float32(forward):
 
     @functools.wraps(forward)
     def wrapper(self, z: torch.Tensor, *args, **kwargs):
-        if z.device.type not in ("cpu", "cuda"):  # meta (FLOP counting): no autocast to leave
-            return forward(self, z, *args, **kwargs)
-        with torch.autocast(z.device.type, enabled=False):
+        with autocast_off(z.device):
             return forward(self, z.float(), *args, **kwargs)
 
     return wrapper
