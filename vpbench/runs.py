@@ -19,7 +19,7 @@ import json
 import os
 import signal
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,9 @@ class Run:
     run_dir: Path
     data_dir: Path | None = None
     dist: Any = None  # a vpbench.distributed.Context under torchrun
+    # Predictions for the first ``eval.examples`` clips, kept by ``evaluate`` (rank 0) so that
+    # ``vpbench compare`` draws its side-by-side strips without generating them a second time.
+    examples: list | None = field(default=None, repr=False, compare=False)
 
     @property
     def is_main(self) -> bool:
@@ -347,7 +350,8 @@ def write_examples(run: Run, model: torch.nn.Module, dataset: Any) -> None:
     from vpbench.report.media import save_gif, save_strip
 
     split = dataset.split(run.config.eval.split)
-    for i, pred in enumerate(example_predictions(run, model, dataset)):
+    run.examples = example_predictions(run, model, dataset)
+    for i, pred in enumerate(run.examples):
         context, future = split[i]
         save_strip(run.run_dir / "examples" / f"clip{i:05d}.png", context, future, pred)
         save_gif(run.run_dir / "examples" / f"clip{i:05d}.gif", context, future, pred)

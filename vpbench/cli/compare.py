@@ -57,7 +57,8 @@ def compare(
             tables.append(runs.evaluate(run_, model, data, events=events))
             per_clip[run_.config.model_name] = runs.read_per_clip(run_.run_dir)
             datasets.append(data)
-            predictions[run_.config.model_name] = runs.example_predictions(run_, model, data)
+            predictions[run_.config.model_name] = (run_.examples if run_.examples is not None
+                                                   else runs.example_predictions(run_, model, data))
     table = pd.concat(tables, ignore_index=True)
     cfg = prepared[0].config
     out_dir = Path(out) if out else runs.timestamped_dir(f"compare-{cfg.dataset_name}-{cfg.preset}")
