@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -159,6 +160,28 @@ def test_scheduled_sampling_swaps_only_future_frames_for_own_predictions():
     loss = model2.training_step((context, future), "prior")["loss"]
     loss_ss = model.training_step((context, future), "prior")["loss"]
     assert torch.isfinite(loss) and torch.isfinite(loss_ss)
+
+
+def test_exposure_passes_converge_to_the_greedy_rollout():
+    """Parallel scheduled sampling with every future frame swapped is a Jacobi iteration on the
+    greedy rollout: one pass is the one-step prediction, enough passes give the rollout itself."""
+    model, data, _ = build(["model.scheduled_sampling=1.0", "data.size=16", "data.glyph_size=8", "data.n_out=2"])
+    model.on_stage_start("prior")
+    model.train()
+    context, future = clips(data, 2)
+    local = model.encode_clip(torch.cat([context, future], 1))
+    glob = model.to_global(local)
+    rollout = model.prior.generate(glob[:, :4], 2, model._chooser(context.device), model.quantizer.global_codes)
+    n_future = rollout[0].numel()  # codes per clip: the Jacobi bound on passes
+    one = model._exposed(local, glob, n_in=4)
+    assert torch.equal(one[:, 4:], model.prior(glob).argmax(3)[:, 4:])  # default: one pass
+    model.config = dataclasses.replace(model.config, exposure_passes=n_future)
+    exposed = model._exposed(local, glob, n_in=4)
+    assert torch.equal(exposed[:, :4], local[:, :4])
+    assert torch.equal(exposed[:, 4:], rollout)
+    assert not torch.equal(one[:, 4:], rollout)  # the rollout differs from one-step predictions here
+    with pytest.raises(C.ConfigError, match="exposure_passes"):
+        build(["model.exposure_passes=0"])
 
 
 def test_clamp_output_trains_on_clamped_frames_with_a_straight_through_gradient():

@@ -32,6 +32,10 @@ practice, and every one is a config field):
   blocks, causal *factorised* spatiotemporal attention (same position in earlier frames + earlier
   positions in the frame + a null key) instead of full attention, which is out of reach at
   KTH's latent volume. Codes are embedded by their global (path) index per level.
+- Prior training: teacher-forced cross-entropy as in the paper, plus (not in the paper; off
+  by default, on in the cpu preset) parallel scheduled sampling in code space against
+  rollout drift: ``scheduled_sampling`` is the chance that a future frame's input codes are the
+  prior's own argmax predictions, made in ``exposure_passes`` parallel passes.
 - Generation: argmax by default (deterministic tables) or temperature sampling (``--samples K``
   reports best-of-K and mean-of-K metrics); only codewords
   that occurred as prior-training targets may be chosen (the measured failure of untrained
@@ -99,6 +103,7 @@ class SHRVQVAEConfig:
     attn_heads: int = 1  # attention heads per level group
     prior_context_loss: bool = False  # also train the prior on the context frames' codes
     scheduled_sampling: float = 0.0  # chance that a future frame's input codes are the prior's own predictions
+    exposure_passes: int = 1  # parallel passes making those predictions: k passes expose up to k-step rollout errors
     # joint stage
     lam: float = 1.0  # weight of the pixel loss in the joint stage (0: disjoint training)
     relaxation: Literal["gumbel", "softmax"] = "gumbel"  # differentiable code choice in the joint stage
@@ -130,6 +135,8 @@ class SHRVQVAEConfig:
             raise ConfigError("lam and temperature must be >= 0 and tau > 0")
         if not 0 <= self.scheduled_sampling <= 1:
             raise ConfigError("scheduled_sampling must be in [0, 1]")
+        if self.exposure_passes < 1:
+            raise ConfigError("exposure_passes must be >= 1")
         if self.quantizer == "tree" and self.codebook_size**self.levels > 2**22:
             raise ConfigError("codebook_size ** levels is too large for the tree (> 4M codewords)")
 
@@ -252,7 +259,7 @@ class SHRVQVAE(nn.Module):
     # trains the earlier stages once and shares them (`vpbench ablate --lambda 0,1`)
     late_fields = {
         "prior": ("prior_embed", "prior_hidden", "prior_blocks", "kernel_time", "kernel_space", "first_kernel_space",
-                  "attn_every", "attn_heads", "prior_context_loss", "scheduled_sampling", "prior_steps", "prior_lr",
+                  "attn_every", "attn_heads", "prior_context_loss", "scheduled_sampling", "exposure_passes", "prior_steps", "prior_lr",
                   "prior_batch", "lam",
                   "relaxation", "tau", "joint_unfreeze", "joint_steps", "joint_lr", "joint_batch", "temperature",
                   "cached"),
@@ -373,13 +380,24 @@ class SHRVQVAE(nn.Module):
     @torch.no_grad()
     def _exposed(self, local: torch.Tensor, glob: torch.Tensor, n_in: int) -> torch.Tensor:
         """Parallel scheduled sampling in code space: each future frame's input codes are, with
-        probability ``scheduled_sampling``, the prior's own teacher-forced predictions (so it
-        learns to continue from its own mistakes, as in a rollout); targets stay the true codes."""
-        predicted = self.prior(glob).argmax(3)  # (B, T, n, h, w)
+        probability ``scheduled_sampling``, the prior's own predictions (so it learns to continue
+        from its own mistakes, as in a rollout); targets stay the true codes.
+
+        One pass predicts from the true codes (one-step errors only). Each further pass predicts
+        again from the previous pass's mixture, so the swapped frames see errors that compound
+        over up to ``exposure_passes`` steps, as in Duckworth et al. (2019), "Parallel scheduled
+        sampling" (arXiv 1906.04331). With every future frame swapped, the passes are a Jacobi
+        iteration whose fixed point is the greedy rollout: it is reached after at most as many
+        passes as there are future codes (tested)."""
         b, t = local.shape[:2]
         swap = torch.rand(b, t, device=local.device) < self.config.scheduled_sampling
         swap[:, :n_in] = False
-        return torch.where(swap[:, :, None, None, None], predicted, local)
+        swap = swap[:, :, None, None, None]
+        mixed, inputs = local, glob
+        for _ in range(self.config.exposure_passes):
+            mixed = torch.where(swap, self.prior(inputs).argmax(3), local)  # (B, T, n, h, w)
+            inputs = self.to_global(mixed)
+        return mixed
 
     @torch.no_grad()
     def _mark_seen(self, glob: torch.Tensor) -> None:
