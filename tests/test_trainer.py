@@ -89,6 +89,24 @@ def test_amp_mode_per_device_and_setting():
     assert amp_mode(cpu, "on") == ((True, torch.bfloat16) if native else (False, torch.float32))
 
 
+def test_amp_on_without_native_bf16_stays_float32_and_says_so(tmp_path, monkeypatch):
+    """On a CPU without AMX / AVX512-BF16 (emulated bf16 is ~30x slower) train.amp=on trains in
+    float32 and tells the user once. This CPU may have native bf16, so the probe is replaced."""
+    import vpbench.train as T
+    from vpbench.events import Recorder
+
+    monkeypatch.setattr(T, "native_bf16_cpu", lambda: False)
+    assert T.amp_mode(torch.device("cpu"), "on") == (False, torch.float32)
+    cfg = C.resolve("twostage", TwoStage, lambda n: Digits, sets=DATA + ["train.amp=on"])
+    events = Recorder()
+    trainer = Trainer(TwoStage(cfg.model, Digits(cfg.data).spec), Digits(cfg.data), cfg, tmp_path / "r",
+                      torch.device("cpu"), events)
+    assert (trainer.use_amp, trainer.amp_dtype) == (False, torch.float32)
+    assert [m for m in events.messages if "no native bf16" in m and "float32" in m]
+    monkeypatch.setattr(T, "native_bf16_cpu", lambda: True)
+    assert T.amp_mode(torch.device("cpu"), "on") == (True, torch.bfloat16)
+
+
 @pytest.mark.parametrize("amp", ["auto", "on"])
 def test_training_steps_run_under_the_resolved_autocast(tmp_path, amp):
     """amp=on trains in bf16 autocast on a CPU with native bf16 (weights stay float32);
