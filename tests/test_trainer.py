@@ -98,9 +98,8 @@ def test_amp_on_without_native_bf16_stays_float32_and_says_so(tmp_path, monkeypa
     monkeypatch.setattr(T, "native_bf16_cpu", lambda: False)
     assert T.amp_mode(torch.device("cpu"), "on") == (False, torch.float32)
     cfg = C.resolve("twostage", TwoStage, lambda n: Digits, sets=DATA + ["train.amp=on"])
-    events = Recorder()
-    trainer = Trainer(TwoStage(cfg.model, Digits(cfg.data).spec), Digits(cfg.data), cfg, tmp_path / "r",
-                      torch.device("cpu"), events)
+    events, data = Recorder(), Digits(cfg.data)
+    trainer = Trainer(TwoStage(cfg.model, data.spec), data, cfg, tmp_path / "r", torch.device("cpu"), events)
     assert (trainer.use_amp, trainer.amp_dtype) == (False, torch.float32)
     assert [m for m in events.messages if "no native bf16" in m and "float32" in m]
     monkeypatch.setattr(T, "native_bf16_cpu", lambda: True)

@@ -404,10 +404,10 @@ class SHRVQVAE(nn.Module):
         swap = torch.rand(b, t, device=local.device) < self.config.scheduled_sampling
         swap[:, :n_in] = False
         swap = swap[:, :, None, None, None]
-        mixed, inputs = local, glob
-        for _ in range(self.config.exposure_passes):
+        mixed = local
+        for k in range(self.config.exposure_passes):
+            inputs = self.to_global(mixed) if k else glob  # the caller maps the last pass itself
             mixed = torch.where(swap, self.prior(inputs).argmax(3), local)  # (B, T, n, h, w)
-            inputs = self.to_global(mixed)
         return mixed
 
     @torch.no_grad()
