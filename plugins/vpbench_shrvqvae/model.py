@@ -233,6 +233,30 @@ SMOKE = {
 # - multi-pass exposure (`exposure_passes`): fine-tuning the 5000-step prior for 400 steps with 3
 #   passes at scheduled_sampling 0.5 gave validation 170.5 / 0.760, the one-pass control 171.6 /
 #   0.760 (start 171.4 / 0.761): no gain at that length.
+# - where the joint stage's SSIM goes (5000-step model, validation 100 clips, blank 178.6 / 0.771): to
+#   the decoder. Reconstruction SSIM of the *true* codes is 0.953 before the joint stage and 0.899
+#   after 200 joint steps (0.885 in the preset run). Joint variants from the same pre-joint state
+#   (200 steps, lr 2e-4): pixel loss MSE (control) 154.0 / 0.746; MSE + (1 - SSIM) keeps the
+#   reconstruction at 0.940 and gives 184.3 / 0.750 (MSE now worse than blank); that plus an MSE +
+#   SSIM anchor on the true codes' decoding 194.8 / 0.743. A metric-shaped joint loss trades one
+#   floor for the other, so the joint stage stays the paper's MSE.
+# - SSIM-minded decoding on the post-joint model (argmax 146.3 / 0.746), ruled out: the
+#   per-position majority vote of K sampled rollouts, level by level (posterior-marginal
+#   decoding; K=16, T=1: 147.5 / 0.727, K=4: 150.5 / 0.715 -- samples are worse than argmax);
+#   drawing background wherever the chosen code's probability is low only moves towards the
+#   blank frame (path probability < 0.5: 178.5 / 0.771 = blank; first-level probability < 0.5: 0.744),
+#   as the low-confidence cells help where they are drawn: at frame 1, blanking the 20% of cells with
+#   first-level probability < 0.5 lowers SSIM from 0.822 to 0.791.
+# - rollout code accuracy of the 12000-step prior (validation, greedy): first level 0.625 at frame 1,
+#   0.46 at 3, 0.30 at 10; second level given a right first level 0.31-0.38. The 8x8 latent (8x8
+#   pixel cells) makes each code a sub-cell shift of digit strokes, which the prior must infer.
+# - finer latent, downsample 4 (16x16 codes, 2 levels; attention off because at 16x16 it costs 3x
+#   the step: 2.5 s against 0.78 s per prior step at batch 16; `--set model.downsample=4 --set
+#   model.attn_every=0`): the autoencoder reconstructs 4x better (MSE/pixel 0.0013 against 0.0054)
+#   and the prior learns faster per step (teacher-forced accuracy 0.74 at step 1100, CE 0.75), but
+#   at 1.1 s per step and with 4x the sequential generation steps (100 clips take ~6 minutes to
+#   predict). Validation at prior step 1100, before the joint stage: 209.9 / 0.748 (per horizon
+#   0.838 ... 0.730): no better than the 8x8 prior at 5000 steps, and MSE worse than blank.
 CPU = {
     "dataset_name": "mmnist",
     "model": {"hidden": 64, "embed_dim": 32, "levels": 2, "codebook_size": 16, "downsample": 8, "output": "clamp",
