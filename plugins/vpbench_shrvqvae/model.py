@@ -256,9 +256,9 @@ SMOKE = {
 #   and the prior learns faster per step (teacher-forced accuracy 0.74 at step 1100, CE 0.75), but
 #   at 1.1 s per step and with 4x the sequential generation steps (100 validation clips took 14
 #   minutes beside a training; the test evaluation of 500 clips, batch 100, 3 minutes on idle cores).
-#   Validation at prior step
-#   1100, before the joint stage: 209.9 / 0.748. The full run, prior 3000 steps (~67 minutes on
-#   idle cores; run dir shrvqvae-mmnist-cpu-c63ffd90, 1.73M parameters, 5.5 s latency per clip):
+#   Validation at prior step 1100, before the joint stage: 209.9 / 0.748. The full run, prior 3000
+#   steps (~67 minutes on idle cores; run dir shrvqvae-mmnist-cpu-c63ffd90, 1.73M parameters, 5.5 s
+#   latency per clip):
 #   test MSE 172.0 +-4.9, SSIM 0.757 +-0.004 (per horizon 0.848, 0.796, 0.764, ... 0.740: it fades
 #   to background late instead of drifting). Better SSIM than the preset, still below blank, and
 #   MSE level with blank's 173.9: not adopted.
@@ -299,8 +299,8 @@ class SHRVQVAE(nn.Module):
     # trains the earlier stages once and shares them (`vpbench ablate --lambda 0,1`)
     late_fields = {
         "prior": ("prior_embed", "prior_hidden", "prior_blocks", "kernel_time", "kernel_space", "first_kernel_space",
-                  "attn_every", "attn_heads", "prior_context_loss", "scheduled_sampling", "exposure_passes", "prior_steps", "prior_lr",
-                  "prior_batch", "lam",
+                  "attn_every", "attn_heads", "prior_context_loss", "scheduled_sampling", "exposure_passes",
+                  "prior_steps", "prior_lr", "prior_batch", "lam",
                   "relaxation", "tau", "joint_unfreeze", "joint_steps", "joint_lr", "joint_batch", "temperature",
                   "cached"),
         "joint": ("lam", "relaxation", "tau", "joint_unfreeze", "joint_steps", "joint_lr", "joint_batch",
