@@ -66,3 +66,25 @@ def test_ablate_errors_are_one_line(in_tmp):
     result = invoke("ablate", "--quantizer", "tree,bush", *FAST, "--out", "bad")
     assert result.exit_code == 2 and "'bush' is not one of tree, residual, flat" in result.output
     assert not (in_tmp / "bad").exists()  # nothing trained before the bad value was found
+
+
+def test_prediction_only_fields_share_the_whole_training(in_tmp):
+    from vpbench import config as C
+    from vpbench.builtin.digits import Digits
+    from vpbench.runs import config_hash
+
+    def cfg(*sets):
+        return C.resolve("shrvqvae", SHRVQVAE, lambda n: Digits, preset="smoke", sets=list(sets))
+
+    assert config_hash(cfg("model.mbr_samples=8", "model.temperature=1.5"), SHRVQVAE) == config_hash(cfg(), SHRVQVAE)
+    assert config_hash(cfg("model.lam=0.5"), SHRVQVAE) != config_hash(cfg(), SHRVQVAE)
+    assert shared_stage(SHRVQVAE, ["lam", "mbr_samples"]) == "joint"  # decoding options affect no stage
+    result = invoke("ablate", "--grid", "mbr_samples=0,2", *FAST, "--out", "abl")
+    assert result.exit_code == 0, result.output
+    assert "prediction-only change" in result.output
+    w0 = torch.load(in_tmp / "abl" / "mbr_samples-0" / "model.pt", weights_only=False)["model"]
+    w2 = torch.load(in_tmp / "abl" / "mbr_samples-2" / "model.pt", weights_only=False)["model"]
+    assert all(torch.equal(w0[k], w2[k]) for k in w0)  # trained once
+    assert not (in_tmp / "abl" / "mbr_samples-2" / "checkpoints").exists()
+    table = pd.read_csv(in_tmp / "abl" / "results.csv", dtype={"horizon": str})
+    assert set(table["variant"]) == {"mbr_samples=0", "mbr_samples=2"}

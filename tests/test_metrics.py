@@ -83,3 +83,22 @@ def test_ssim_parity_with_scikit_image_on_real_digit_frames():
 def test_metrics_reject_wrong_rank():
     with pytest.raises(ValueError, match="expected \\(B, T, C, H, W\\)"):
         M["mse"].per_frame(torch.zeros(2, 8, 8), torch.zeros(2, 8, 8))
+
+
+def test_expected_ssim_is_the_mean_scikit_image_ssim_over_samples():
+    from vpbench.metrics.basic import expected_ssim
+
+    g = torch.Generator().manual_seed(5)
+    samples = torch.rand(4, 2, 3, 2, 12, 10, generator=g)  # K, B, T, C, H, W
+    candidates = torch.stack([samples[0], torch.zeros_like(samples[0]),
+                              (samples[1] + 0.1 * torch.randn(samples[1].shape, generator=g)).clamp(0, 1)])
+    ours = expected_ssim(candidates, samples).numpy()
+    assert ours.shape == (3, 2, 3)
+    for c in range(3):
+        for b in range(2):
+            for t in range(3):
+                ref = np.mean([_skimage_ssim(samples[k, b, t].double().numpy(), candidates[c, b, t].double().numpy(), 1.0)
+                               for k in range(4)])
+                assert abs(ours[c, b, t] - ref) < 1e-4
+    with pytest.raises(ValueError, match="differ in frame shape"):
+        expected_ssim(candidates, samples[:, :1])

@@ -92,6 +92,55 @@ def test_cached_and_naive_prediction_agree():
     assert torch.equal(cached, naive.predict(context, 2))
 
 
+def square(h=16, w=16, top=0, left=0, size=6):
+    frame = torch.zeros(1, h, w)
+    frame[:, top:top + size, left:left + size] = 1.0
+    return frame
+
+
+def test_mbr_frames_keeps_what_the_samples_agree_on_and_hedges_where_they_do_not():
+    from vpbench_shrvqvae.model import mbr_frames
+
+    here, there, elsewhere = square(top=2, left=2), square(top=9, left=9), square(top=2, left=9)
+    blank = torch.zeros_like(here)
+    # frame 0: three of four samples put the square where the candidate does -> keep it;
+    # frame 1: the samples scatter it over four places -> the blank frame is the safer bet
+    samples = torch.stack([torch.stack([here, here]), torch.stack([here, there]),
+                           torch.stack([here, elsewhere]), torch.stack([there, square(top=9, left=2)])])[:, None]
+    candidates = torch.stack([torch.stack([here, here]), torch.stack([blank, blank]), torch.stack([there, there])])[:, None]
+    chosen = mbr_frames(candidates, samples)
+    assert chosen.shape == (1, 2, 1, 16, 16)
+    assert torch.equal(chosen[0, 0], here) and torch.equal(chosen[0, 1], blank)
+    # equal expected SSIM: the earlier candidate (the argmax frame) wins
+    assert torch.equal(mbr_frames(torch.stack([candidates[0], candidates[0]]), samples), candidates[0])
+
+
+def test_mbr_prediction_is_the_expected_ssim_choice_among_argmax_blank_and_last_frames():
+    from vpbench.metrics.basic import ssim_per_frame
+
+    model, data, _ = build(["model.mbr_samples=3", "model.mbr_temperature=2.0"])
+    model.eval()
+    context, _ = clips(data, 2)
+    torch.manual_seed(7)
+    chosen = model.predict(context, 3)
+
+    def twin(**fields):
+        other = SHRVQVAE(dataclasses.replace(model.config, **fields), model.spec)
+        other.load_state_dict(model.state_dict())
+        return other.eval()
+
+    argmax = twin(mbr_samples=0).predict(context, 3)
+    torch.manual_seed(7)  # the same draws: the samples are one batch of 3 copies of each clip
+    samples = twin(mbr_samples=0, temperature=2.0).predict(context.repeat(3, 1, 1, 1, 1), 3).reshape(3, *argmax.shape)
+    assert not torch.equal(samples[0], samples[1])  # real draws, not argmax copies
+    candidates = [argmax, torch.zeros_like(argmax), context[:, -1:].expand_as(argmax)]
+    score = torch.stack([torch.stack([ssim_per_frame(c, s) for s in samples]).mean(0) for c in candidates])
+    expected = torch.stack(candidates)[score.argmax(0), torch.arange(2)[:, None], torch.arange(3)[None]]
+    assert torch.equal(chosen, expected)
+    with pytest.raises(C.ConfigError, match="mbr_samples must be >= 0"):
+        build(["model.mbr_samples=-1"])
+
+
 def read_log(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
 

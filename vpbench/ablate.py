@@ -3,7 +3,9 @@
 Every variant is a full run directory; variants that differ only in fields a model declares as
 affecting a late stage (``Model.late_fields[stage]``) share the earlier stages: those are
 trained once into a base run, and each variant resumes from the base's checkpoint at that
-stage boundary (same weights, optimiser-free boundary, RNG state and seed). All variants are
+stage boundary (same weights, optimiser-free boundary, RNG state and seed). Variants that differ
+only in prediction-only fields (``Model.predict_fields``, e.g. decoding options) share the
+whole training: the first variant trains, the others evaluate its weights. All variants are
 evaluated on the same test clips; the table gives each variant's metrics and its difference to
 the first variant with a paired bootstrap 95% CI over clips.
 """
@@ -43,7 +45,8 @@ def label(values: dict[str, str]) -> str:
 def shared_stage(model_cls: type, varied: list[str]) -> str | None:
     """The latest stage such that every varied field only affects it and later stages."""
     late = getattr(model_cls, "late_fields", {})
-    names = [s for s in late if all(f in late[s] for f in varied)]
+    predict = set(getattr(model_cls, "predict_fields", ()))  # these affect no stage at all
+    names = [s for s in late if all(f in late[s] or f in predict for f in varied)]
     if not names:
         return None
     order = list(late)  # declared in stage order
@@ -67,11 +70,16 @@ def run_ablation(harness, model: str, axes: dict[str, list[str]], out: Path, *, 
     for variant in variants:  # every config is checked before anything trains
         variant_sets = list(sets or []) + [f"model.{k}={v}" for k, v in variant.values.items()]
         variant.run = runs.prepare(harness, model, sets=variant_sets, out=out / _dirname(variant.label), **common)
+    predict_only = bool(shared_fields) and all(f in getattr(model_cls, "predict_fields", ()) for f in shared_fields)
     tables, per_clip = [], {}
     for variant in variants:
         run = variant.run
         data = runs.build_dataset(run, events)
-        if until is not None and not (run.run_dir / "model.pt").is_file():
+        if predict_only and variant is not variants[0]:
+            _share_weights(variants[0].run, run)
+            events.message(f"{variant.label}: prediction-only change; evaluating the weights of {variants[0].run.run_dir}")
+            trained = runs.train(run, data, events=events)
+        elif until is not None and not (run.run_dir / "model.pt").is_file():
             base_values = {k: v for k, v in variant.values.items() if k not in shared_fields}
             base = runs.prepare(harness, model, sets=list(sets or []) + [f"model.{k}={v}" for k, v in base_values.items()],
                                 out=out / _dirname("base-until-" + until + ("," + label(base_values) if base_values else "")),
@@ -108,6 +116,16 @@ def _seed_from_base(base: runs.Run, run: runs.Run) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with io.atomic_path(target) as tmp:
         shutil.copyfile(base.run_dir / "checkpoints" / "last.pt", tmp)
+
+
+def _share_weights(source: runs.Run, run: runs.Run) -> None:
+    target = run.run_dir / "model.pt"
+    if target.is_file():
+        return
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    io.write_json(run.run_dir / "config.json", run.config.to_dict())
+    with io.atomic_path(target) as tmp:
+        shutil.copyfile(source.run_dir / "model.pt", tmp)
 
 
 def differences(per_clip: dict[str, dict], variants: list[Variant], harness, config) -> pd.DataFrame:

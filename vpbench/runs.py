@@ -70,21 +70,27 @@ class Run:
         return self.dist.device if self.dist is not None else select_device(self.config.device)
 
 
-def training_key(config: cfgmod.RunConfig) -> dict[str, Any]:
-    """The parts of a config that determine the trained weights."""
+def training_key(config: cfgmod.RunConfig, model_cls: type | None = None) -> dict[str, Any]:
+    """The parts of a config that determine the trained weights: all but the device, the
+    evaluation settings and the model fields its plugin declares as prediction-only
+    (``Model.predict_fields``: decoding options such as a sampling temperature)."""
     data = config.to_dict()
     for key in NOT_TRAINING_KEYS:
         data.pop(key, None)
+    model = data.get("model")
+    if isinstance(model, dict):
+        for key in getattr(model_cls, "predict_fields", ()):
+            model.pop(key, None)
     return data
 
 
-def config_hash(config: cfgmod.RunConfig) -> str:
-    text = json.dumps(training_key(config), sort_keys=True)
+def config_hash(config: cfgmod.RunConfig, model_cls: type | None = None) -> str:
+    text = json.dumps(training_key(config, model_cls), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
-def default_run_dir(config: cfgmod.RunConfig) -> Path:
-    return RUNS_DIR / f"{config.model_name}-{config.dataset_name}-{config.preset}-{config_hash(config)}"
+def default_run_dir(config: cfgmod.RunConfig, model_cls: type | None = None) -> Path:
+    return RUNS_DIR / f"{config.model_name}-{config.dataset_name}-{config.preset}-{config_hash(config, model_cls)}"
 
 
 def prepare(harness: Harness, model: str, *, dataset: str | None = None, preset: str | None = None,
@@ -99,7 +105,7 @@ def prepare(harness: Harness, model: str, *, dataset: str | None = None, preset:
         harness.metrics.get(metric)  # unknown metric names fail before any work
     if "WORLD_SIZE" not in os.environ:
         select_device(config.device)
-    run_dir = Path(out) if out else default_run_dir(config)
+    run_dir = Path(out) if out else default_run_dir(config, model_cls)
     from vpbench import distributed
 
     return Run(harness, config, run_dir, Path(data_dir) if data_dir else None, distributed.from_env(config.device))
@@ -274,8 +280,8 @@ def _prepare_run_dir(run: Run, resume: bool, fresh: bool, events: Events) -> Non
         if fresh:
             events.message(f"moved the previous run to {_move_aside(run_dir)}")
         elif saved.is_file():
-            old = training_key(load_run(run.harness, run_dir).config)
-            diff = _first_difference(old, training_key(cfg))
+            old = training_key(load_run(run.harness, run_dir).config, run.model_cls)
+            diff = _first_difference(old, training_key(cfg, run.model_cls))
             if diff:
                 raise RunError(
                     f"{run_dir} holds a run with another config ({diff}); choose another --out, "

@@ -67,9 +67,18 @@ from torch import nn
 
 from vpbench.errors import ConfigError
 from vpbench.layers.hrvq import HRVQ
+from vpbench.metrics.basic import expected_ssim
 from vpbench.protocols import DataSpec, Stage
 from vpbench.runtime import autocast_off
 from vpbench_shrvqvae.prior import STPixelCNN
+
+
+def mbr_frames(candidates: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+    """Minimum-Bayes-risk choice under SSIM: for every clip and frame, the candidate
+    ``(C, B, T, ch, H, W)`` with the highest mean SSIM against the samples ``(K, B, T, ch, H, W)``
+    (ties go to the earlier candidate) -> ``(B, T, ch, H, W)``."""
+    best = expected_ssim(candidates, samples).argmax(0)  # (B, T)
+    return candidates.gather(0, best[None, :, :, None, None, None].expand_as(candidates[:1]))[0]
 
 
 @dataclass(frozen=True)
@@ -112,6 +121,10 @@ class SHRVQVAEConfig:
     # generation
     temperature: float = 0.0  # 0: argmax; > 0: sample with this temperature
     cached: bool = True  # cached incremental generation (False: naive, for checks only)
+    # minimum-Bayes-risk frame choice (0: off): K rollouts sampled at mbr_temperature estimate each
+    # frame's expected SSIM for the argmax frame, a blank frame and the last context frame; the best is drawn
+    mbr_samples: int = 0
+    mbr_temperature: float = 1.0
     # budgets (optimiser steps, learning rates, batch sizes; 0 batch = train.batch_size)
     ae_steps: int = 20000
     ae_lr: float = 3e-4
@@ -135,6 +148,8 @@ class SHRVQVAEConfig:
             raise ConfigError("lam and temperature must be >= 0 and tau > 0")
         if not 0 <= self.scheduled_sampling <= 1:
             raise ConfigError("scheduled_sampling must be in [0, 1]")
+        if self.mbr_samples < 0 or self.mbr_temperature <= 0:
+            raise ConfigError("mbr_samples must be >= 0 and mbr_temperature > 0")
         if self.exposure_passes < 1:
             raise ConfigError("exposure_passes must be >= 1")
         if self.quantizer == "tree" and self.codebook_size**self.levels > 2**22:
@@ -301,11 +316,12 @@ class SHRVQVAE(nn.Module):
         "prior": ("prior_embed", "prior_hidden", "prior_blocks", "kernel_time", "kernel_space", "first_kernel_space",
                   "attn_every", "attn_heads", "prior_context_loss", "scheduled_sampling", "exposure_passes",
                   "prior_steps", "prior_lr", "prior_batch", "lam",
-                  "relaxation", "tau", "joint_unfreeze", "joint_steps", "joint_lr", "joint_batch", "temperature",
-                  "cached"),
-        "joint": ("lam", "relaxation", "tau", "joint_unfreeze", "joint_steps", "joint_lr", "joint_batch",
-                  "temperature", "cached"),
+                  "relaxation", "tau", "joint_unfreeze", "joint_steps", "joint_lr", "joint_batch"),
+        "joint": ("lam", "relaxation", "tau", "joint_unfreeze", "joint_steps", "joint_lr", "joint_batch"),
     }
+    # config fields that change only how the trained model predicts: they are not part of the run's
+    # identity, so `--set model.mbr_samples=8` evaluates the trained weights again instead of retraining
+    predict_fields = ("temperature", "cached", "mbr_samples", "mbr_temperature")
 
     def __init__(self, config: SHRVQVAEConfig, spec: DataSpec):
         super().__init__()
@@ -472,9 +488,9 @@ class SHRVQVAE(nn.Module):
             return seen[parent[:, None] * q.M + torch.arange(q.M, device=seen.device)]
         return seen[None].expand(batch, -1)
 
-    def _chooser(self, device: torch.device):
+    def _chooser(self, device: torch.device, temperature: float | None = None):
         """Argmax, or sampling from the global RNG (the evaluator seeds it per batch and sample)."""
-        temperature = self.config.temperature
+        temperature = self.config.temperature if temperature is None else temperature
 
         def choose(logits: torch.Tensor, level: int, parent: torch.Tensor | None) -> torch.Tensor:
             logits = logits.float()
@@ -495,4 +511,16 @@ class SHRVQVAE(nn.Module):
         generate = self.prior.generate if self.config.cached else self.prior.generate_naive
         to_global = self.quantizer.global_codes
         future = generate(glob, n_out, self._chooser(context.device), to_global)
-        return self.decode_codes(future).clamp(0, 1)
+        frames = self.decode_codes(future).clamp(0, 1)
+        k = self.config.mbr_samples
+        if k == 0:
+            return frames
+        # minimum-Bayes-risk choice per frame: K sampled rollouts (one batch) stand for the
+        # predictive distribution; each future frame is the candidate with the highest mean SSIM
+        # against them (argmax frame, blank frame, last context frame)
+        sampled = generate(glob.repeat(k, *([1] * (glob.dim() - 1))), n_out,
+                           self._chooser(context.device, self.config.mbr_temperature), to_global)
+        b = context.shape[0]
+        samples = torch.stack([self.decode_codes(sampled[i * b:(i + 1) * b]).clamp(0, 1) for i in range(k)])
+        candidates = torch.stack([frames, torch.zeros_like(frames), context[:, -1:].expand_as(frames).to(frames.dtype)])
+        return mbr_frames(candidates, samples)

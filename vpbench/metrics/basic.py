@@ -94,6 +94,49 @@ def ssim_per_frame(
     return s.mean(dim=(1, 2)).reshape(b, t, c).mean(-1).float()
 
 
+def _box_mean(x: torch.Tensor, win_size: int) -> torch.Tensor:
+    """Mean over every valid ``win_size`` x ``win_size`` window of ``(N, H, W)`` maps."""
+    return x.unfold(1, win_size, 1).sum(-1).unfold(2, win_size, 1).sum(-1) / (win_size * win_size)
+
+
+def expected_ssim(
+    candidates: torch.Tensor,
+    samples: torch.Tensor,
+    data_range: float = 1.0,
+    win_size: int = 7,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> torch.Tensor:
+    """Mean SSIM of each candidate frame against each sample frame: ``(C, B, T, ch, H, W)`` and
+    ``(K, B, T, ch, H, W)`` -> ``(C, B, T)``, the same definition as :func:`ssim_per_frame`.
+
+    The expected SSIM of a prediction under a predictive distribution known by its samples
+    (minimum-Bayes-risk decoding). Window means and variances are computed once per frame;
+    only the cross term is computed per (candidate, sample) pair.
+    """
+    c, b, t, ch, h, w = candidates.shape
+    if samples.shape[1:] != candidates.shape[1:]:
+        raise ValueError(f"candidates {tuple(candidates.shape)} and samples {tuple(samples.shape)} differ in frame shape")
+    if min(h, w) < win_size:
+        raise ValueError(f"SSIM needs frames of at least {win_size}x{win_size}")
+    n = win_size * win_size
+    cov = n / (n - 1)
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    x = candidates.reshape(c, -1, h, w).float()
+    y = samples.reshape(samples.shape[0], -1, h, w).float()
+    uy = _box_mean(y.flatten(0, 1), win_size).reshape(len(y), *x.shape[1:2], h - win_size + 1, -1)
+    vy = cov * (_box_mean(y.flatten(0, 1) ** 2, win_size).reshape(uy.shape) - uy * uy)
+    out = []
+    for xi in x:  # one candidate at a time bounds the memory to K pair maps
+        ux, uxx = _box_mean(xi, win_size), _box_mean(xi * xi, win_size)
+        vx = cov * (uxx - ux * ux)
+        uxy = _box_mean((xi[None] * y).flatten(0, 1), win_size).reshape(uy.shape)
+        vxy = cov * (uxy - ux * uy)
+        s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+        out.append(s.mean(dim=(2, 3)).mean(0))  # over windows, then samples: (B*T*ch,)
+    return torch.stack(out).reshape(c, b, t, ch).mean(-1)
+
+
 class SSIM:
     version = "1"
     higher_is_better = True
