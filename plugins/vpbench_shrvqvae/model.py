@@ -297,7 +297,7 @@ SMOKE = {
 #   context frame is almost never chosen on Moving MNIST (it is the hedge for scenes with a static
 #   background, e.g. KTH); taking sampled frames as candidates too lowered SSIM (0.773), and choosing per
 #   region (32, 16 or 8 pixel cells, or a smoothed per-pixel choice) instead of per frame gave no more.
-#   Cost: K + 1 rollouts, 4.8 s latency per clip at batch 1 (argmax 1.9 s); the test evaluation of 500
+#   Cost: K + 1 rollouts, 4.7-4.8 s latency per clip at batch 1 (argmax 1.9 s); the test evaluation of 500
 #   clips, with FLOP count and speed, ~11 minutes on 2 cores. This is a decision rule for the metric:
 #   the prior's rollout is exactly as good as before (argmax SSIM 0.746).
 CPU = {
