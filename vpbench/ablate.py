@@ -108,24 +108,25 @@ def _train_base(base: runs.Run, data: Any, until: str, events: Events) -> None:
 
 
 def _seed_from_base(base: runs.Run, run: runs.Run) -> None:
-    target = run.run_dir / "checkpoints" / "last.pt"
-    if target.is_file():
-        return  # the variant already started (e.g. it was interrupted): resume it
-    run.run_dir.mkdir(parents=True, exist_ok=True)
-    io.write_json(run.run_dir / "config.json", run.config.to_dict())
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with io.atomic_path(target) as tmp:
-        shutil.copyfile(base.run_dir / "checkpoints" / "last.pt", tmp)
+    # an existing checkpoint means the variant already started (e.g. it was interrupted): resume it
+    _copy_into(run, base.run_dir / "checkpoints" / "last.pt", "checkpoints/last.pt")
 
 
 def _share_weights(source: runs.Run, run: runs.Run) -> None:
-    target = run.run_dir / "model.pt"
+    _copy_into(run, source.run_dir / "model.pt", "model.pt")
+
+
+def _copy_into(run: runs.Run, source: Path, relative: str) -> None:
+    """Start ``run``'s directory (its config.json) with a copy of ``source`` at ``relative``,
+    unless that file is already there."""
+    target = run.run_dir / relative
     if target.is_file():
         return
     run.run_dir.mkdir(parents=True, exist_ok=True)
     io.write_json(run.run_dir / "config.json", run.config.to_dict())
+    target.parent.mkdir(parents=True, exist_ok=True)
     with io.atomic_path(target) as tmp:
-        shutil.copyfile(source.run_dir / "model.pt", tmp)
+        shutil.copyfile(source, tmp)
 
 
 def differences(per_clip: dict[str, dict], variants: list[Variant], harness, config) -> pd.DataFrame:
