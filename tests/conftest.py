@@ -39,6 +39,18 @@ def harness_with_test_models(harness) -> Harness:
 
 
 @pytest.fixture
+def with_test_models():
+    """The small test models (tests/models.py) in the process-wide harness the CLI uses."""
+    from tests import models
+    from vpbench.plugins import get_harness
+
+    h = get_harness()
+    if "twostage" not in h.models:
+        h.add_plugin(models, PluginRecord("tests", "vpbench-tests", "0"))
+    yield h
+
+
+@pytest.fixture
 def in_tmp(tmp_path, monkeypatch) -> Path:
     """Run in an empty directory (run directories default to ./runs)."""
     monkeypatch.chdir(tmp_path)

@@ -20,6 +20,7 @@ class TwoStageConfig:
     dropout: float = 0.2
     fail_at: int = -1  # return a NaN loss at this stage-b step (tests non-finite handling)
     step_delay: float = 0.0  # seconds each training step sleeps (so a test can kill it mid-run)
+    delay_from: int = 0  # ... from this training call of the instance on (a model that slows down)
 
 
 class TwoStage(nn.Module):
@@ -37,6 +38,7 @@ class TwoStage(nn.Module):
         self.body = nn.Conv2d(c, config.hidden, 3, padding=1)
         self.head = nn.Conv2d(config.hidden, c, 3, padding=1)
         self.calls = 0
+        self.steps_run = 0
 
     def stages(self):
         return [
@@ -50,7 +52,9 @@ class TwoStage(nn.Module):
         return torch.sigmoid(self.head(y)).reshape(b, t, c, h, w)
 
     def training_step(self, batch, stage):
-        if self.config.step_delay and self.training:
+        if self.training:
+            self.steps_run += 1
+        if self.config.step_delay and self.training and self.steps_run > self.config.delay_from:
             import time
 
             time.sleep(self.config.step_delay)
@@ -68,6 +72,56 @@ class TwoStage(nn.Module):
         return self.forward_frames(context[:, -1:].expand(-1, n_out, -1, -1, -1).contiguous())
 
 
+@dataclass(frozen=True)
+class OneConvConfig:
+    hidden: int = 4
+    steps: int = 10
+
+
+class OneConv(nn.Module):
+    """One stage, one 3x3 convolution (1 -> hidden channels) and a channel mean: its training
+    FLOPs per step can be counted by hand."""
+
+    name = "oneconv"
+    version = "1"
+    Config = OneConvConfig
+    presets = {"smoke": {}}
+
+    def __init__(self, config: OneConvConfig, spec: DataSpec):
+        super().__init__()
+        self.config, self.spec = config, spec
+        self.conv = nn.Conv2d(spec.channels, config.hidden, 3, padding=1, bias=False)
+
+    def stages(self):
+        return [Stage("train", self.parameters, steps=self.config.steps, lr=1e-2)]
+
+    def frames(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, c, h, w = x.shape
+        return torch.sigmoid(self.conv(x.reshape(b * t, c, h, w)).mean(1, keepdim=True)).reshape(b, t, c, h, w)
+
+    def training_step(self, batch, stage):
+        context, future = batch
+        return {"loss": F.mse_loss(self.frames(context[:, -1:].expand_as(future)), future)}
+
+    @torch.no_grad()
+    def predict(self, context, n_out):
+        return self.frames(context[:, -1:].expand(-1, n_out, -1, -1, -1).contiguous())
+
+
+@dataclass(frozen=True)
+class WideConvConfig(OneConvConfig):
+    hidden: int = 64
+
+
+class WideConv(OneConv):
+    """OneConv with 16x the channels: 16x the FLOPs per step."""
+
+    name = "wideconv"
+    Config = WideConvConfig
+
+
 @vpbench.hookimpl
 def vpbench_register_models(register):
     register(TwoStage)
+    register(OneConv)
+    register(WideConv)

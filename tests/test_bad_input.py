@@ -60,7 +60,8 @@ class RaisesInPredict(TwoStage):
 
 
 @pytest.mark.parametrize("cls, message", [
-    (WrongShape, "model 'wrongshape': predict returned shape (6, 1, 1, 64, 64), expected (6, 10, 1, 64, 64)"),
+    # caught by the check before training, on a batch of two training clips
+    (WrongShape, "model 'wrongshape': predict returned shape (2, 1, 1, 64, 64), expected (2, 10, 1, 64, 64)"),
     (OutOfRange, "model 'outofrange': predict returned values in [-1, 2]; frames must be in [0, 1]"),
     (RaisesInPredict, "model 'raisesinpredict' raised in predict: KeyError: 'lookup table missing'"),
 ])
@@ -95,8 +96,11 @@ def test_corrupt_config_json_is_a_clear_error(in_tmp):
 
 
 def test_full_disk_leaves_no_half_written_files(in_tmp, monkeypatch):
+    from vpbench.results import find_set
+
     assert invoke("run", "copylast", *SMALL, "--out", "r").exit_code == 0
-    before = {p.name: p.read_bytes() for p in (in_tmp / "r").iterdir() if p.is_file()}
+    first = find_set(in_tmp / "r")
+    before = {p.name: p.read_bytes() for p in first.iterdir() if p.is_file()}
 
     def disk_full(fh, **arrays):
         fh.write(b"PK partial")
@@ -106,7 +110,8 @@ def test_full_disk_leaves_no_half_written_files(in_tmp, monkeypatch):
     result = invoke("eval", "r", "--set", "eval.metrics=mse,psnr")
     assert result.exit_code == 1
     assert "No space left on device" in result.output and "finished files are intact" in result.output
-    leftovers = [p.name for p in (in_tmp / "r").iterdir() if p.name.endswith(".partial")]
+    leftovers = [p.name for p in (in_tmp / "r").rglob("*") if p.name.endswith(".partial") or ".staging-" in p.name]
     assert leftovers == []
-    assert (in_tmp / "r" / "per_clip.npz").read_bytes() == before["per_clip.npz"]  # the old one survives
+    assert [p.name for p in (in_tmp / "r" / "evals").iterdir()] == [first.name]  # no half-written result set
+    assert {p.name: p.read_bytes() for p in first.iterdir() if p.is_file()} == before  # the old one survives
     assert torch.load(in_tmp / "r" / "model.pt", weights_only=False)["model"] == {}

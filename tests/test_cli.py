@@ -27,13 +27,7 @@ def invoke(*args):
 
 
 @pytest.fixture
-def with_twostage():
-    """Register the small two-stage test model in the process-wide harness."""
-    from tests import models
-
-    h = get_harness()
-    if "twostage" not in h.models:
-        h.add_plugin(models, PluginRecord("tests", "vpbench-tests", "0"))
+def with_twostage(with_test_models):
     yield
 
 
@@ -48,21 +42,28 @@ def test_run_writes_a_complete_run_directory(in_tmp):
     result = invoke("run", "copylast", *SMALL, "--out", "r")
     assert result.exit_code == 0, result.output
     assert "copylast on digits (test)" in result.output and "ssim" in result.output
-    run = in_tmp / "r"
-    for name in ("config.json", "model.pt", "results.csv", "results.json", "per_clip.npz", "report.md", "profile.json",
+    from vpbench.results import find_set
+
+    run_dir = in_tmp / "r"
+    for name in ("config.json", "model.pt", "training.json", "report.md"):
+        assert (run_dir / name).is_file(), name
+    (run,) = (run_dir / "evals").iterdir()
+    assert run.name.startswith("test-12clips-") and find_set(run_dir) == run
+    for name in ("results.csv", "results.json", "per_clip.npz", "report.md", "profile.json",
                  "horizon.png", "examples/clip00000.png", "examples/clip00001.gif"):
         assert (run / name).is_file(), name
     assert not (run / "examples" / "clip00002.png").exists()
     table = pd.read_csv(run / "results.csv", dtype={"horizon": str})
     assert list(table.columns[:8]) == ["run", "model", "variant", "dataset", "split", "metric", "horizon", "seed"]
     assert set(table["metric"]) == {"mse", "mae", "psnr", "ssim", "lpips", "params", "params_trainable", "gflops",
-                                    "gmacs", "latency", "throughput"}
+                                    "gmacs", "latency", "throughput", "train_steps", "train_flops", "train_time"}
     assert len(table.query("metric == 'ssim'")) == 11  # "all" + 10 horizons
     assert table.query("metric == 'mse' and horizon == 'all'")["n_clips"].item() == 12
     assert table.query("metric == 'lpips'")["value"].isna().all()  # no AlexNet weights offline: n/a
     assert "lpips: n/a" in result.output and "alexnet-owt-7be5be79.pth" in result.output
     assert table.query("metric == 'gmacs'")["value"].item() == 0.0  # copy-last does no arithmetic
-    config = json.loads((run / "config.json").read_text())
+    assert table.query("metric == 'train_steps'")["value"].item() == 0  # copy-last does not train
+    config = json.loads((run_dir / "config.json").read_text())
     assert config["model_name"] == "copylast" and config["dataset_name"] == "digits"
     meta = json.loads((run / "results.json").read_text())
     for key in ("command", "git_revision", "versions", "device", "seed", "created"):
@@ -77,6 +78,8 @@ def test_run_writes_a_complete_run_directory(in_tmp):
     from PIL import Image
 
     assert Image.open(run / "horizon.png").format == "PNG"
+    index = (run_dir / "report.md").read_text()  # the run's report: an index of its result sets
+    assert f"[{run.name}](evals/{run.name}/report.md)" in index and "## Latest results" in index
 
 
 def test_default_run_dir_and_rerun_reuses_the_trained_model(in_tmp):
@@ -134,7 +137,8 @@ def test_eval_predict_report_and_data_info(in_tmp):
     assert invoke("run", "meanframe", *SMALL, "--out", "r").exit_code == 0
     result = invoke("eval", "r", "--split", "val", "--set", "eval.metrics=mse_px,psnr")
     assert result.exit_code == 0, result.output
-    table = pd.read_csv("r/results.csv")
+    (val_set,) = Path("r/evals").glob("val-*")
+    table = pd.read_csv(val_set / "results.csv")
     assert set(table["split"]) == {"val"} and {"mse_px", "psnr"} <= set(table["metric"])
     assert invoke("eval", "r", "--set", "train.batch_size=2").exit_code == 2
 
@@ -148,13 +152,16 @@ def test_eval_predict_report_and_data_info(in_tmp):
     assert gif.n_frames == 20
     assert invoke("predict", "r", "--clips", "999").exit_code == 2
 
-    Path("r/report.md").unlink()
-    Path("r/horizon.png").unlink()
-    result = invoke("report", "r")
-    assert result.exit_code == 0 and Path("r/report.md").is_file() and Path("r/horizon.png").is_file()
-    assert "examples/clip00001.png" in Path("r/report.md").read_text()
+    (test_set,) = Path("r/evals").glob("test-*")
+    (test_set / "report.md").unlink()
+    (test_set / "horizon.png").unlink()
+    result = invoke("report", str(test_set))
+    assert result.exit_code == 0 and (test_set / "report.md").is_file() and (test_set / "horizon.png").is_file()
+    assert "examples/clip00001.png" in (test_set / "report.md").read_text()
     result = invoke("report", "r", "--out", "combined")
     assert result.exit_code == 0 and Path("combined/results.csv").is_file() and Path("combined/horizon.png").is_file()
+    result = invoke("report", "r")  # a run directory: its latest result set (the val one)
+    assert result.exit_code == 0 and "val-" in result.output
     result = invoke("report", "nowhere")
     assert result.exit_code == 2 and "no results yet" in result.output
 
@@ -232,7 +239,8 @@ def test_compare_scores_every_model_on_the_same_clips(in_tmp):
     # the first model's preset scores 5 clips, copylast's would score all 12: both get 5
     result = invoke("compare", "fewclips", "copylast", "--preset", "smoke", *SMALL, "--out", "cmp")
     assert result.exit_code == 0, result.output
-    assert "every model is scored on the first 5 clips of the test split (changed for copylast)" in result.output
+    assert "copylast: the comparison's protocol replaces its own eval.max_clips 0 -> 5" in result.output
+    assert "every model is scored on the first 5 clips of the test split" in result.output
     table = pd.read_csv("cmp/results.csv").query("metric == 'mse' and horizon == 'all'")
     assert list(table["n_clips"]) == [5, 5]
     assert "mse" in set(pd.read_csv("cmp/paired.csv").query("model == 'copylast'")["metric"])

@@ -43,7 +43,9 @@ def weights(run_dir: Path) -> dict:
 
 
 def metrics(run_dir: Path) -> pd.DataFrame:
-    table = pd.read_csv(run_dir / "results.csv", dtype={"horizon": str})
+    from vpbench.results import find_set
+
+    table = pd.read_csv(find_set(run_dir) / "results.csv", dtype={"horizon": str})
     return table[table["metric"].isin(["mse", "ssim"])].reset_index(drop=True)
 
 

@@ -43,14 +43,16 @@ def test_readme_main_job_runs(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     assert "shrvqvae on digits (test)" in out.stdout
     (run_dir,) = (tmp_path / "runs").iterdir()
-    table = pd.read_csv(run_dir / "results.csv", dtype={"horizon": str})
+    from vpbench.results import find_set
+
+    table = pd.read_csv(find_set(run_dir) / "results.csv", dtype={"horizon": str})
     assert table.query("metric == 'ssim' and horizon == 'all'")["n_clips"].item() == 32
     assert set(table["model"]) == {"shrvqvae"} and table.query("metric == 'params'")["value"].item() > 50_000
     import json
 
     stages = {json.loads(x).get("stage") for x in (run_dir / "train_log.jsonl").read_text().splitlines()}
     assert stages == {"autoencoder", "prior", "joint"}
-    assert (run_dir / "report.md").is_file() and (run_dir / "examples" / "clip00000.gif").is_file()
+    assert (run_dir / "report.md").is_file() and (find_set(run_dir) / "examples" / "clip00000.gif").is_file()
 
 
 def test_readme_config_example_parses(tmp_path, monkeypatch):

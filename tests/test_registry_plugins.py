@@ -198,7 +198,9 @@ def test_third_party_model_runs_through_vpbench_run(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     import pandas as pd
 
-    table = pd.read_csv(tmp_path / "r" / "results.csv", dtype={"horizon": str})
+    from vpbench.results import find_set
+
+    table = pd.read_csv(find_set(tmp_path / "r") / "results.csv", dtype={"horizon": str})
     assert set(table["model"]) == {"tinyconv"}
     assert table.query("metric == 'params'")["value"].item() > 0
     assert (tmp_path / "r" / "model.pt").is_file()

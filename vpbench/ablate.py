@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from vpbench import io, runs
+from vpbench.budget import parse_budget
 from vpbench.compare import paired_differences
 from vpbench.errors import ConfigError
 from vpbench.events import Events
@@ -71,17 +72,20 @@ def run_ablation(harness, model: str, axes: dict[str, list[str]], out: Path, *, 
         variant_sets = list(sets or []) + [f"model.{k}={v}" for k, v in variant.values.items()]
         variant.run = runs.prepare(harness, model, sets=variant_sets, out=out / _dirname(variant.label), **common)
     predict_only = bool(shared_fields) and all(f in getattr(model_cls, "predict_fields", ()) for f in shared_fields)
+    data = runs.build_dataset(variants[0].run, events)  # variants vary model fields only: one dataset
+    base_sets = list(sets or [])
+    if until is not None and not predict_only and parse_budget(variants[0].run.config.train.budget) is not None:
+        until, base_sets = _budget_sharing(variants, data, until, base_sets, events)
     tables, per_clip = [], {}
     for variant in variants:
         run = variant.run
-        data = runs.build_dataset(run, events)
         if predict_only and variant is not variants[0]:
             _share_weights(variants[0].run, run)
             events.message(f"{variant.label}: prediction-only change; evaluating the weights of {variants[0].run.run_dir}")
             trained = runs.train(run, data, events=events)
         elif until is not None and not (run.run_dir / "model.pt").is_file():
             base_values = {k: v for k, v in variant.values.items() if k not in shared_fields}
-            base = runs.prepare(harness, model, sets=list(sets or []) + [f"model.{k}={v}" for k, v in base_values.items()],
+            base = runs.prepare(harness, model, sets=base_sets + [f"model.{k}={v}" for k, v in base_values.items()],
                                 out=out / _dirname("base-until-" + until + ("," + label(base_values) if base_values else "")),
                                 **common)
             _train_base(base, data, until, events)
@@ -91,11 +95,37 @@ def run_ablation(harness, model: str, axes: dict[str, list[str]], out: Path, *, 
         else:
             trained = runs.train(run, data, events=events)
         tables.append(runs.evaluate(run, trained, data, events=events, variant=variant.label))
-        per_clip[variant.label] = runs.read_per_clip(run.run_dir)
+        per_clip[variant.label] = runs.read_per_clip(run.eval_dir)
     table = pd.concat(tables, ignore_index=True)
     diffs = differences(per_clip, variants, harness, variants[0].run.config)
     write(out, table, diffs, variants)
     return table, diffs, variants
+
+
+def _budget_sharing(variants: list[Variant], data: Any, until: str, sets: list[str],
+                    events: Events) -> tuple[str | None, list[str]]:
+    """Under a training budget each variant's steps are planned from its own step costs. The
+    stages before ``until`` are shared only where every variant's plan gives them the same steps;
+    the shared base then trains exactly those steps (``train.steps``, no budget of its own)."""
+    from vpbench.budget import make_record
+
+    plans = []
+    for variant in variants:
+        if runs.is_trained(variant.run):
+            continue
+        model = runs.build_model(variant.run, data)
+        record = make_record(model, variant.run.config, runs.check(variant.run, model, data, events), "")
+        plans.append({s.name: s.steps for s in record.stages})
+    if not plans:
+        return until, sets
+    names = list(plans[0])
+    early = names[: names.index(until)]
+    if any(tuple(p[s] for s in early) != tuple(plans[0][s] for s in early) for p in plans):
+        events.message(f"the budget gives the variants different steps before stage '{until}'; each variant trains "
+                       "every stage itself")
+        return None, sets
+    steps = ",".join(f"{s}:{plans[0][s]}" for s in early)
+    return until, sets + ["train.budget=", f"train.steps={steps}"]
 
 
 def _dirname(text: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,34 +12,131 @@ import pandas as pd
 from rich.table import Table
 
 from vpbench import io
+from vpbench.config import Protocol, RunConfig
+from vpbench.errors import RunError, VPBenchError
 from vpbench.evaluate import clips_scored, paired_difference
+from vpbench.events import Events
 from vpbench.report.markdown import HORIZON_SECTION, run_report
 from vpbench.report.tables import fmt_value, markdown_table
 
 
-def same_clips(runs_: list) -> tuple[list, str]:
-    """Runs whose evaluation covers the same clips: the first model's split and the smallest
-    ``eval.max_clips`` any of them asks for (presets differ: a cpu preset scores 500 clips, a
-    floor without training the whole split). Paired differences need the same clips, and a
-    table over different clips would compare unlike things. Returns the runs and a message
-    (empty when nothing had to change)."""
-    import dataclasses
+@dataclass
+class Outcome:
+    """What a comparison produced (every model's run, failed ones included)."""
 
-    split = runs_[0].config.eval.split
-    limits = [r.config.eval.max_clips for r in runs_ if r.config.eval.max_clips > 0]
-    n = min(limits) if limits else 0
-    changed, out = [], []
-    for r in runs_:
-        ev = r.config.eval
-        if ev.split != split or ev.max_clips != n:
-            changed.append(r.config.model_name)
-            config = dataclasses.replace(r.config, eval=dataclasses.replace(ev, split=split, max_clips=n))
-            r = dataclasses.replace(r, config=config)
-        out.append(r)
-    if not changed:
-        return out, ""
-    what = f"the first {n} clips" if n else "every clip"
-    return out, f"every model is scored on {what} of the {split} split (changed for {', '.join(changed)})"
+    runs: list
+    table: pd.DataFrame
+    paired: pd.DataFrame
+    failures: dict[str, str]
+    out_dir: Path
+    protocol: Protocol
+    reference: str
+
+
+def protocol_changes(own: RunConfig, shared: RunConfig) -> list[str]:
+    """The data-protocol values of ``own`` (a model's config by itself) that the comparison's
+    shared config replaces, as ``key own -> shared``."""
+    from vpbench.config import to_dict
+
+    out = []
+    if own.dataset_name != shared.dataset_name:
+        out.append(f"dataset {own.dataset_name} -> {shared.dataset_name}")
+    else:
+        a, b = to_dict(own.data), to_dict(shared.data)
+        out += [f"data.{k} {a.get(k)} -> {b[k]}" for k in b if a.get(k) != b[k]]
+    for key in ("split", "max_clips"):
+        if getattr(own.eval, key) != getattr(shared.eval, key):
+            out.append(f"eval.{key} {getattr(own.eval, key)} -> {getattr(shared.eval, key)}")
+    return out
+
+
+def describe_protocol(protocol: Protocol, dataset: Any) -> str:
+    """The one data protocol of a comparison, as the report states it."""
+    spec = dataset.spec
+    sizes = ", ".join(f"{name} {len(dataset.split(name)):,}" for name in ("train", "val", "test"))
+    n = clips_scored(len(dataset.split(protocol.split)), protocol.max_clips)
+    return (f"{protocol.dataset_name}, {spec.channels}x{spec.height}x{spec.width}, {spec.n_in} -> {spec.n_out} frames; "
+            f"clips: {sizes}; every model is scored on the first {n:,} clips of the {protocol.split} split")
+
+
+def run_comparison(harness: Any, models: list[str], *, dataset: str | None = None, preset: str | None = None,
+                   config_file: str | None = None, sets: list[str] | None = None, seed: int | None = None,
+                   device: str | None = None, budget: str | None = None, out: str | Path | None = None,
+                   data_dir: str | Path | None = None, resume: bool = False, keep_going: bool = False,
+                   note: str = "", events: Events | None = None) -> Outcome:
+    """Train (if needed) and score every model under one data protocol, resolved once from the
+    first model's preset, ``--config`` and ``--set`` (dataset, its config, split, clip count),
+    and with ``budget`` under the same training budget. Every model is built and checked (one
+    training step of every stage, one prediction) before any of them trains. With
+    ``keep_going`` a model that fails is reported and the others go on."""
+    from vpbench import runs
+    from vpbench.config import Protocol, resolve
+
+    events = events or Events()
+    sets = list(sets or []) + ([f"train.budget={budget}"] if budget else [])
+    common = dict(preset=preset, config_file=config_file, sets=sets, seed=seed, device=device, models=models)
+    reference = runs.prepare(harness, models[0], dataset=dataset, data_dir=data_dir, **common)
+    protocol = Protocol.of(reference.config)
+    prepared = []
+    for name in models:
+        run_ = runs.prepare(harness, name, data_dir=data_dir, protocol=protocol, **common)
+        if name != models[0]:
+            try:
+                own = resolve(name, harness.models.get(name), harness.datasets.get, dataset=dataset, **common)
+                changes = protocol_changes(own, run_.config)
+            except VPBenchError:
+                changes = []
+            if changes:
+                events.message(f"{name}: the comparison's protocol replaces its own {'; '.join(changes)}")
+        prepared.append(run_)
+    data = runs.build_dataset(prepared[0], events)  # one protocol, so one dataset for every model
+    line = describe_protocol(protocol, data)
+    events.message(f"protocol: {line}")
+    failures: dict[str, str] = {}
+    probes: dict[str, Any] = {}
+    for run_ in prepared:  # fail fast: nothing trains before every model has been checked
+        name = run_.config.model_name
+        if runs.is_trained(run_):
+            continue
+        try:
+            probes[name] = runs.check(run_, runs.build_model(run_, data), data, events)
+        except VPBenchError as exc:
+            if not keep_going:
+                raise
+            failures[name] = str(exc)
+            events.message(f"{name}: failed: {exc}")
+    tables, per_clip, predictions = [], {}, {}
+    for run_ in prepared:
+        name = run_.config.model_name
+        if name in failures:
+            continue
+        try:
+            model = runs.train(run_, data, resume=resume, events=events, probed=probes.get(name))
+            tables.append(runs.evaluate(run_, model, data, events=events))
+            per_clip[name] = runs.read_per_clip(run_.eval_dir)
+            predictions[name] = (run_.examples if run_.examples is not None
+                                 else runs.example_predictions(run_, model, data))
+        except VPBenchError as exc:
+            if not keep_going:
+                raise
+            failures[name] = str(exc)
+            events.message(f"{name}: failed: {exc}")
+    if not tables:
+        raise RunError("every model of the comparison failed: " + "; ".join(f"{k}: {v}" for k, v in failures.items()))
+    table = pd.concat(tables, ignore_index=True)
+    cfg = prepared[0].config
+    out_dir = Path(out) if out else runs.timestamped_dir(f"compare-{cfg.dataset_name}-{cfg.preset}")
+    ref = next(m for m in models if m in per_clip)
+    if ref != models[0]:
+        events.message(f"{models[0]} failed: paired differences are against {ref}")
+    paired = paired_table(per_clip, ref, harness, cfg.eval.bootstrap, cfg.seed)
+    split = data.split(cfg.eval.split)
+    examples = [(*split[i], {name: preds[i] for name, preds in predictions.items()})
+                for i in range(min(len(p) for p in predictions.values()))] if predictions else []
+    done = [r for r in prepared if r.config.model_name not in failures]
+    write_comparison(out_dir, table, paired, done, harness, [data] * len(done), examples, note,
+                     protocol_line=line, budget=budget, failures=failures, reference=ref)
+    return Outcome(prepared, table, paired, failures, out_dir, protocol, ref)
 
 
 def paired_differences(per_clip: dict[str, dict[str, np.ndarray]], reference: str, resamples: int = 1000,
@@ -105,12 +203,17 @@ def protocol_rows(runs_: list, datasets: list, harness: Any) -> list[list[str]]:
     """Per model: what was trained and scored here next to the model's ``paper`` preset, so a
     reader sees at once how far a run is from the published protocol."""
     from vpbench import config as cfgmod
+    from vpbench.budget import load_record
 
     rows = []
     for run, data in zip(runs_, datasets):
         cfg = run.config
         model_cls = harness.models.get(cfg.model_name)
-        here = training_budget(model_cls, cfg.model, data.spec)
+        record = load_record(run.run_dir)
+        if record is not None:
+            here = {s.name: s.steps_taken for s in record.stages}
+        else:
+            here = training_budget(model_cls, cfg.model, data.spec)
         paper = "no paper preset"
         if "paper" in {k.split("@")[0] for k in getattr(model_cls, "presets", {})}:
             ref = cfgmod.resolve(cfg.model_name, model_cls, harness.datasets.get, dataset=cfg.dataset_name,
@@ -127,31 +230,62 @@ PROTOCOL_HEADERS = ["model", "preset", "optimiser steps here", "steps in the pap
                     "batch"]
 
 
+def budget_statement(budget: str | None) -> str:
+    from vpbench.budget import parse_budget
+
+    parsed = parse_budget(budget or "")
+    if parsed is None:
+        return ("none shared: each model trained for its preset's steps; read quality differences together with "
+                "the training FLOPs and time in the cost table")
+    return (f"{parsed.describe()} for every learned model (--budget {budget}): each model's stage steps were scaled "
+            "by one factor to spend it (steps, counted FLOPs and measured time in the cost table)")
+
+
 def write_comparison(out_dir: Path, table: pd.DataFrame, paired: pd.DataFrame, runs_: list, harness: Any,
-                     datasets: list | None = None, examples: list | None = None, note: str = "") -> None:
+                     datasets: list | None = None, examples: list | None = None, note: str = "", *,
+                     protocol_line: str = "", budget: str | None = None, failures: dict[str, str] | None = None,
+                     reference: str | None = None) -> None:
     """results.csv / paired.csv / results.json / horizon.png / report.md (+ examples/ side by side)."""
     from vpbench.runs import run_provenance
 
+    failures = failures or {}
     out_dir.mkdir(parents=True, exist_ok=True)
     prov = run_provenance(runs_[0], datasets[0] if datasets else None)
+    prov.pop("training", None)  # one line per model, in the cost table
+    prov.pop("plugins", None)
+    prov["plugins"] = {"model": ", ".join(f"{r.config.model_name} {r.config.model_version}" for r in runs_),
+                       "dataset": f"{runs_[0].config.dataset_name} {runs_[0].config.dataset_version}",
+                       "metrics": run_provenance(runs_[0])["plugins"]["metrics"]}
+    if protocol_line:
+        prov["protocol"] = protocol_line
+    prov["budget"] = budget_statement(budget)
     io.write_text(out_dir / "results.csv", table.to_csv(index=False))
     io.write_text(out_dir / "paired.csv", paired.to_csv(index=False))
     io.write_json(out_dir / "results.json", {
         "provenance": prov,
         "runs": {r.config.model_name: str(r.run_dir) for r in runs_},
+        "result_sets": {r.config.model_name: str(r.eval_dir) for r in runs_ if r.eval_dir is not None},
         "configs": {r.config.model_name: r.config.to_dict() for r in runs_},
+        "failures": failures,
         "rows": json.loads(table.to_json(orient="records")),
         "paired": json.loads(paired.to_json(orient="records")),
     })
     from vpbench.report.plots import horizon_plot
 
     horizon_plot(table, out_dir / "horizon.png", title=f"{runs_[0].config.dataset_name}")
-    ref = runs_[0].config.model_name
-    extra = ("## Paired differences\n\n"
-             f"Each model minus `{ref}` on the same test clips (per-clip means over the predicted frames), "
-             "with a 95% paired bootstrap CI; the verdict says whether the model is significantly better "
-             f"or worse than `{ref}` (the CI excludes 0). Metrics that could not be computed are left out.\n\n"
-             + markdown_table(PAIRED_HEADERS, _paired_rows(paired)))
+    ref = reference or runs_[0].config.model_name
+    extra = ""
+    if failures:
+        extra += ("## Failed\n\n" + markdown_table(["model", "result"], [[k, f"failed: {v}"] for k, v in failures.items()])
+                  + "\n\n")
+    extra += ("## Paired differences\n\n"
+              f"Each model minus `{ref}` on the same test clips (per-clip means over the predicted frames), "
+              "with a 95% paired bootstrap CI; the verdict says whether the model is significantly better "
+              f"or worse than `{ref}` (the CI excludes 0). Metrics that could not be computed are left out.\n\n"
+              + markdown_table(PAIRED_HEADERS, _paired_rows(paired)))
+    best = best_rows(table, paired, ref)
+    if best:
+        extra += ("\n\n## Best per metric\n\n" + markdown_table(["metric", "best", "value", "vs reference"], best))
     if datasets:
         extra += ("\n\n## How this differs from the published protocol\n\n"
                   + markdown_table(PROTOCOL_HEADERS, protocol_rows(runs_, datasets, harness)))
@@ -169,3 +303,26 @@ def write_comparison(out_dir: Path, table: pd.DataFrame, paired: pd.DataFrame, r
     configs = {r.config.model_name: r.config.to_dict() for r in runs_}
     report = run_report(table, prov, configs, title="vpbench comparison", extra=extra, media=media)
     io.write_text(out_dir / "report.md", report)
+
+
+def best_rows(table: pd.DataFrame, paired: pd.DataFrame, reference: str) -> list[list[str]]:
+    """Per quality metric: the model with the best mean, and its paired difference to the
+    reference with the CI (is it significantly ahead?)."""
+    from vpbench.report.tables import COST_METRICS
+
+    df = table[(table["horizon"].astype(str) == "all") & ~table["metric"].isin(COST_METRICS)]
+    rows = []
+    for metric, group in df.groupby("metric", sort=False):
+        group = group.dropna(subset=["value"])
+        if group.empty:
+            continue
+        higher = bool(group["higher_is_better"].iloc[0])
+        top = group.loc[group["value"].idxmax() if higher else group["value"].idxmin()]
+        if top["model"] == reference:
+            versus = "is the reference"
+        else:
+            match = paired[(paired["model"] == top["model"]) & (paired["metric"] == metric)]
+            versus = (f"{fmt_value(match['diff'].iloc[0])} [{fmt_value(match['ci_low'].iloc[0])}, "
+                      f"{fmt_value(match['ci_high'].iloc[0])}]: {match['verdict'].iloc[0]}") if len(match) else "-"
+        rows.append([str(metric), str(top["model"]), fmt_value(float(top["value"])), versus])
+    return rows

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -36,10 +37,18 @@ class TrainConfig:
     log_every: int = 10  # append a line to train_log.jsonl every N steps
     num_workers: int = 0  # DataLoader worker processes
     nonfinite: Literal["stop", "skip"] = "stop"  # on a NaN/Inf loss: stop the stage or skip the step
+    budget: str = ""  # training FLOPs (2e15) or wall-clock time (30m): every stage's steps scaled to spend it
+    steps: tuple[str, ...] = ()  # optimiser steps per stage instead of the model's, e.g. prior:2000,joint:150/200
 
     def __post_init__(self) -> None:
+        from vpbench.budget import parse_budget, parse_stage_steps
+
         _positive(self, "batch_size", "ckpt_every", "log_every")
         _non_negative(self, "grad_clip", "val_every", "val_clips", "num_workers")
+        parse_budget(self.budget)
+        parse_stage_steps(self.steps)
+        if self.budget.strip() and self.steps:
+            raise ConfigError("give train.budget or train.steps, not both")
 
 
 @dataclass(frozen=True)
@@ -71,7 +80,9 @@ class RunConfig:
     """Everything that determines a run. ``model`` and ``data`` hold the plugins' configs."""
 
     model_name: str
+    model_version: str = ""  # the model plugin's version: part of the run's identity (a new version retrains)
     dataset_name: str = "digits"
+    dataset_version: str = ""  # the dataset plugin's version (a new version means other clips)
     preset: str = "none"
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -165,14 +176,19 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
                 pass
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if number is None:
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(number):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -283,6 +299,42 @@ def preset_overrides(
     return out
 
 
+@dataclass(frozen=True)
+class Protocol:
+    """The data side of a comparison, resolved once and applied to every model in it: the
+    dataset and its config (splits, ``n_in`` / ``n_out``, sizes), the scored split and the
+    clip count. A model's preset may still set its model, train and eval fields."""
+
+    dataset_name: str
+    data: Mapping[str, Any]  # the dataset's resolved config, as a dict
+    split: str
+    max_clips: int
+
+    @classmethod
+    def of(cls, config: RunConfig) -> Protocol:
+        return cls(config.dataset_name, to_dict(config.data), config.eval.split, config.eval.max_clips)
+
+
+def model_sets(sets: list[str] | None, model: str, models: list[str] | None = None) -> list[str]:
+    """The ``--set`` pairs that apply to ``model``: unprefixed ones and ``MODEL:key=value``
+    with its own name (the prefix dropped). ``models`` are the other models of the command,
+    whose pairs are skipped; a prefix naming none of them is an error."""
+    models = list(models or [model])
+    out = []
+    for pair in sets or []:
+        head, sep, rest = pair.partition(":")
+        key = pair.partition("=")[0]
+        if not sep or "=" in head or "." in head or ":" not in key:
+            out.append(pair)
+            continue
+        if head not in models:
+            raise ConfigError(f"--set {pair}: '{head}' is not a model of this command "
+                              f"({', '.join(models)}){suggest(head, models)}")
+        if head == model:
+            out.append(rest)
+    return out
+
+
 def resolve(
     model_name: str,
     model_cls: type,
@@ -294,27 +346,43 @@ def resolve(
     sets: list[str] | None = None,
     seed: int | None = None,
     device: str | None = None,
+    models: list[str] | None = None,
+    protocol: Protocol | None = None,
 ) -> RunConfig:
     """The full :class:`RunConfig` for one run.
 
     ``dataset_for(name)`` returns the dataset class for a dataset name (the registry lookup).
+    ``models`` are all models of the command (``--set MODEL:key=value`` picks one of them).
+    With a ``protocol`` the dataset, its config and the scored clips are the protocol's, and
+    every ``data.*`` entry of the preset, the file and ``--set`` is left out (the protocol
+    was resolved from them once).
     """
     layers: dict[str, Any] = {}
     file_layer = load_file(config_file) if config_file else {}
-    set_layer = parse_sets(sets)
+    set_layer = parse_sets(model_sets(sets, model_name, models))
     preset = preset or file_layer.get("preset") or "none"
+    presets = getattr(model_cls, "presets", {})
     # the dataset decides which preset@dataset entry applies, so find it first
     dataset_name = (
-        dataset
+        (protocol.dataset_name if protocol is not None else None)
+        or dataset
         or set_layer.get("dataset_name")
         or file_layer.get("dataset_name")
-        or getattr(model_cls, "presets", {}).get(preset, {}).get("dataset_name")
+        or presets.get(preset, {}).get("dataset_name")
         or "digits"
     )
-    presets = getattr(model_cls, "presets", {})
-    for layer in (preset_overrides(presets, preset, dataset_name, model_name), file_layer, set_layer):
+    dataset_cls = dataset_for(dataset_name)
+    preset_layer = preset_overrides(presets, preset, dataset_name, model_name)
+    if isinstance(preset_layer.get("data"), Mapping):
+        # a preset's data fields apply where the chosen dataset has them (a smoke preset's
+        # data.n_train means nothing to a folder of videos); fields typed by the user are checked
+        fields = {f.name for f in dataclasses.fields(dataset_cls.Config)}
+        preset_layer["data"] = {k: v for k, v in preset_layer["data"].items() if k in fields}
+    for layer in (preset_layer, file_layer, set_layer):
         layers = merge(layers, layer)
-    explicit = {"dataset_name": dataset_name, "preset": preset, "model_name": model_name}
+    explicit = {"dataset_name": dataset_name, "preset": preset, "model_name": model_name,
+                "model_version": str(getattr(model_cls, "version", "")),
+                "dataset_version": str(getattr(dataset_cls, "version", ""))}
     if seed is not None:
         explicit["seed"] = seed
     if device is not None:
@@ -324,7 +392,10 @@ def resolve(
         raise ConfigError(f"model_name in the config ({layers['model_name']}) differs from {model_name}")
     model_section = layers.pop("model", {}) or {}
     data_section = layers.pop("data", {}) or {}
-    dataset_cls = dataset_for(dataset_name)
+    if protocol is not None:
+        data_section = dict(protocol.data)
+        eval_section = layers.get("eval", {}) or {}
+        layers["eval"] = merge(eval_section, {"split": protocol.split, "max_clips": protocol.max_clips})
     model_cfg = build(model_cls.Config, model_section, prefix="model.")
     data_cfg = build(dataset_cls.Config, data_section, prefix="data.")
     return build(RunConfig, layers, model=model_cfg, data=data_cfg)

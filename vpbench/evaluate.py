@@ -28,6 +28,7 @@ RANGE_TOLERANCE = 1e-4
 COLUMNS = [
     "run", "model", "variant", "dataset", "split", "metric", "horizon", "seed",
     "value", "ci_low", "ci_high", "n_clips", "unit", "higher_is_better",
+    "model_version", "dataset_version", "metric_version", "device",
 ]
 
 
@@ -159,19 +160,20 @@ def _metric_values(metric, pred, future, unavailable: dict[str, str], events: Ev
 
 @dataclass(frozen=True)
 class Derived:
-    """A best-of-K / mean-of-K view of a metric (same unit and direction)."""
+    """A best-of-K / mean-of-K view of a metric (same unit, direction and version)."""
 
     name: str
     unit: str
     higher_is_better: bool
+    version: str = ""
 
 
 def derived_metrics(metrics: Sequence[Any], samples: int) -> list[Any]:
     out = list(metrics)
     if samples > 1:
         for m in metrics:
-            out += [Derived(f"{m.name}@best{samples}", m.unit, m.higher_is_better),
-                    Derived(f"{m.name}@mean{samples}", m.unit, m.higher_is_better)]
+            out += [Derived(f"{m.name}@best{samples}", m.unit, m.higher_is_better, str(m.version)),
+                    Derived(f"{m.name}@mean{samples}", m.unit, m.higher_is_better, str(m.version))]
     return out
 
 
@@ -214,7 +216,7 @@ def tidy(scores: Scores, metrics: Sequence[Any], meta: dict[str, Any], resamples
             rows.append({
                 **meta, "metric": metric.name, "horizon": horizon, "value": float(per_clip.mean()),
                 "ci_low": lo, "ci_high": hi, "n_clips": len(per_clip), "unit": metric.unit,
-                "higher_is_better": bool(metric.higher_is_better),
+                "higher_is_better": bool(metric.higher_is_better), "metric_version": str(getattr(metric, "version", "")),
             })
     return pd.DataFrame(rows, columns=COLUMNS)
 

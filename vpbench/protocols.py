@@ -50,10 +50,13 @@ class Stage:
     scheduler: str = "cosine"  # cosine | constant
     warmup_steps: int = 0
     batch_size: int | None = None  # None: the run's train.batch_size
+    schedule_steps: int | None = None  # length of the learning-rate schedule; None: ``steps``
 
     def __post_init__(self) -> None:
         if self.steps < 0:
             raise ValueError(f"stage {self.name}: steps must be >= 0")
+        if self.schedule_steps is not None and self.schedule_steps < self.steps:
+            raise ValueError(f"stage {self.name}: schedule_steps must be >= steps")
         if self.scheduler not in ("cosine", "constant"):
             raise ValueError(f"stage {self.name}: scheduler must be cosine or constant")
 

@@ -29,12 +29,13 @@ import torch
 
 from vpbench import config as cfgmod
 from vpbench import io
+from vpbench.budget import Probe
 from vpbench.data.root import data_root
-from vpbench.errors import PluginError, RunError, VPBenchError, one_line
-from vpbench.evaluate import cost_rows, derived_metrics, score, tidy
+from vpbench.errors import ConfigError, PluginError, RunError, VPBenchError, one_line
+from vpbench.evaluate import COLUMNS, cost_rows, derived_metrics, score, tidy
 from vpbench.events import Events
 from vpbench.plugins import Harness
-from vpbench.provenance import provenance
+from vpbench.provenance import device_description, provenance
 from vpbench.runtime import seed_everything, select_device
 from vpbench.train import Trainer
 
@@ -52,6 +53,7 @@ class Run:
     # Predictions for the first ``eval.examples`` clips, kept by ``evaluate`` (rank 0) so that
     # ``vpbench compare`` draws its side-by-side strips without generating them a second time.
     examples: list | None = field(default=None, repr=False, compare=False)
+    eval_dir: Path | None = None  # the result set the last ``evaluate`` wrote (evals/<name>/)
 
     @property
     def is_main(self) -> bool:
@@ -96,11 +98,14 @@ def default_run_dir(config: cfgmod.RunConfig, model_cls: type | None = None) -> 
 def prepare(harness: Harness, model: str, *, dataset: str | None = None, preset: str | None = None,
             config_file: str | None = None, sets: list[str] | None = None, seed: int | None = None,
             device: str | None = None, out: str | Path | None = None,
-            data_dir: str | Path | None = None) -> Run:
-    """Resolve the config of ``model`` (on ``dataset``) and choose the run directory."""
+            data_dir: str | Path | None = None, models: list[str] | None = None,
+            protocol: cfgmod.Protocol | None = None) -> Run:
+    """Resolve the config of ``model`` (on ``dataset``, or under a comparison's shared
+    ``protocol``) and choose the run directory."""
     model_cls = harness.models.get(model)
     config = cfgmod.resolve(model, model_cls, harness.datasets.get, dataset=dataset, preset=preset,
-                            config_file=config_file, sets=sets, seed=seed, device=device)
+                            config_file=config_file, sets=sets, seed=seed, device=device, models=models,
+                            protocol=protocol)
     for metric in config.eval.metrics:
         harness.metrics.get(metric)  # unknown metric names fail before any work
     if "WORLD_SIZE" not in os.environ:
@@ -158,8 +163,31 @@ def build_model(run: Run, dataset: Any) -> torch.nn.Module:
 def build_model_for_spec(run: Run, spec: Any) -> torch.nn.Module:
     cfg = run.config
     seed_everything(cfg.seed)
-    model = _plugin_call(run, "model", cfg.model_name, "being built", run.model_cls, cfg.model, spec)
+    try:
+        model = _plugin_call(run, "model", cfg.model_name, "being built", run.model_cls, cfg.model, spec)
+    except ConfigError as exc:  # e.g. frames that do not divide by the model's patch: name the model
+        text = str(exc)
+        if f"'{cfg.model_name}'" not in text:
+            text = (f"model '{cfg.model_name}' cannot run on {cfg.dataset_name} ({spec.channels}x{spec.height}x"
+                    f"{spec.width}, {spec.n_in} -> {spec.n_out}): {text}")
+        raise ConfigError(text) from None
     return model.to(run.device)
+
+
+def check(run: Run, model: torch.nn.Module, dataset: Any, events: Events | None = None) -> Probe:
+    """Fail fast and count: one training step of every stage and one ``predict`` on real
+    training clips, on a copy of ``model`` (see :mod:`vpbench.budget`)."""
+    from vpbench.budget import parse_budget, probe
+
+    budget = parse_budget(run.config.train.budget)
+    timed = budget is not None and budget.kind == "seconds"
+    if events is not None and model.stages():
+        events.message(f"{run.config.model_name}: checking one training step of every stage and one prediction"
+                       + (" (timing steps for the wall-clock budget)" if timed else ""))
+    found = probe(model, dataset, run.config, run.device, run.config.model_name, time_steps=3 if timed else 0)
+    if run.dist is not None:  # one plan for every rank: rank 0's measured step times
+        found = run.dist.gather(found)[0]
+    return found
 
 
 
@@ -223,18 +251,31 @@ def load_weights(model: torch.nn.Module, run: Run) -> None:
         raise RunError(f"{path} cannot be loaded ({one_line(exc)}); rerun `vpbench run` with --fresh") from None
 
 
+def is_trained(run: Run, until: str | None = None) -> bool:
+    done = run.run_dir / (f"trained-until-{until}.txt" if until is not None else "model.pt")
+    return done.is_file()
+
+
 def train(run: Run, dataset: Any, *, resume: bool = False, fresh: bool = False,
-          events: Events | None = None, until: str | None = None) -> torch.nn.Module:
+          events: Events | None = None, until: str | None = None, probed: Probe | None = None) -> torch.nn.Module:
     """The trained model of ``run``: loaded when already trained, else trained now.
 
-    With ``until`` only the stages before that one are trained; the run then ends with its
+    Before training, :func:`check` runs one step of every stage and one prediction (``probed``:
+    its result, when the caller already checked), and the plan of the run (the stages' steps, or
+    ``train.budget`` spent) is written to ``training.json``, which also records what training
+    cost. With ``until`` only the stages before that one are trained; the run then ends with its
     checkpoint at that stage boundary and a marker file instead of ``model.pt``."""
+    from vpbench.budget import load_record, make_record
+
     events = events or Events()
     run_dir, cfg = run.run_dir, run.config
-    # Built first: a config the model refuses (a patch that does not divide the frames, ...)
-    # is a one-line error that leaves no run directory behind. Building seeds everything, so
-    # the order does not change the weights.
+    # Built and checked first: a config the model refuses (a patch that does not divide the
+    # frames, ...) or a step that breaks the contract is a one-line error that leaves no run
+    # directory behind. Building seeds everything and the check runs on a copy with its own
+    # random stream, so neither changes the weights.
     model = build_model(run, dataset)
+    if probed is None and (fresh or not is_trained(run, until)):
+        probed = check(run, model, dataset, events)
     if run.dist is not None:
         from vpbench.distributed import check_batch
 
@@ -257,7 +298,17 @@ def train(run: Run, dataset: Any, *, resume: bool = False, fresh: bool = False,
             f"{run_dir} holds an unfinished training; pass --resume to continue it or --fresh to "
             "move it aside and start over"
         )
-    trainer = Trainer(model, dataset, cfg, run_dir, run.device, events, dist=run.dist)
+    if probed is None:  # an unfinished run whose finished part was found after the check
+        probed = check(run, model, dataset, events)
+    record = load_record(run_dir) if resume else None
+    if record is None:
+        record = make_record(model, cfg, probed, device_description(run.device))
+        if run.is_main:
+            record.save(run_dir)
+    if record.budget_kind != "none":
+        events.message(f"{cfg.model_name}: budget {cfg.train.budget} -> " + ", ".join(
+            f"{s.name} {s.steps:,} steps" for s in record.stages))
+    trainer = Trainer(model, dataset, cfg, run_dir, run.device, events, dist=run.dist, record=record)
     with stop_on_signals(trainer):
         finished = _plugin_call(run, "model", cfg.model_name, "training", trainer.fit, resume, until=until)
     if not finished:
@@ -295,31 +346,56 @@ def _prepare_run_dir(run: Run, resume: bool, fresh: bool, events: Events) -> Non
 
 def evaluate(run: Run, model: torch.nn.Module, dataset: Any, *, events: Events | None = None,
              variant: str | None = None) -> pd.DataFrame:
-    """Score ``model`` on the configured split; write results.csv/json, per_clip.npz, report."""
+    """Score ``model`` on the configured split into one result set of the run directory
+    (``evals/<split>-<clips>clips-<hash>/``: results.csv/json, per_clip.npz, profile.json,
+    horizon.png, report.md, examples/), written as one set; other result sets stay as they are."""
+    from vpbench import results
+
     cfg = run.config
     metrics = [run.harness.metrics.get(name) for name in cfg.eval.metrics]
     split = dataset.split(cfg.eval.split)
+    key = results.eval_key(cfg, run.model_cls, metrics, len(split))
     scores = score(model, split, dataset.spec, metrics, model_name=cfg.model_name, device=run.device,
                    batch_size=cfg.eval.batch_size, max_clips=cfg.eval.max_clips, events=events,
                    num_workers=cfg.train.num_workers, dist=run.dist, samples=cfg.eval.samples, seed=cfg.seed)
     metrics = derived_metrics(metrics, cfg.eval.samples)
     meta = {"run": run.run_dir.name, "model": cfg.model_name, "variant": variant or cfg.preset,
-            "dataset": cfg.dataset_name, "split": cfg.eval.split, "seed": cfg.seed}
+            "dataset": cfg.dataset_name, "split": cfg.eval.split, "seed": cfg.seed,
+            "model_version": cfg.model_version, "dataset_version": cfg.dataset_version,
+            "device": device_description(run.device)}
     if not run.is_main:  # rank 0 measures costs and writes every file
         run.dist.barrier()
         return tidy(scores, metrics, meta, cfg.eval.bootstrap)
-    costs = cost_rows(measure_costs(run, model, dataset, events), meta)
-    table = pd.concat([tidy(scores, metrics, meta, cfg.eval.bootstrap), costs], ignore_index=True)
-    write_results(run, table, scores.values, dataset)
-    write_examples(run, model, dataset)
+    with results.staged(run.run_dir, results.set_name(key)) as staging:
+        costs = cost_rows(measure_costs(run, model, dataset, events, staging), meta)
+        table = pd.concat([tidy(scores, metrics, meta, cfg.eval.bootstrap), costs, training_rows(run, meta)],
+                          ignore_index=True)
+        write_results(run, table, scores.values, dataset, staging, key)
+        write_examples(run, model, dataset, staging)
+    run.eval_dir = run.run_dir / results.EVALS / results.set_name(key)
+    results.write_index(run.run_dir)
     if run.dist is not None:
         run.dist.barrier()
     return table
 
 
-def measure_costs(run: Run, model: torch.nn.Module, dataset: Any, events: Events | None = None) -> list:
+def training_rows(run: Run, meta: dict[str, Any]) -> pd.DataFrame:
+    """What training cost (``training.json``): optimiser steps, counted training FLOPs and
+    measured wall time, on the device it ran on. Empty for runs trained before it was recorded."""
+    from vpbench.budget import load_record
+
+    record = load_record(run.run_dir)
+    if record is None:
+        return pd.DataFrame(columns=COLUMNS)
+    rows = [("train_steps", record.steps_taken, "count", False), ("train_flops", record.flops, "FLOPs", False),
+            ("train_time", record.seconds, "s", False)]
+    return cost_rows(rows, {**meta, "device": record.device})
+
+
+def measure_costs(run: Run, model: torch.nn.Module, dataset: Any, events: Events | None = None,
+                  out_dir: Path | None = None) -> list:
     """Parameters always; FLOPs / MACs and speed as ``eval.profile`` / ``eval.speed`` say.
-    The full profile (ops without a FLOP formula, memory, device) goes to profile.json."""
+    The full profile (ops without a FLOP formula, memory, device) goes to ``out_dir``/profile.json."""
     from vpbench.evaluate import count_parameters
     from vpbench.profile import profile_model
 
@@ -334,7 +410,7 @@ def measure_costs(run: Run, model: torch.nn.Module, dataset: Any, events: Events
                         dataset.spec, run.device, speed=cfg.eval.speed, max_batch=cfg.eval.max_batch,
                         budget_s=cfg.eval.speed_budget)
     model.eval()
-    io.write_json(run.run_dir / "profile.json", prof.to_dict())
+    io.write_json((out_dir or run.run_dir) / "profile.json", prof.to_dict())
     return prof.rows()
 
 
@@ -351,7 +427,7 @@ def example_predictions(run: Run, model: torch.nn.Module, dataset: Any) -> list[
     return out
 
 
-def write_examples(run: Run, model: torch.nn.Module, dataset: Any) -> None:
+def write_examples(run: Run, model: torch.nn.Module, dataset: Any, out_dir: Path) -> None:
     """PNG strips (context / truth / prediction / error) and GIFs of the first test clips."""
     from vpbench.report.media import save_gif, save_strip
 
@@ -359,8 +435,8 @@ def write_examples(run: Run, model: torch.nn.Module, dataset: Any) -> None:
     run.examples = example_predictions(run, model, dataset)
     for i, pred in enumerate(run.examples):
         context, future = split[i]
-        save_strip(run.run_dir / "examples" / f"clip{i:05d}.png", context, future, pred)
-        save_gif(run.run_dir / "examples" / f"clip{i:05d}.gif", context, future, pred)
+        save_strip(out_dir / "examples" / f"clip{i:05d}.png", context, future, pred)
+        save_gif(out_dir / "examples" / f"clip{i:05d}.gif", context, future, pred)
 
 
 def run_provenance(run: Run, dataset: Any | None = None) -> dict[str, Any]:
@@ -369,27 +445,51 @@ def run_provenance(run: Run, dataset: Any | None = None) -> dict[str, Any]:
     prov = provenance(run.device, run.config.seed, sorted(sources))
     if dataset is not None:
         prov["dataset"] = {k: str(v) for k, v in dataset.info().items()}
+    cfg = run.config
+    prov["plugins"] = {"model": f"{cfg.model_name} {cfg.model_version}", "dataset": f"{cfg.dataset_name} {cfg.dataset_version}",
+                       "metrics": ", ".join(f"{m} {getattr(run.harness.metrics.get(m), 'version', '?')}"
+                                            for m in cfg.eval.metrics if m in run.harness.metrics)}
+    from vpbench.budget import load_record
+
+    record = load_record(run.run_dir)
+    if record is not None:
+        prov["training"] = training_line(record)
     return prov
 
 
-def write_results(run: Run, table: pd.DataFrame, per_clip: dict[str, np.ndarray], dataset: Any) -> None:
+def training_line(record: Any) -> str:
+    """One line of what a run's training was and cost."""
+    from vpbench.budget import format_seconds, parse_budget
+
+    budget = parse_budget(record.budget)
+    if not record.stages:
+        return "none (the model does not train)"
+    head = f"budget {budget.describe()} ({record.budget})" if budget else "the stages' own steps (no shared budget)"
+    stages = ", ".join(f"{s.name} {s.steps_taken:,}" + (f" of {s.steps:,}" if s.steps_taken != s.steps else "")
+                       for s in record.stages)
+    return (f"{head}: {record.steps_taken:,} optimiser steps ({stages}), {record.flops:.3g} training FLOPs "
+            f"(counted), {format_seconds(record.seconds)} (measured) on {record.device}; replay with "
+            f"`--set train.steps={record.replay()}`")
+
+
+def write_results(run: Run, table: pd.DataFrame, per_clip: dict[str, np.ndarray], dataset: Any, out_dir: Path,
+                  key: dict[str, Any]) -> None:
     from vpbench.report import markdown
 
     prov = run_provenance(run, dataset)
-    run.run_dir.mkdir(parents=True, exist_ok=True)
-    io.write_text(run.run_dir / "results.csv", table.to_csv(index=False))
-    io.write_json(run.run_dir / "results.json", {
-        "provenance": prov, "config": run.config.to_dict(),
+    io.write_text(out_dir / "results.csv", table.to_csv(index=False))
+    io.write_json(out_dir / "results.json", {
+        "provenance": prov, "config": run.config.to_dict(), "evaluation": key,
         "rows": json.loads(table.to_json(orient="records")),
     })
-    with io.atomic_path(run.run_dir / "per_clip.npz") as tmp:
+    with io.atomic_path(out_dir / "per_clip.npz") as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **per_clip)
     from vpbench.report.plots import horizon_plot
 
-    horizon_plot(table, run.run_dir / "horizon.png", title=f"{run.config.model_name} on {run.config.dataset_name}")
-    io.write_text(run.run_dir / "report.md", markdown.run_report(table, prov, run.config.to_dict(),
-                                                                  media=media_links(run.config.eval.examples)))
+    horizon_plot(table, out_dir / "horizon.png", title=f"{run.config.model_name} on {run.config.dataset_name}")
+    io.write_text(out_dir / "report.md", markdown.run_report(table, prov, run.config.to_dict(),
+                                                              media=media_links(run.config.eval.examples)))
 
 
 def media_links(examples: int) -> str:
@@ -408,20 +508,25 @@ def timestamped_dir(prefix: str) -> Path:
     return RUNS_DIR / f"{prefix}-{_stamp()}"
 
 
-def read_results(run_dir: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """A run's tidy table and its provenance/config (``results.json``)."""
-    run_dir = Path(run_dir)
-    csv, meta = run_dir / "results.csv", run_dir / "results.json"
-    if not csv.is_file() or not meta.is_file():
-        raise RunError(f"{run_dir} has no results yet (results.csv); run `vpbench eval {run_dir}` first")
-    table = pd.read_csv(csv, dtype={"horizon": str})
-    return table, json.loads(meta.read_text())
+def read_results(path: str | Path, name: str | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The tidy table and provenance/config (``results.json``) of a result set: ``path`` is the
+    set itself, a compare or ablation directory, or a run directory (then its set ``name``,
+    else the latest)."""
+    from vpbench import results
+
+    where = results.find_set(Path(path), name)
+    table = pd.read_csv(where / "results.csv", dtype={k: str for k in ("horizon", "model_version", "dataset_version",
+                                                                      "metric_version")})
+    return table, json.loads((where / "results.json").read_text())
 
 
-def read_per_clip(run_dir: str | Path) -> dict[str, np.ndarray]:
-    path = Path(run_dir) / "per_clip.npz"
-    if not path.is_file():
-        raise RunError(f"{run_dir} has no per_clip.npz; re-evaluate it with `vpbench eval {run_dir}`")
-    with np.load(path) as data:
+def read_per_clip(path: str | Path) -> dict[str, np.ndarray]:
+    """Per-clip scores of a result set (or of a run directory's latest set)."""
+    from vpbench import results
+
+    where = results.find_set(Path(path))
+    npz = where / "per_clip.npz"
+    if not npz.is_file():
+        raise RunError(f"{where} has no per_clip.npz; re-evaluate it with `vpbench eval`")
+    with np.load(npz) as data:
         return {k: data[k] for k in data.files}
-

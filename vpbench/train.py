@@ -14,6 +14,7 @@ its end when ``train.select_best`` is set.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import time
@@ -66,12 +67,14 @@ class IndexStream:
 
 
 def lr_lambda(stage: Stage):
+    total = stage.schedule_steps if stage.schedule_steps is not None else stage.steps
+
     def factor(step: int) -> float:
         if stage.warmup_steps and step < stage.warmup_steps:
             return (step + 1) / stage.warmup_steps
-        if stage.scheduler == "constant" or stage.steps <= stage.warmup_steps:
+        if stage.scheduler == "constant" or total <= stage.warmup_steps:
             return 1.0
-        progress = (step - stage.warmup_steps) / max(1, stage.steps - stage.warmup_steps)
+        progress = (step - stage.warmup_steps) / max(1, total - stage.warmup_steps)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
@@ -100,8 +103,11 @@ class Trainer:
     """Trains ``model`` on ``dataset`` under ``config`` into ``run_dir``."""
 
     def __init__(self, model: torch.nn.Module, dataset: Any, config: RunConfig, run_dir: Path,
-                 device: torch.device, events: Events | None = None, dist: Any = None):
+                 device: torch.device, events: Events | None = None, dist: Any = None, record: Any = None):
         self.model, self.dataset, self.cfg = model, dataset, config
+        # a vpbench.budget.Record: planned steps per stage (a budget or train.steps), wall-clock
+        # deadlines, and what each stage cost; saved as training.json (None: the stages' own steps)
+        self.record = record
         self.run_dir, self.device = Path(run_dir), device
         self.events = events or Events()
         self.dist = dist  # a vpbench.distributed.Context when data-parallel, else None
@@ -120,7 +126,7 @@ class Trainer:
     def fit(self, resume: bool = False, until: str | None = None) -> bool:
         """Train every stage (or the stages before ``until``); ``True`` when finished,
         ``False`` when stopped early by a signal. The checkpoint then sits at the boundary."""
-        stages = self.model.stages()
+        stages = [self._planned(s) for s in self.model.stages()]
         if until is not None:
             names = [s.name for s in stages]
             if until not in names:
@@ -132,6 +138,11 @@ class Trainer:
         if ckpt is not None:
             position = Position(ckpt["stage_index"], ckpt["step"])
             self.model.load_state_dict(ckpt["model"])
+            if self.record is not None:
+                for name, taken, seconds in ckpt.get("record", []):
+                    rec = self.record.stage(name)
+                    if rec is not None:
+                        rec.steps_taken, rec.seconds = taken, seconds
             stage_name = stages[position.stage_index].name if position.stage_index < len(stages) else "done"
             self.events.message(f"resuming at stage '{stage_name}', step {position.step}")
         for index, stage in enumerate(stages):
@@ -145,6 +156,20 @@ class Trainer:
         for p in self.model.parameters():
             p.requires_grad_(True)
         return True
+
+    def _planned(self, stage: Stage) -> Stage:
+        """``stage`` with the steps and schedule length of the run's plan; a warm-up keeps its
+        share of the schedule."""
+        rec = self.record.stage(stage.name) if self.record is not None else None
+        if rec is None or (rec.steps == stage.steps and rec.schedule_steps == stage.steps):
+            return stage
+        warmup = round(stage.warmup_steps * rec.schedule_steps / stage.steps) if stage.steps else 0
+        return dataclasses.replace(stage, steps=rec.steps, schedule_steps=rec.schedule_steps,
+                                   warmup_steps=min(warmup, rec.schedule_steps))
+
+    def _save_record(self) -> None:
+        if self.record is not None and self.is_main:
+            self.record.save(self.run_dir)
 
     # -- one stage -------------------------------------------------------------------------
     def _fit_stage(self, index: int, stage: Stage, start: int, ckpt: dict | None) -> bool:
@@ -190,10 +215,23 @@ class Trainer:
         batches = iter(loader)
         step = start
         started = time.perf_counter()
+        rec = self.record.stage(stage.name) if self.record is not None else None
+        spent_before = sum(r.seconds for r in self.record.stages[:index]) if rec is not None else 0.0
+        stage_seconds = rec.seconds if rec is not None and start > 0 else 0.0
         while step < stage.steps:
+            if rec is not None:
+                rec.steps_taken, rec.seconds = step, stage_seconds + time.perf_counter() - started
+            timed = rec is not None and rec.deadline_s is not None
+            late = timed and spent_before + rec.seconds >= rec.deadline_s
+            if timed and self.dist is not None:  # rank 0's clock is as good as any: all stop together
+                late = self.dist.any_true(late)
+            if late:  # a wall-clock budget: this stage's share of the deadline is spent
+                self.events.message(f"stage '{stage.name}': wall-clock budget reached after {step} of {stage.steps} steps")
+                break
             stop = self.stop_requested if self.dist is None else self.dist.any_true(self.stop_requested)
             if stop:  # every rank stops at the same step
                 self._save_checkpoint(index, step, model, optimizer, scheduler, scaler, best)
+                self._save_record()
                 self.events.message(f"stopped at stage '{stage.name}' step {step}; checkpoint written")
                 return False
             batch = [t.to(self.device, non_blocking=True) for t in next(batches)]
@@ -208,7 +246,10 @@ class Trainer:
             if cfg.train.val_every and step % cfg.train.val_every == 0 and step < stage.steps:
                 self._validate_and_select(index, stage, step, best)
             if step % cfg.train.ckpt_every == 0 and step < stage.steps:
+                if rec is not None:
+                    rec.steps_taken, rec.seconds = step, stage_seconds + time.perf_counter() - started
                 self._save_checkpoint(index, step, model, optimizer, scheduler, scaler, best)
+                self._save_record()
         self.events.task_end(key)
         if stage.steps > 0:
             self._validate_and_select(index, stage, step, best)
@@ -217,7 +258,10 @@ class Trainer:
                 self.events.message(f"stage '{stage.name}': restored best weights from step {best['step']}")
         if hasattr(model, "on_stage_end"):
             model.on_stage_end(stage.name)
+        if rec is not None:
+            rec.steps_taken, rec.seconds = step, stage_seconds + time.perf_counter() - started
         self._save_checkpoint(index + 1, 0, model, None, None, None, {"loss": math.inf, "step": -1})
+        self._save_record()
         return True
 
     def _step(self, forward_model, stage, batch, params, optimizer, scheduler, scaler, step) -> dict:
@@ -306,6 +350,7 @@ class Trainer:
             "scaler": scaler.state_dict() if scaler else None,
             "rng": rng_state(),
             "best": copy.deepcopy(best),
+            "record": [(r.name, r.steps_taken, r.seconds) for r in self.record.stages] if self.record else [],
         }
         io.torch_save(state, self.ckpt_dir / "last.pt")
 

@@ -24,6 +24,7 @@ def ablate(
     set_: c.Sets = None,
     seed: c.Seed = None,
     device: c.Device = None,
+    budget: c.Budget = None,
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Ablation directory (default runs/ablate-...).")] = None,
     data_dir: c.DataDir = None,
 ) -> None:
@@ -45,9 +46,17 @@ def ablate(
         field, sep, text = item.partition("=")
         if not sep:
             raise ConfigError(f"--grid expects field=v1,v2, got {item!r}")
-        axes[field.strip()] = values(text)
+        field = field.strip()
+        section, dot, rest = field.partition(".")
+        if dot:  # --grid model.hidden=32,64, spelled like --set
+            if section != "model":
+                raise ConfigError(f"--grid {item}: an ablation varies model fields (model.FIELD=a,b), not {section}.*")
+            field = rest
+        axes[field] = values(text)
     if not axes:
         raise ConfigError("nothing to ablate: give e.g. --lambda 0,1 or --grid field=a,b")
+    if budget is not None:
+        set_ = list(set_ or []) + [f"train.budget={budget}"]
     out_dir = Path(out) if out else runs.timestamped_dir(f"ablate-{model}-{dataset or 'digits'}-{preset or 'none'}")
     with c.rich_events() as events:
         table, diffs, variants = run_ablation(get_harness(), model, axes, out_dir, dataset=dataset, preset=preset,

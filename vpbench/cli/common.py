@@ -30,6 +30,8 @@ Sets = Annotated[Optional[list[str]], typer.Option("--set", help="Override one c
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed of the run (default 0).")]
 Device = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N (default auto).")]
 Out = Annotated[Optional[str], typer.Option("--out", "-o", help="Output directory (default: runs/<model>-<dataset>-<preset>-<hash>).")]
+Budget = Annotated[Optional[str], typer.Option("--budget", help="Training budget per model: FLOPs (2e15) or wall-clock "
+                                                               "time (30m); every stage's steps are scaled to spend it.")]
 DataDir = Annotated[Optional[str], typer.Option("--data-dir", help="Data root (default: $VPBENCH_DATA or datasets/).")]
 
 

@@ -17,6 +17,7 @@ def run(
     set_: c.Sets = None,
     seed: c.Seed = None,
     device: c.Device = None,
+    budget: c.Budget = None,
     out: c.Out = None,
     data_dir: c.DataDir = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an unfinished training in the run directory.")] = False,
@@ -30,6 +31,8 @@ def run(
     harness = get_harness()
     if samples is not None:
         set_ = list(set_ or []) + [f"eval.samples={samples}"]
+    if budget is not None:
+        set_ = list(set_ or []) + [f"train.budget={budget}"]
     run_ = runs.prepare(harness, model, dataset=dataset, preset=preset, config_file=config, sets=set_,
                         seed=seed, device=device, out=out, data_dir=data_dir)
     from vpbench.distributed import shutdown
@@ -44,7 +47,7 @@ def run(
     if run_.is_main:
         cfg = run_.config
         c.print_results(table, title=f"{cfg.model_name} on {cfg.dataset_name} ({cfg.eval.split})")
-        c.console().print(f"run directory: {run_.run_dir}", highlight=False)
+        c.console().print(f"run directory: {run_.run_dir} (this result set: {run_.eval_dir})", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -22,6 +22,16 @@ def provenance_block(prov: dict[str, Any]) -> str:
         f"- seed: {prov.get('seed', '?')}",
         f"- created: {prov.get('created', '?')}",
     ]
+    plugins = prov.get("plugins")
+    if plugins:
+        lines.append(f"- plugin versions: model {plugins.get('model', '?')}; dataset {plugins.get('dataset', '?')}; "
+                     f"metrics {plugins.get('metrics', '?')}")
+    if prov.get("training"):
+        lines.append(f"- training: {prov['training']}")
+    if prov.get("budget"):
+        lines.append(f"- budget: {prov['budget']}")
+    if prov.get("protocol"):
+        lines.append(f"- protocol: {prov['protocol']}")
     for key, value in prov.get("dataset", {}).items():
         lines.append(f"- dataset {key}: {value}")
     return "\n".join(lines)
@@ -51,7 +61,10 @@ def run_report(table: pd.DataFrame, prov: dict[str, Any], config: dict[str, Any]
     if c_rows:
         parts += ["Cost: parameters; GMACs / GFLOPs for one prediction (n_in -> n_out frames, batch 1), counted "
                   "with torch.utils.flop_counter (MACs = FLOPs / 2, OpenSTL's \"FLOPs\" unit); latency at batch 1 "
-                  "on the run's device.", "", markdown_table(c_headers, c_rows), ""]
+                  "on the run's device. Training cost: `train_steps` optimiser steps, `train_flops` training FLOPs "
+                  "(one real step of each stage counted forward + backward with the same counter, times its steps), "
+                  "`train_time` measured training wall time (validation included), on the device named.", "",
+                  markdown_table(c_headers, c_rows), ""]
     if extra:
         parts += [extra, ""]
     if h_rows:

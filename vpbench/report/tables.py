@@ -9,16 +9,18 @@ from typing import Any
 import pandas as pd
 from rich.table import Table
 
-COST_METRICS = ("params", "params_trainable", "gflops", "gmacs", "latency", "throughput")
+COST_METRICS = ("params", "params_trainable", "gflops", "gmacs", "latency", "throughput", "train_steps", "train_flops",
+                "train_time")
+KEYS = ("model", "variant", "dataset")
 HIDDEN_IN_SUMMARY = ("params_trainable", "gflops", "throughput")  # in results.csv; too wide for the summary
 
 
 def fmt_value(value: float, unit: str = "") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
-    if unit == "count":
-        for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
-            if abs(value) >= div:
+    if unit in ("count", "FLOPs"):
+        for div, suffix in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
+            if abs(value) >= div and (unit == "FLOPs" or div <= 1e9):
                 return f"{value / div:.2f}{suffix}"
         return f"{value:.0f}"
     if value == 0:
@@ -37,8 +39,9 @@ def fmt_cell(value: float, lo: float, hi: float, unit: str) -> str:
 
 def header(metric: str, higher_is_better: bool, unit: str) -> str:
     arrow = "↑" if higher_is_better else "↓"
-    if unit == "count":
+    if unit in ("count", "FLOPs"):
         return metric
+    unit = "" if unit in ("nan", "None") else unit  # an empty unit read back from a CSV
     return f"{metric} {arrow}" + (f" [{unit}]" if unit else "")
 
 
@@ -59,19 +62,28 @@ def summary(table: pd.DataFrame, horizon: str = "all", all_keys: bool = False,
         return [], []
     metrics = list(dict.fromkeys(df["metric"]))
     metrics = [m for m in metrics if m not in COST_METRICS] + [m for m in metrics if m in COST_METRICS]
-    keys = [k for k in ("model", "variant", "dataset") if all_keys or k == "model" or df[k].nunique() > 1]
+    keys = [k for k in KEYS if all_keys or k == "model" or df[k].nunique() > 1]
     first = df.drop_duplicates("metric").set_index("metric")
-    headers = keys + [header(m, bool(first.loc[m, "higher_is_better"]), str(first.loc[m, "unit"])) for m in metrics]
+    clips = kind == "quality"  # every row says how many clips it was scored on
+    devices = kind == "cost" and "device" in df and (df["metric"] == "train_time").any()
+    headers = keys + (["clips"] if clips else []) + [
+        header(m, bool(first.loc[m, "higher_is_better"]), str(first.loc[m, "unit"])) for m in metrics
+    ] + (["trained on"] if devices else [])
     rows = []
     for key, group in df.groupby(keys, sort=False):
         by_metric = group.set_index("metric")
         row = [str(k) for k in key]
+        if clips:
+            row.append(", ".join(str(int(n)) for n in dict.fromkeys(group["n_clips"])))
         for m in metrics:
             if m in by_metric.index:
                 r = by_metric.loc[m]
                 row.append(fmt_cell(float(r["value"]), _f(r["ci_low"]), _f(r["ci_high"]), str(r["unit"])))
             else:
                 row.append("n/a")
+        if devices:
+            trained = group[group["metric"] == "train_time"]["device"]
+            row.append(str(trained.iloc[0]).split(",")[0] if len(trained) else "n/a")  # "cpu: <model>", "cuda: <name>"
         rows.append(row)
     return headers, rows
 
@@ -86,9 +98,10 @@ def _f(x: Any) -> float:
 def rich_table(table: pd.DataFrame, title: str | None = None, horizon: str = "all", kind: str = "quality") -> Table:
     headers, rows = summary(table, horizon, kind=kind)
     caption = "± = half-width of the 95% bootstrap CI over test clips" if kind != "cost" else \
-        "MACs and FLOPs per prediction (n_in -> n_out, batch 1); latency at batch 1; see profile.json"
+        ("MACs and FLOPs per prediction (n_in -> n_out, batch 1); latency at batch 1; see profile.json. Training: "
+         "optimiser steps, FLOPs (counted, forward + backward) and wall time (measured)")
     out = Table(title=title if kind != "cost" else f"cost: {title}", caption=caption)
-    n_keys = sum(1 for h in headers if h in ("model", "variant", "dataset"))
+    n_keys = sum(1 for h in headers if h in KEYS)
     for i, h in enumerate(headers):
         out.add_column(h, justify="left" if i < n_keys else "right", min_width=8 if i < n_keys else None)
     for row in rows:
