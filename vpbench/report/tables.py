@@ -46,7 +46,7 @@ def header(metric: str, higher_is_better: bool, unit: str) -> str:
 
 
 def summary(table: pd.DataFrame, horizon: str = "all", all_keys: bool = False,
-            kind: str = "all") -> tuple[list[str], list[list[str]]]:
+            kind: str = "all", hide: tuple[str, ...] = ()) -> tuple[list[str], list[list[str]]]:
     """Headers and rows of the summary view (rows: model/variant/dataset; cells: formatted).
 
     ``kind``: ``quality`` (metrics), ``cost`` (parameters, MACs, speed) or ``all``. Key
@@ -57,7 +57,8 @@ def summary(table: pd.DataFrame, horizon: str = "all", all_keys: bool = False,
     if kind == "quality":
         df = df[~df["metric"].isin(COST_METRICS)]
     elif kind == "cost":
-        df = table[(table["horizon"].astype(str) == "all") & table["metric"].isin(COST_METRICS)]
+        df = table[(table["horizon"].astype(str) == "all") & table["metric"].isin(COST_METRICS)
+                   & ~table["metric"].isin(hide)]
     if df.empty:
         return [], []
     metrics = list(dict.fromkeys(df["metric"]))
@@ -83,9 +84,15 @@ def summary(table: pd.DataFrame, horizon: str = "all", all_keys: bool = False,
                 row.append("n/a")
         if devices:
             trained = group[group["metric"] == "train_time"]["device"]
-            row.append(str(trained.iloc[0]).split(",")[0] if len(trained) else "n/a")  # "cpu: <model>", "cuda: <name>"
+            row.append(short_device(str(trained.iloc[0])) if len(trained) else "n/a")
         rows.append(row)
     return headers, rows
+
+
+def short_device(description: str) -> str:
+    """``cpu`` or ``cuda: <GPU name>`` from a provenance device description."""
+    head = description.split(",")[0]
+    return "cpu" if head.startswith("cpu") else head
 
 
 def _f(x: Any) -> float:
@@ -96,7 +103,7 @@ def _f(x: Any) -> float:
 
 
 def rich_table(table: pd.DataFrame, title: str | None = None, horizon: str = "all", kind: str = "quality") -> Table:
-    headers, rows = summary(table, horizon, kind=kind)
+    headers, rows = summary(table, horizon, kind=kind, hide=HIDDEN_IN_SUMMARY)
     caption = "± = half-width of the 95% bootstrap CI over test clips" if kind != "cost" else \
         ("MACs and FLOPs per prediction (n_in -> n_out, batch 1); latency at batch 1; see profile.json. Training: "
          "optimiser steps, FLOPs (counted, forward + backward) and wall time (measured)")
