@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 import torch
 
 from tests.cli_helpers import invoke
@@ -88,3 +89,38 @@ def test_prediction_only_fields_share_the_whole_training(in_tmp):
     assert not (in_tmp / "abl" / "mbr_samples-2" / "checkpoints").exists()
     table = pd.read_csv(in_tmp / "abl" / "results.csv", dtype={"horizon": str})
     assert set(table["variant"]) == {"mbr_samples=0", "mbr_samples=2"}
+
+
+@pytest.mark.slow
+def test_a_budgeted_ablation_shares_early_stages_only_where_the_plans_agree(in_tmp):
+    import json
+
+    from vpbench import runs
+    from vpbench.budget import load_record, make_record
+    from vpbench.plugins import get_harness
+
+    # the budget is what the FAST steps of the lambda = 1 model cost
+    run = runs.prepare(get_harness(), "shrvqvae", preset="smoke", sets=FAST[3::2])
+    data = runs.build_dataset(run)
+    model = runs.build_model(run, data)
+    record = make_record(model, run.config, runs.check(run, model, data), "cpu")
+    assert [s.steps for s in record.stages] == [30, 20, 8]
+    budget = sum(s.steps * s.flops_per_step for s in record.stages)
+
+    # tau changes no step's cost: every variant plans the same early steps, which are shared
+    result = invoke("ablate", "--grid", "tau=0.5,1", *FAST, "--budget", str(budget), "--out", "tau")
+    assert result.exit_code == 0, result.output
+    assert "stages before 'joint' shared from" in result.output
+    (base,) = [p for p in (in_tmp / "tau").iterdir() if p.name.startswith("base-until-joint")]
+    assert json.loads((base / "config.json").read_text())["train"]["steps"] == ["autoencoder:30", "prior:20"]
+    for variant in ("tau-0.5", "tau-1"):
+        assert [s.steps_taken for s in load_record(in_tmp / "tau" / variant).stages] == [30, 20, 8]
+
+    # lambda 0 skips the decoder in the joint stage: a cheaper step, so another plan; no sharing
+    result = invoke("ablate", "--lambda", "0,1", *FAST, "--budget", str(budget), "--out", "lam")
+    assert result.exit_code == 0, result.output
+    assert "each variant trains every stage itself" in result.output
+    lam0, lam1 = load_record(in_tmp / "lam" / "lam-0"), load_record(in_tmp / "lam" / "lam-1")
+    assert [s.steps_taken for s in lam1.stages] == [30, 20, 8] and lam1.flops == budget
+    assert lam0.stages[2].flops_per_step < lam1.stages[2].flops_per_step
+    assert budget - max(s.flops_per_step for s in lam0.stages) < lam0.flops <= budget

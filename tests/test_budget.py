@@ -145,8 +145,8 @@ def test_the_check_does_not_change_training(in_tmp, harness_with_test_models):
     assert math.isfinite(load_record(in_tmp / "checked").seconds)
 
 
-class WrongShape(TwoStage):
-    name = "wrongshape"
+class ShortPredict(TwoStage):
+    name = "shortpredict"
 
     @torch.no_grad()
     def predict(self, context, n_out):
@@ -169,10 +169,10 @@ def with_bad_models(with_test_models):
     from vpbench.plugins import PluginRecord, get_harness
 
     h = get_harness()
-    if "wrongshape" not in h.models:
+    if "shortpredict" not in h.models:
         @vpbench.hookimpl
         def vpbench_register_models(register):
-            register(WrongShape)
+            register(ShortPredict)
             register(BadLoss)
 
         h.add_plugin(types.SimpleNamespace(vpbench_register_models=vpbench_register_models),
@@ -180,9 +180,9 @@ def with_bad_models(with_test_models):
 
 
 def test_a_broken_model_fails_before_any_training(in_tmp, with_bad_models):
-    result = invoke("run", "wrongshape", *TINY, "--set", "model.steps_a=100000")
+    result = invoke("run", "shortpredict", *TINY, "--set", "model.steps_a=100000")
     assert result.exit_code == 2
-    assert "model 'wrongshape': predict returned shape (2, 9, 1, 64, 64), expected (2, 10, 1, 64, 64)" in result.output
+    assert "model 'shortpredict': predict returned shape (2, 9, 1, 64, 64), expected (2, 10, 1, 64, 64)" in result.output
     assert not (in_tmp / "runs").exists()  # nothing was written, nothing trained
     result = invoke("run", "badloss", *TINY)
     assert result.exit_code == 2
@@ -192,11 +192,11 @@ def test_a_broken_model_fails_before_any_training(in_tmp, with_bad_models):
     assert result.exit_code == 2 and "stage 'b'" in result.output
     assert not (in_tmp / "runs").exists()
     # --keep-going: the others are trained and scored, the failed one gets a row saying why
-    result = invoke("compare", "twostage", "wrongshape", "copylast", *TINY, "--keep-going", "--out", "cmp")
+    result = invoke("compare", "twostage", "shortpredict", "copylast", *TINY, "--keep-going", "--out", "cmp")
     assert result.exit_code == 0, result.output
-    assert "wrongshape: failed: model 'wrongshape': predict returned shape" in result.output
+    assert "shortpredict: failed: model 'shortpredict': predict returned shape" in result.output
     report = (in_tmp / "cmp" / "report.md").read_text()
-    assert "| wrongshape | failed: model 'wrongshape': predict returned shape" in report
+    assert "| shortpredict | failed: model 'shortpredict': predict returned shape" in report
     assert "copylast" in (in_tmp / "cmp" / "paired.csv").read_text()
     with pytest.raises(PluginError):  # the check itself, without the CLI
         from vpbench.evaluate import check_prediction

@@ -32,6 +32,7 @@ class Variant:
     label: str
     values: dict[str, str]  # model config field -> value (as given on the command line)
     run: runs.Run | None = None
+    probe: Any = None  # its check (vpbench.budget.Probe), when done before training
 
 
 def grid(axes: dict[str, list[str]]) -> list[dict[str, str]]:
@@ -91,9 +92,9 @@ def run_ablation(harness, model: str, axes: dict[str, list[str]], out: Path, *, 
             _train_base(base, data, until, events)
             _seed_from_base(base, run)
             events.message(f"{variant.label}: stages before '{until}' shared from {base.run_dir}")
-            trained = runs.train(run, data, resume=True, events=events)
+            trained = runs.train(run, data, resume=True, events=events, probed=variant.probe)
         else:
-            trained = runs.train(run, data, events=events)
+            trained = runs.train(run, data, events=events, probed=variant.probe)
         tables.append(runs.evaluate(run, trained, data, events=events, variant=variant.label))
         per_clip[variant.label] = runs.read_per_clip(run.eval_dir)
     table = pd.concat(tables, ignore_index=True)
@@ -114,7 +115,8 @@ def _budget_sharing(variants: list[Variant], data: Any, until: str, sets: list[s
         if runs.is_trained(variant.run):
             continue
         model = runs.build_model(variant.run, data)
-        record = make_record(model, variant.run.config, runs.check(variant.run, model, data, events), "")
+        variant.probe = runs.check(variant.run, model, data, events)
+        record = make_record(model, variant.run.config, variant.probe, "")
         plans.append({s.name: s.steps for s in record.stages})
     if not plans:
         return until, sets

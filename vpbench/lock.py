@@ -1,0 +1,80 @@
+"""An exclusive lock on a run directory, so two processes never write into one run.
+
+The lock is a file beside the directory (``.<name>.lock``: beside it, so ``--fresh`` moving the
+run aside cannot move the lock with it) held with ``fcntl.flock`` for as long as the command
+runs. It records the holder (pid, host, start time, command). The kernel releases a flock when
+its process dies, however it dies; a lock file that still names a holder when the lock is free
+is stale, and the next command says so before taking it over. A holder on another host (a
+shared file system, where flock may be local to each host) cannot be checked from here: the
+command refuses and names the file to delete once that process is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Callable, Iterator
+
+from vpbench.errors import RunError
+
+
+def lock_path(run_dir: Path) -> Path:
+    run_dir = Path(run_dir)
+    return run_dir.parent / f".{run_dir.name}.lock"
+
+
+def _holder(text: str) -> dict:
+    try:
+        data = json.loads(text)
+        return data if isinstance(data, dict) else {}
+    except ValueError:
+        return {}
+
+
+def _describe(holder: dict) -> str:
+    return (f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, since {holder.get('since', '?')}: "
+            f"`{holder.get('command', '?')}`")
+
+
+@contextlib.contextmanager
+def locked(run_dir: Path, message: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold the lock of ``run_dir`` for the block, or raise a one-line :class:`RunError`
+    naming the holder."""
+    path = lock_path(run_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(Path(path).read_text())
+            raise RunError(f"{run_dir} is in use by another vpbench process ({_describe(holder)}); wait for it to "
+                           "finish or stop it (it writes a checkpoint on SIGTERM), then rerun") from None
+        previous = _holder(os.pread(fd, 65536, 0).decode(errors="replace"))
+        host = socket.gethostname()
+        if previous:
+            if previous.get("host") != host:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                raise RunError(f"{run_dir} is locked by a vpbench process on another host ({_describe(previous)}); "
+                               f"if that process is gone, delete {path} and rerun")
+            if message is not None:
+                message(f"{run_dir}: a previous vpbench process ({_describe(previous)}) ended without releasing "
+                        "its lock (killed?); taking it over")
+        record = {"pid": os.getpid(), "host": host, "since": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+                  "command": " ".join(["vpbench", *sys.argv[1:]])}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(record).encode(), 0)
+        os.fsync(fd)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)  # released: an empty lock file names no holder
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
