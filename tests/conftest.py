@@ -45,7 +45,7 @@ def with_test_models():
     from vpbench.plugins import get_harness
 
     h = get_harness()
-    if "twostage" not in h.models:
+    if "oneconv" not in h.models:
         h.add_plugin(models, PluginRecord("tests", "vpbench-tests", "0"))
     yield h
 

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from tests.cli_helpers import invoke
+from tests.cli_helpers import invoke, register
 from tests.models import OneConv, TwoStage
 from vpbench import config as C
 from vpbench.budget import Budget, load_record, parse_budget, parse_stage_steps, plan_steps, probe
@@ -163,20 +163,7 @@ class BadLoss(TwoStage):
 
 @pytest.fixture
 def with_bad_models(with_test_models):
-    import types
-
-    import vpbench
-    from vpbench.plugins import PluginRecord, get_harness
-
-    h = get_harness()
-    if "shortpredict" not in h.models:
-        @vpbench.hookimpl
-        def vpbench_register_models(register):
-            register(ShortPredict)
-            register(BadLoss)
-
-        h.add_plugin(types.SimpleNamespace(vpbench_register_models=vpbench_register_models),
-                     PluginRecord("bad", "vpbench-bad", "0"))
+    register("bad", models=(ShortPredict, BadLoss))
 
 
 def test_a_broken_model_fails_before_any_training(in_tmp, with_bad_models):

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import errno
 import json
-import types
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-import vpbench
-from tests.cli_helpers import invoke
+from tests.cli_helpers import invoke, register
 from tests.models import TwoStage
 from vpbench import config as C
-from vpbench.plugins import PluginRecord, get_harness
 
 FAST = ["--set", "eval.bootstrap=50", "--set", "eval.examples=1", "--set", "eval.profile=false",
         "--set", "eval.metrics=mse,ssim"]
@@ -34,16 +31,7 @@ class Versioned(TwoStage):
 
 @pytest.fixture
 def with_plugins(with_test_models):
-    h = get_harness()
-    if "thirdparty" not in h.models:
-        @vpbench.hookimpl
-        def vpbench_register_models(register):
-            register(ThirdParty)
-            register(Versioned)
-
-        h.add_plugin(types.SimpleNamespace(vpbench_register_models=vpbench_register_models),
-                     PluginRecord("thirdparty", "vpbench-thirdparty", "0.3"))
-    return h
+    register("thirdparty", models=(ThirdParty, Versioned))
 
 
 def test_the_third_party_scenario_scores_every_model_on_the_same_clips(in_tmp, with_plugins):

@@ -168,11 +168,46 @@ def test_nonfinite_loss_stops_naming_the_step_and_keeps_the_checkpoint(tmp_path)
 
 
 def test_nonfinite_loss_can_be_skipped(tmp_path):
-    trainer, model = make(tmp_path, "r", sets=["model.fail_at=5", "train.nonfinite=skip"])
+    from vpbench.events import Recorder
+
+    events = Recorder()
+    trainer, model = make(tmp_path, "r", sets=["model.fail_at=5", "train.nonfinite=skip", "train.max_skipped=0.2"])
+    trainer.events = events
     assert trainer.fit() is True
     log = [json.loads(x) for x in (tmp_path / "r" / "train_log.jsonl").read_text().splitlines()]
     assert any(row.get("skipped") for row in log)
     assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert "stage 'b': skipped 1 of 6 steps with a non-finite loss" in events.messages
+    # one skipped step of six is more than the default limit of 10%: the stage fails and says why
+    trainer, _ = make(tmp_path, "s", sets=["model.fail_at=5", "train.nonfinite=skip"])
+    with pytest.raises(TrainingError, match=r"stage 'b' skipped 1 of 6 steps \(17%\).*train.max_skipped=0.1"):
+        trainer.fit()
+
+
+class NanFirst(TwoStage):
+    def training_step(self, batch, stage):
+        return {"loss": super().training_step(batch, stage)["loss"] * float("nan")}
+
+
+def test_nonfinite_loss_before_any_checkpoint_says_there_is_none(tmp_path):
+    trainer, _ = make(tmp_path, "r")
+    trainer.model = NanFirst(trainer.cfg.model, trainer.dataset.spec)
+    with pytest.raises(TrainingError, match="stage 'a': loss became nan at step 1; no checkpoint had been written yet"):
+        trainer.fit()
+
+
+def test_resume_leaves_no_duplicate_log_lines(tmp_path):
+    trainer, _ = make(tmp_path, "r", sets=["train.val_clips=0"])
+    trainer.events = StopAfter(8)
+    trainer.events.trainer = trainer
+    assert trainer.fit() is False  # stopped at stage b, step 2: its checkpoint is at step 2
+    log = tmp_path / "r" / "train_log.jsonl"
+    with open(log, "a") as fh:  # what a kill after the checkpoint leaves: lines past it, one torn
+        fh.write(json.dumps({"stage": "b", "step": 3, "loss": 1.0}) + "\n" + '{"stage": "b", "st')
+    again, _ = make(tmp_path, "r", sets=["train.val_clips=0"])
+    assert again.fit(resume=True) is True
+    steps = [(r["stage"], r["step"]) for r in map(json.loads, log.read_text().splitlines())]
+    assert steps == [("a", i) for i in range(1, 7)] + [("b", i) for i in range(1, 7)]
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):

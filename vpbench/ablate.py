@@ -79,28 +79,38 @@ def run_ablation(harness, model: str, axes: dict[str, list[str]], out: Path, *, 
         until, base_sets = _budget_sharing(variants, data, until, base_sets, events)
     tables, per_clip = [], {}
     for variant in variants:
-        run = variant.run
-        if predict_only and variant is not variants[0]:
-            _share_weights(variants[0].run, run)
-            events.message(f"{variant.label}: prediction-only change; evaluating the weights of {variants[0].run.run_dir}")
-            trained = runs.train(run, data, events=events)
-        elif until is not None and not (run.run_dir / "model.pt").is_file():
-            base_values = {k: v for k, v in variant.values.items() if k not in shared_fields}
-            base = runs.prepare(harness, model, sets=base_sets + [f"model.{k}={v}" for k, v in base_values.items()],
-                                out=out / _dirname("base-until-" + until + ("," + label(base_values) if base_values else "")),
-                                **common)
-            _train_base(base, data, until, events)
-            _seed_from_base(base, run)
-            events.message(f"{variant.label}: stages before '{until}' shared from {base.run_dir}")
-            trained = runs.train(run, data, resume=True, events=events, probed=variant.probe)
-        else:
-            trained = runs.train(run, data, events=events, probed=variant.probe)
-        tables.append(runs.evaluate(run, trained, data, events=events, variant=variant.label))
-        per_clip[variant.label] = runs.read_per_clip(run.eval_dir)
+        with runs.lock(variant.run, events):
+            tables.append(_train_and_evaluate(harness, model, variant, variants, data, until, shared_fields,
+                                              predict_only, base_sets, common, out, events))
+        per_clip[variant.label] = runs.read_per_clip(variant.run.eval_dir)
     table = pd.concat(tables, ignore_index=True)
     diffs = differences(per_clip, variants, harness, variants[0].run.config)
     write(out, table, diffs, variants)
     return table, diffs, variants
+
+
+def _train_and_evaluate(harness, model: str, variant: Variant, variants: list[Variant], data: Any, until: str | None,
+                        shared_fields: list[str], predict_only: bool, base_sets: list[str], common: dict, out: Path,
+                        events: Events) -> pd.DataFrame:
+    """One variant: its weights (shared, resumed from the shared base, or trained), then its scores."""
+    run = variant.run
+    if predict_only and variant is not variants[0]:
+        _share_weights(variants[0].run, run)
+        events.message(f"{variant.label}: prediction-only change; evaluating the weights of {variants[0].run.run_dir}")
+        trained = runs.train(run, data, events=events)
+    elif until is not None and not (run.run_dir / "model.pt").is_file():
+        base_values = {k: v for k, v in variant.values.items() if k not in shared_fields}
+        base = runs.prepare(harness, model, sets=base_sets + [f"model.{k}={v}" for k, v in base_values.items()],
+                            out=out / _dirname("base-until-" + until + ("," + label(base_values) if base_values else "")),
+                            **common)
+        with runs.lock(base, events):
+            _train_base(base, data, until, events)
+            _seed_from_base(base, run)
+        events.message(f"{variant.label}: stages before '{until}' shared from {base.run_dir}")
+        trained = runs.train(run, data, resume=True, events=events, probed=variant.probe)
+    else:
+        trained = runs.train(run, data, events=events, probed=variant.probe)
+    return runs.evaluate(run, trained, data, events=events, variant=variant.label)
 
 
 def _budget_sharing(variants: list[Variant], data: Any, until: str, sets: list[str],

@@ -33,7 +33,7 @@ from typing import Any, Iterable
 import torch
 
 from vpbench import io
-from vpbench.errors import ConfigError, PluginError, RunError, one_line
+from vpbench.errors import ConfigError, DataError, PluginError, RunError, VPBenchError, one_line
 
 RECORD = "training.json"
 RECORD_FORMAT = 1
@@ -151,7 +151,7 @@ def probe(model: torch.nn.Module, dataset: Any, config: Any, device: torch.devic
             chosen = {id(p) for p in params}
             for p in work.parameters():
                 p.requires_grad_(id(p) in chosen)
-            batch = tuple(t.to(device) for t in torch.utils.data.default_collate([split[i] for i in range(bs)]))
+            batch = tuple(t.to(device) for t in _first_clips(split, bs, config.dataset_name))
             work.train()
             amp = (device.type, amp_dtype, use_amp)
             try:
@@ -180,7 +180,7 @@ def probe(model: torch.nn.Module, dataset: Any, config: Any, device: torch.devic
                 work.on_stage_end(stage.name)
             out.append(StageProbe(stage.name, bs, flops, seconds))
         if batch is None:
-            batch = tuple(torch.utils.data.default_collate([split[i] for i in range(min(2, len(split)))]))
+            batch = _first_clips(split, min(2, len(split)), config.dataset_name)
         for p in work.parameters():
             p.requires_grad_(True)
         work.eval()
@@ -191,6 +191,15 @@ def probe(model: torch.nn.Module, dataset: Any, config: Any, device: torch.devic
         raise ConfigError(f"train.steps names stage '{sorted(unknown)[0]}'; the stages of {model_name} are "
                           f"{', '.join(s.name for s in out) or 'none'}")
     return Probe(out, time.perf_counter() - started)
+
+
+def _first_clips(split: Any, n: int, dataset_name: str) -> tuple:
+    try:
+        return tuple(torch.utils.data.default_collate([split[i] for i in range(n)]))
+    except (VPBenchError, OSError):
+        raise
+    except Exception as exc:
+        raise DataError(f"dataset '{dataset_name}' failed to load its first training clips: {one_line(exc)}") from exc
 
 
 def _step(work: torch.nn.Module, batch: tuple, stage: str, model_name: str, amp: tuple, count: bool = False) -> int:

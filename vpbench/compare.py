@@ -111,8 +111,9 @@ def run_comparison(harness: Any, models: list[str], *, dataset: str | None = Non
         if name in failures:
             continue
         try:
-            model = runs.train(run_, data, resume=resume, events=events, probed=probes.get(name))
-            tables.append(runs.evaluate(run_, model, data, events=events))
+            with runs.lock(run_, events):
+                model = runs.train(run_, data, resume=resume, events=events, probed=probes.get(name))
+                tables.append(runs.evaluate(run_, model, data, events=events))
             per_clip[name] = runs.read_per_clip(run_.eval_dir)
             predictions[name] = (run_.examples if run_.examples is not None
                                  else runs.example_predictions(run_, model, data))

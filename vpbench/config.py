@@ -37,6 +37,7 @@ class TrainConfig:
     log_every: int = 10  # append a line to train_log.jsonl every N steps
     num_workers: int = 0  # DataLoader worker processes
     nonfinite: Literal["stop", "skip"] = "stop"  # on a NaN/Inf loss: stop the stage or skip the step
+    max_skipped: float = 0.1  # nonfinite=skip: a stage that skips more than this share of its steps fails
     budget: str = ""  # training FLOPs (2e15) or wall-clock time (30m): every stage's steps scaled to spend it
     steps: tuple[str, ...] = ()  # optimiser steps per stage instead of the model's, e.g. prior:2000,joint:150/200
 
@@ -45,6 +46,8 @@ class TrainConfig:
 
         _positive(self, "batch_size", "ckpt_every", "log_every")
         _non_negative(self, "grad_clip", "val_every", "val_clips", "num_workers")
+        if not 0 <= self.max_skipped <= 1:
+            raise ConfigError(f"train.max_skipped must be in [0, 1], got {self.max_skipped}")
         parse_budget(self.budget)
         parse_stage_steps(self.steps)
         if self.budget.strip() and self.steps:
@@ -90,6 +93,10 @@ class RunConfig:
     data: Any = None
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {self.seed}")
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
@@ -256,9 +263,14 @@ def parse_sets(pairs: list[str] | None) -> dict[str, Any]:
 def load_file(path: str | Path) -> dict[str, Any]:
     """A YAML, TOML or JSON config file as a nested dict."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory; give a .yaml, .toml or .json file")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not text (binary?); give a .yaml, .toml or .json file") from None
     try:
         if path.suffix in (".yaml", ".yml"):
             import yaml

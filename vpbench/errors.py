@@ -44,3 +44,10 @@ def one_line(exc: BaseException) -> str:
     """``TypeName: message`` squeezed onto one line (for reporting foreign exceptions)."""
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def disk_error(exc: OSError) -> str:
+    """The one line for a file that cannot be read or written (a full disk, permissions)."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    return (f"cannot read or write a file{where}: {exc.strerror or exc}; finished files are intact (every write is "
+            "atomic); fix the cause and rerun (add --resume for a training run)")

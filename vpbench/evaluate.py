@@ -155,6 +155,16 @@ def _metric_values(metric, pred, future, unavailable: dict[str, str], events: Ev
         return np.full(tuple(pred.shape[:2]), np.nan)
     except Exception as exc:
         raise PluginError(f"metric '{metric.name}' raised: {one_line(exc)}") from exc
+    expected = tuple(pred.shape[:2])
+    if not torch.is_tensor(values):
+        raise PluginError(f"metric '{metric.name}': per_frame returned {type(values).__name__}, not a tensor of "
+                          f"shape {expected} (B, T)")
+    if tuple(values.shape) != expected:
+        raise PluginError(f"metric '{metric.name}': per_frame returned shape {tuple(values.shape)}, expected "
+                          f"{expected} (B, T): one score per clip and predicted frame")
+    if not torch.isfinite(values).all():
+        raise PluginError(f"metric '{metric.name}': per_frame returned NaN or Inf (raise "
+                          "vpbench.errors.MetricUnavailable for a metric that cannot be computed here)")
     return values.detach().double().cpu().numpy()
 
 

@@ -3,8 +3,9 @@
 The lock is a file beside the directory (``.<name>.lock``: beside it, so ``--fresh`` moving the
 run aside cannot move the lock with it) held with ``fcntl.flock`` for as long as the command
 runs. It records the holder (pid, host, start time, command). The kernel releases a flock when
-its process dies, however it dies; a lock file that still names a holder when the lock is free
-is stale, and the next command says so before taking it over. A holder on another host (a
+its process dies, however it dies; the holder removes the file when it is done, so a lock file
+that names a holder while the lock is free is stale, and the next command says so before
+taking it over. A holder on another host (a
 shared file system, where flock may be local to each host) cannot be checked from here: the
 command refuses and names the file to delete once that process is gone.
 """
@@ -42,25 +43,41 @@ def _describe(holder: dict) -> str:
             f"`{holder.get('command', '?')}`")
 
 
-@contextlib.contextmanager
-def locked(run_dir: Path, message: Callable[[str], None] | None = None) -> Iterator[None]:
-    """Hold the lock of ``run_dir`` for the block, or raise a one-line :class:`RunError`
-    naming the holder."""
-    path = lock_path(run_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+def _open_locked(path: Path) -> tuple[int, bool]:
+    """``(fd, held)``: the lock file opened (created if needed) and, if free, locked. A file
+    unlinked by its releasing holder between our open and our flock is retried."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _holder(Path(path).read_text())
+            return fd, False
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd, True
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def locked(run_dir: Path, message: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold the lock of ``run_dir`` for the block, or raise a one-line :class:`RunError`
+    naming the holder. The lock file exists while the lock is held (or when its holder died)."""
+    path = lock_path(run_dir)
+    made_parent = not path.parent.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, held = _open_locked(path)
+    try:
+        if not held:
+            holder = _holder(os.pread(fd, 65536, 0).decode(errors="replace"))
             raise RunError(f"{run_dir} is in use by another vpbench process ({_describe(holder)}); wait for it to "
-                           "finish or stop it (it writes a checkpoint on SIGTERM), then rerun") from None
+                           "finish or stop it (it writes a checkpoint on SIGTERM), then rerun")
         previous = _holder(os.pread(fd, 65536, 0).decode(errors="replace"))
         host = socket.gethostname()
         if previous:
             if previous.get("host") != host:
-                fcntl.flock(fd, fcntl.LOCK_UN)
                 raise RunError(f"{run_dir} is locked by a vpbench process on another host ({_describe(previous)}); "
                                f"if that process is gone, delete {path} and rerun")
             if message is not None:
@@ -74,7 +91,9 @@ def locked(run_dir: Path, message: Callable[[str], None] | None = None) -> Itera
         try:
             yield
         finally:
-            os.ftruncate(fd, 0)  # released: an empty lock file names no holder
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.unlink(path)  # released: unlinked while still held, so a waiting opener retries
+            if made_parent:
+                with contextlib.suppress(OSError):
+                    path.parent.rmdir()  # only if empty: a command that wrote nothing leaves nothing
     finally:
         os.close(fd)

@@ -96,6 +96,15 @@ class Harness:
         only = os.environ.get("VPBENCH_LOAD_PLUGINS")
         wanted = {n.strip() for n in only.split(",")} if only else None
         seen: set[tuple[str, str]] = set()
+        available = {ep.name for ep in metadata.entry_points(group=group)}
+        if wanted is not None and wanted - available - {""}:
+            from vpbench.errors import RegistryError
+            from vpbench.registry import suggest
+
+            name = sorted(wanted - available - {""})[0]
+            raise RegistryError(f"VPBENCH_LOAD_PLUGINS names '{name}', which no installed distribution provides"
+                                f"{suggest(name, sorted(available))}; entry points here: "
+                                f"{', '.join(sorted(available)) or 'none'}")
         for ep in metadata.entry_points(group=group):
             dist = ep.dist.name if ep.dist else "unknown"
             version = ep.dist.version if ep.dist else ""

@@ -10,6 +10,7 @@ report per-horizon values and confidence intervals over clips.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterable, Mapping, Protocol, runtime_checkable
 
@@ -53,12 +54,21 @@ class Stage:
     schedule_steps: int | None = None  # length of the learning-rate schedule; None: ``steps``
 
     def __post_init__(self) -> None:
+        from vpbench.errors import ConfigError
+
+        what = f"stage '{self.name}'"
         if self.steps < 0:
-            raise ValueError(f"stage {self.name}: steps must be >= 0")
+            raise ConfigError(f"{what}: steps must be >= 0, got {self.steps}")
         if self.schedule_steps is not None and self.schedule_steps < self.steps:
-            raise ValueError(f"stage {self.name}: schedule_steps must be >= steps")
+            raise ConfigError(f"{what}: schedule_steps must be >= steps")
         if self.scheduler not in ("cosine", "constant"):
-            raise ValueError(f"stage {self.name}: scheduler must be cosine or constant")
+            raise ConfigError(f"{what}: scheduler must be cosine or constant")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"{what}: the learning rate must be a positive, finite number, got {self.lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0) or self.warmup_steps < 0:
+            raise ConfigError(f"{what}: weight_decay and warmup_steps must be >= 0")
+        if self.batch_size is not None and self.batch_size <= 0:
+            raise ConfigError(f"{what}: batch_size must be > 0 (or None for train.batch_size), got {self.batch_size}")
 
 
 @runtime_checkable

@@ -76,7 +76,12 @@ def training_key(config: cfgmod.RunConfig, model_cls: type | None = None) -> dic
     """The parts of a config that determine the trained weights: all but the device, the
     evaluation settings and the model fields its plugin declares as prediction-only
     (``Model.predict_fields``: decoding options such as a sampling temperature)."""
-    data = config.to_dict()
+    return training_key_of(config.to_dict(), model_cls)
+
+
+def training_key_of(data: dict[str, Any], model_cls: type | None = None) -> dict[str, Any]:
+    """:func:`training_key` of a saved config dict (``config.json``, the one in ``model.pt``)."""
+    data = json.loads(json.dumps(data))  # a deep copy
     for key in NOT_TRAINING_KEYS:
         data.pop(key, None)
     model = data.get("model")
@@ -127,12 +132,35 @@ def load_run(harness: Harness, run_dir: str | Path, *, device: str | None = None
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise RunError(f"{path} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
-    model_cls = harness.models.get(data.get("model_name", "?"))
-    dataset_cls = harness.datasets.get(data.get("dataset_name", "?"))
+    model_cls = _installed(harness, "model", data.get("model_name", "?"), run_dir)
+    dataset_cls = _installed(harness, "dataset", data.get("dataset_name", "?"), run_dir)
     if device is not None:
         data["device"] = device
     return Run(harness, cfgmod.from_dict(data, model_cls, dataset_cls), run_dir,
                Path(data_dir) if data_dir else None)
+
+
+def _installed(harness: Harness, kind: str, name: str, run_dir: Path) -> type:
+    """The registered plugin class of a saved run; when it is not installed, say which
+    distribution made the run (recorded in its results)."""
+    from vpbench.errors import RegistryError
+
+    registry = harness.models if kind == "model" else harness.datasets
+    if name in registry:
+        return registry.get(name)
+    made_by = ""
+    try:
+        from vpbench import results
+
+        prov = json.loads((results.find_set(run_dir) / "results.json").read_text()).get("provenance", {})
+        made_by = prov.get("plugins", {}).get(f"{kind}_distribution", "")
+    except (VPBenchError, OSError, ValueError):
+        pass
+    if made_by:
+        raise RegistryError(f"{run_dir} was made with {kind} '{name}' from the distribution {made_by}, which is not "
+                            "installed here: pip install it, then rerun (`vpbench plugins` lists what is loaded)")
+    registry.get(name)  # the registry's own one line: unknown name, near misses
+    raise AssertionError("unreachable")
 
 
 def _plugin_call(run: Run, kind: str, name: str, what: str, fn, *args, **kwargs):
@@ -249,6 +277,32 @@ def load_weights(model: torch.nn.Module, run: Run) -> None:
         model.load_state_dict(state["model"])
     except Exception as exc:
         raise RunError(f"{path} cannot be loaded ({one_line(exc)}); rerun `vpbench run` with --fresh") from None
+    trained = state.get("config")
+    if isinstance(trained, dict):  # model.pt keeps the config it was trained with
+        diff = _first_difference(training_key_of(trained, run.model_cls), training_key(run.config, run.model_cls))
+        if diff:
+            raise RunError(f"{run.run_dir}/config.json does not match the config model.pt was trained with ({diff}); "
+                           "config.json was edited: restore it, or train again with --fresh")
+
+
+def lock(run: Run, events: Events | None = None):
+    """The exclusive lock of ``run``'s directory for a block that writes into it (rank 0 holds
+    it for a torchrun job); half-written temporary files of a killed process are removed."""
+    if not run.is_main:
+        return contextlib.nullcontext()
+    return _locked_and_clean(run.run_dir, events)
+
+
+@contextlib.contextmanager
+def _locked_and_clean(run_dir: Path, events: Events | None):
+    from vpbench.lock import locked
+
+    with locked(run_dir, events.message if events is not None else None):
+        if run_dir.is_dir():
+            removed = io.remove_partials(run_dir)
+            if removed and events is not None:
+                events.message(f"removed {len(removed)} half-written temporary file(s) an interrupted write left in {run_dir}")
+        yield
 
 
 def is_trained(run: Run, until: str | None = None) -> bool:
@@ -308,9 +362,11 @@ def train(run: Run, dataset: Any, *, resume: bool = False, fresh: bool = False,
     if record.budget_kind != "none":
         events.message(f"{cfg.model_name}: budget {cfg.train.budget} -> " + ", ".join(
             f"{s.name} {s.steps:,} steps" for s in record.stages))
-    trainer = Trainer(model, dataset, cfg, run_dir, run.device, events, dist=run.dist, record=record)
-    with stop_on_signals(trainer):
-        finished = _plugin_call(run, "model", cfg.model_name, "training", trainer.fit, resume, until=until)
+    source = run.harness.source_of("model", cfg.model_name)
+    trainer = Trainer(model, dataset, cfg, run_dir, run.device, events, dist=run.dist, record=record,
+                      blame=f"model '{cfg.model_name}' from {source}")
+    with stop_on_signals(trainer):  # the trainer names the model only for errors of the model's own code
+        finished = trainer.fit(resume, until=until)
     if not finished:
         raise RunError(f"training stopped by a signal; checkpoint written; continue with `--resume --out {run_dir}`")
     if run.is_main:
@@ -328,9 +384,11 @@ def _prepare_run_dir(run: Run, resume: bool, fresh: bool, events: Events) -> Non
     run_dir, cfg = run.run_dir, run.config
     saved = run_dir / "config.json"
     if run_dir.exists() and any(run_dir.iterdir()):
+        if not saved.is_file():  # --resume and --fresh included: a directory of someone else's files
+            raise RunError(f"{run_dir} exists and is not a vpbench run (no config.json); choose another --out")
         if fresh:
             events.message(f"moved the previous run to {_move_aside(run_dir)}")
-        elif saved.is_file():
+        else:
             old = training_key(load_run(run.harness, run_dir).config, run.model_cls)
             diff = _first_difference(old, training_key(cfg, run.model_cls))
             if diff:
@@ -338,8 +396,6 @@ def _prepare_run_dir(run: Run, resume: bool, fresh: bool, events: Events) -> Non
                     f"{run_dir} holds a run with another config ({diff}); choose another --out, "
                     "or pass --fresh to move the old run aside"
                 )
-        elif not resume:
-            raise RunError(f"{run_dir} exists and is not a vpbench run; choose another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
     io.write_json(saved, cfg.to_dict())
 
@@ -446,7 +502,10 @@ def run_provenance(run: Run, dataset: Any | None = None) -> dict[str, Any]:
     if dataset is not None:
         prov["dataset"] = {k: str(v) for k, v in dataset.info().items()}
     cfg = run.config
+    model_src, data_src = (run.harness.source_of("model", cfg.model_name), run.harness.source_of("dataset", cfg.dataset_name))
     prov["plugins"] = {"model": f"{cfg.model_name} {cfg.model_version}", "dataset": f"{cfg.dataset_name} {cfg.dataset_version}",
+                       "model_distribution": f"'{model_src.distribution}' ({model_src.version})",
+                       "dataset_distribution": f"'{data_src.distribution}' ({data_src.version})",
                        "metrics": ", ".join(f"{m} {getattr(run.harness.metrics.get(m), 'version', '?')}"
                                             for m in cfg.eval.metrics if m in run.harness.metrics)}
     from vpbench.budget import load_record
@@ -515,9 +574,18 @@ def read_results(path: str | Path, name: str | None = None) -> tuple[pd.DataFram
     from vpbench import results
 
     where = results.find_set(Path(path), name)
-    table = pd.read_csv(where / "results.csv", dtype={k: str for k in ("horizon", "model_version", "dataset_version",
-                                                                      "metric_version")})
-    return table, json.loads((where / "results.json").read_text())
+    try:
+        table = pd.read_csv(where / "results.csv", dtype={k: str for k in ("horizon", "model_version", "dataset_version",
+                                                                          "metric_version")})
+        if not {"model", "metric", "value", "horizon"} <= set(table.columns):
+            raise ValueError("columns model, metric, horizon, value are missing")
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise RunError(f"{where / 'results.csv'} is corrupt ({one_line(exc)}); re-evaluate the run with `vpbench eval`") from None
+    try:
+        meta = json.loads((where / "results.json").read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RunError(f"{where / 'results.json'} is corrupt ({one_line(exc)}); re-evaluate the run with `vpbench eval`") from None
+    return table, meta
 
 
 def read_per_clip(path: str | Path) -> dict[str, np.ndarray]:

@@ -27,7 +27,7 @@ import torch
 
 from vpbench import io
 from vpbench.config import RunConfig
-from vpbench.errors import RunError, TrainingError
+from vpbench.errors import DataError, PluginError, RunError, TrainingError, VPBenchError, one_line
 from vpbench.events import Events
 from vpbench.protocols import Stage
 from vpbench.runtime import native_bf16_cpu, rng_state, set_rng_state
@@ -64,6 +64,16 @@ class IndexStream:
             batch = perm[k * self.batch_size : (k + 1) * self.batch_size]
             yield batch[self.rank :: self.world].tolist()
             self.step += 1
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave SIGTERM / SIGINT to the main process: a signal to the whole
+    process group (``timeout``, a scheduler, systemd, Ctrl-C) then ends in the promised
+    checkpoint and clean exit instead of a dead worker (the workers stop with the loader)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def lr_lambda(stage: Stage):
@@ -103,8 +113,11 @@ class Trainer:
     """Trains ``model`` on ``dataset`` under ``config`` into ``run_dir``."""
 
     def __init__(self, model: torch.nn.Module, dataset: Any, config: RunConfig, run_dir: Path,
-                 device: torch.device, events: Events | None = None, dist: Any = None, record: Any = None):
+                 device: torch.device, events: Events | None = None, dist: Any = None, record: Any = None,
+                 blame: str | None = None):
         self.model, self.dataset, self.cfg = model, dataset, config
+        # who is named when the model's own code raises: "model 'x' from plugin 'p' (dist 1.0)"
+        self.blame = blame or f"model '{config.model_name}'"
         # a vpbench.budget.Record: planned steps per stage (a budget or train.steps), wall-clock
         # deadlines, and what each stage cost; saved as training.json (None: the stages' own steps)
         self.record = record
@@ -117,6 +130,7 @@ class Trainer:
             self.events.message("train.amp=on: this CPU has no native bf16 (AMX / AVX512-BF16), so training "
                                 "stays in float32 (emulated bf16 is ~30x slower)")
         self.stop_requested = False  # set by a signal handler: checkpoint and stop
+        self.skipped = 0  # steps of the current stage skipped for a non-finite loss
 
     # -- public ----------------------------------------------------------------------------
     @property
@@ -126,7 +140,7 @@ class Trainer:
     def fit(self, resume: bool = False, until: str | None = None) -> bool:
         """Train every stage (or the stages before ``until``); ``True`` when finished,
         ``False`` when stopped early by a signal. The checkpoint then sits at the boundary."""
-        stages = [self._planned(s) for s in self.model.stages()]
+        stages = [self._planned(s) for s in self._model_code("listing its stages", self.model.stages)]
         if until is not None:
             names = [s.name for s in stages]
             if until not in names:
@@ -137,7 +151,11 @@ class Trainer:
         ckpt = self._load_checkpoint() if resume else None
         if ckpt is not None:
             position = Position(ckpt["stage_index"], ckpt["step"])
-            self.model.load_state_dict(ckpt["model"])
+            try:
+                self.model.load_state_dict(ckpt["model"])
+            except (RuntimeError, KeyError) as exc:
+                raise RunError(f"checkpoint {self.ckpt_dir / 'last.pt'} does not fit this model ({one_line(exc)[:300]}); "
+                               "it was written by another model or version: pass --fresh to move the run aside") from None
             if self.record is not None:
                 for name, taken, seconds in ckpt.get("record", []):
                     rec = self.record.stage(name)
@@ -145,6 +163,7 @@ class Trainer:
                         rec.steps_taken, rec.seconds = taken, seconds
             stage_name = stages[position.stage_index].name if position.stage_index < len(stages) else "done"
             self.events.message(f"resuming at stage '{stage_name}', step {position.step}")
+            self._trim_log([s.name for s in stages], position)
         for index, stage in enumerate(stages):
             if index < position.stage_index:
                 continue
@@ -157,6 +176,25 @@ class Trainer:
             p.requires_grad_(True)
         return True
 
+    def _model_code(self, what: str, fn, *args, **kwargs):
+        """Call the model's own code: what it raises is the model's (named); vpbench's errors,
+        a full disk and an interrupt pass as they are."""
+        try:
+            return fn(*args, **kwargs)
+        except (VPBenchError, OSError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            raise PluginError(f"{self.blame} raised {what}: {one_line(exc)}") from exc
+
+    def _next_batch(self, batches):
+        try:
+            return next(batches)
+        except (VPBenchError, OSError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            raise DataError(f"dataset '{self.cfg.dataset_name}' failed to load a training batch: {one_line(exc)}; "
+                            "check its files (`vpbench data info " + self.cfg.dataset_name + "`)") from exc
+
     def _planned(self, stage: Stage) -> Stage:
         """``stage`` with the steps and schedule length of the run's plan; a warm-up keeps its
         share of the schedule."""
@@ -167,6 +205,23 @@ class Trainer:
         return dataclasses.replace(stage, steps=rec.steps, schedule_steps=rec.schedule_steps,
                                    warmup_steps=min(warmup, rec.schedule_steps))
 
+    def _trim_log(self, names: list[str], position: Position) -> None:
+        """Drop the log lines written after the checkpoint being resumed: the resumed run
+        writes them again (no duplicates)."""
+        path = self.run_dir / "train_log.jsonl"
+        if not self.is_main or not path.is_file():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+                index = names.index(entry.get("stage"))
+            except (ValueError, AttributeError):
+                continue  # a torn last line of a killed process, or a stage this model no longer has
+            if (index, int(entry.get("step", 0))) <= (position.stage_index, position.step):
+                kept.append(line)
+        io.write_text(path, "".join(k + "\n" for k in kept))
+
     def _save_record(self) -> None:
         if self.record is not None and self.is_main:
             self.record.save(self.run_dir)
@@ -175,8 +230,8 @@ class Trainer:
     def _fit_stage(self, index: int, stage: Stage, start: int, ckpt: dict | None) -> bool:
         model, cfg = self.model, self.cfg
         if hasattr(model, "on_stage_start"):
-            model.on_stage_start(stage.name)
-        params = list(stage.params())
+            self._model_code(f"starting stage '{stage.name}'", model.on_stage_start, stage.name)
+        params = list(self._model_code(f"listing the parameters of stage '{stage.name}'", lambda: list(stage.params())))
         chosen = {id(p) for p in params}
         for p in model.parameters():  # exactly the stage's parameters get gradients
             p.requires_grad_(id(p) in chosen)
@@ -207,13 +262,14 @@ class Trainer:
         loader_rng = torch.Generator().manual_seed(cfg.seed * 1000 + index)
         loader = torch.utils.data.DataLoader(
             train_split, batch_sampler=stream, num_workers=cfg.train.num_workers,
-            pin_memory=self.device.type == "cuda", generator=loader_rng,
+            pin_memory=self.device.type == "cuda", generator=loader_rng, worker_init_fn=ignore_stop_signals,
         )
         key = f"train:{stage.name}"
         self.events.task_start(key, f"{cfg.model_name} · {stage.name}", stage.steps, start)
         log_path = self.run_dir / "train_log.jsonl"
         batches = iter(loader)
         step = start
+        self.skipped = 0
         started = time.perf_counter()
         rec = self.record.stage(stage.name) if self.record is not None else None
         spent_before = sum(r.seconds for r in self.record.stages[:index]) if rec is not None else 0.0
@@ -234,7 +290,7 @@ class Trainer:
                 self._save_record()
                 self.events.message(f"stopped at stage '{stage.name}' step {step}; checkpoint written")
                 return False
-            batch = [t.to(self.device, non_blocking=True) for t in next(batches)]
+            batch = [t.to(self.device, non_blocking=True) for t in self._next_batch(batches)]
             logs = self._step(forward_model, stage, batch, params, optimizer, scheduler, scaler, step)
             step += 1
             self.events.task_advance(key, 1, loss=logs.get("loss", float("nan")))
@@ -251,13 +307,20 @@ class Trainer:
                 self._save_checkpoint(index, step, model, optimizer, scheduler, scaler, best)
                 self._save_record()
         self.events.task_end(key)
+        if self.skipped:
+            share = self.skipped / max(1, step - start)
+            self.events.message(f"stage '{stage.name}': skipped {self.skipped} of {step - start} steps with a non-finite loss")
+            if share > cfg.train.max_skipped:
+                raise TrainingError(f"stage '{stage.name}' skipped {self.skipped} of {step - start} steps ({share:.0%}) with a "
+                                    f"non-finite loss, more than train.max_skipped={cfg.train.max_skipped:g}: lower the "
+                                    "learning rate (or raise train.max_skipped)")
         if stage.steps > 0:
             self._validate_and_select(index, stage, step, best)
             if cfg.train.select_best and best["step"] not in (-1, step):
                 model.load_state_dict(torch.load(self._best_path(index), weights_only=False))
                 self.events.message(f"stage '{stage.name}': restored best weights from step {best['step']}")
         if hasattr(model, "on_stage_end"):
-            model.on_stage_end(stage.name)
+            self._model_code(f"ending stage '{stage.name}'", model.on_stage_end, stage.name)
         if rec is not None:
             rec.steps_taken, rec.seconds = step, stage_seconds + time.perf_counter() - started
         self._save_checkpoint(index + 1, 0, model, None, None, None, {"loss": math.inf, "step": -1})
@@ -266,9 +329,10 @@ class Trainer:
 
     def _step(self, forward_model, stage, batch, params, optimizer, scheduler, scaler, step) -> dict:
         self.model.train()
+        step_fn = (lambda: forward_model(tuple(batch), stage.name)) if self.dist is not None else \
+            (lambda: self.model.training_step(tuple(batch), stage.name))
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
-            losses = forward_model(tuple(batch), stage.name) if self.dist is not None else \
-                self.model.training_step(tuple(batch), stage.name)
+            losses = self._model_code(f"in a training step of stage '{stage.name}'", step_fn)
         loss = losses["loss"]
         finite = bool(torch.isfinite(loss.detach()).all())
         if self.dist is not None:
@@ -277,14 +341,16 @@ class Trainer:
             if self.cfg.train.nonfinite == "skip":
                 optimizer.zero_grad(set_to_none=True)
                 scheduler.step()
+                self.skipped += 1
                 return {"loss": float("nan"), "skipped": True}
+            kept = (f"the last good checkpoint is kept in {self.ckpt_dir}" if (self.ckpt_dir / "last.pt").is_file()
+                    else "no checkpoint had been written yet")
             raise TrainingError(
-                f"stage '{stage.name}': loss became {loss.item()} at step {step + 1}; the last good "
-                f"checkpoint is kept in {self.ckpt_dir}. Lower the learning rate, or set "
-                "train.nonfinite=skip to skip such steps"
+                f"stage '{stage.name}': loss became {loss.item()} at step {step + 1}; {kept}. Lower the learning "
+                "rate, or set train.nonfinite=skip to skip such steps"
             )
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        self._model_code(f"in the backward pass of stage '{stage.name}'", lambda: scaler.scale(loss).backward())
         scaler.unscale_(optimizer)
         max_norm = self.cfg.train.grad_clip if self.cfg.train.grad_clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
@@ -314,7 +380,8 @@ class Trainer:
             for context, future in loader:
                 batch = (context.to(self.device), future.to(self.device))
                 with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
-                    loss = self.model.training_step(batch, stage.name)["loss"]
+                    loss = self._model_code(f"in a validation step of stage '{stage.name}'",
+                                            self.model.training_step, batch, stage.name)["loss"]
                 total += float(loss) * len(context)
                 count += len(context)
         self.model.train()

@@ -45,6 +45,10 @@ class DigitsConfig:
                 raise ConfigError(f"{name} must be > 0")
         if not 8 <= self.glyph_size < self.size:
             raise ConfigError("glyph_size must be >= 8 and smaller than size")
+        if not 0 < self.step <= 1:
+            raise ConfigError(f"step must be in (0, 1] (a fraction of the free range per frame), got {self.step}")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {self.seed}")
 
 
 def clip_seed(seed: int, split: str, index: int) -> tuple[int, ...]:

@@ -65,6 +65,10 @@ class MMNISTConfig:
         for name in ("n_train", "n_val", "n_test", "n_in", "n_out", "n_digits"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0")
+        if not 0 < self.step <= 1:
+            raise ConfigError(f"step must be in (0, 1] (a fraction of the free range per frame), got {self.step}")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {self.seed}")
 
 
 class OfficialTest(torch.utils.data.Dataset):

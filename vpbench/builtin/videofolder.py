@@ -51,6 +51,8 @@ class VideoFolderConfig:
         for name in ("n_in", "n_out", "height", "width"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0")
+        if self.stride < 0:
+            raise ConfigError(f"stride must be >= 0 (0 = the clip length), got {self.stride}")
         if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):
             raise ConfigError("val_fraction and test_fraction must be in [0, 1) and sum to less than 1")
 

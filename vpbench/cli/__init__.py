@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 
 import typer
+from rich.text import Text
 from typer.core import TyperGroup
 
 from vpbench.cli.common import console, err_console
-from vpbench.errors import VPBenchError, one_line
+from vpbench.errors import VPBenchError, disk_error, one_line
 
 
 def _is_click_control(exc: BaseException) -> bool:
@@ -22,33 +24,30 @@ def _is_click_control(exc: BaseException) -> bool:
     return isinstance(exc, (typer.Exit, typer.Abort)) or hasattr(exc, "exit_code")
 
 
+def _error(text: str) -> None:
+    """One red line; the message is printed as it is (no Rich markup: ``[rgb]`` stays)."""
+    if os.environ.get("VPBENCH_DEBUG"):  # the traceback of every error, the plugin's own cause included
+        traceback.print_exc()
+    err_console().print(Text.assemble(("error:", "bold red"), " ", text), highlight=False, soft_wrap=True)
+
+
 class VPBenchGroup(TyperGroup):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except VPBenchError as exc:
-            err_console().print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            _error(str(exc))
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console().print("[bold red]interrupted[/]")
             raise typer.Exit(130) from None
         except OSError as exc:  # e.g. a full disk: files are written atomically, so nothing is half-written
-            if os.environ.get("VPBENCH_DEBUG"):
-                raise
-            where = f" ({exc.filename})" if exc.filename else ""
-            err_console().print(
-                f"[bold red]error:[/] cannot read or write a file{where}: {exc.strerror or exc}; finished files "
-                "are intact (every write is atomic); fix the cause and rerun (add --resume for a training run)",
-                highlight=False, soft_wrap=True,
-            )
+            _error(disk_error(exc))
             raise typer.Exit(1) from None
         except Exception as exc:
-            if _is_click_control(exc) or os.environ.get("VPBENCH_DEBUG"):
+            if _is_click_control(exc):
                 raise
-            err_console().print(
-                f"[bold red]error:[/] unexpected {one_line(exc)} (set VPBENCH_DEBUG=1 for the traceback)",
-                highlight=False, soft_wrap=True,
-            )
+            _error(f"unexpected {one_line(exc)} (set VPBENCH_DEBUG=1 for the traceback)")
             raise typer.Exit(1) from None
 
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Iterator, Optional
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
 
 from vpbench.events import Events
 
@@ -60,7 +61,7 @@ class RichEvents(Events):
             self.progress.update(task, visible=True)
 
     def message(self, text):
-        self.progress.console.print(f"[dim]·[/] {text}", highlight=False)
+        self.progress.console.print(Text.assemble(("·", "dim"), " ", text), highlight=False)
 
 
 @contextlib.contextmanager

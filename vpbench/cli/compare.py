@@ -29,6 +29,8 @@ def compare(
 ) -> None:
     """Train (if needed) and evaluate every model under one data protocol and, with --budget,
     the same training budget; print one table and the paired differences against the first."""
+    from rich.markup import escape
+
     from vpbench.compare import run_comparison
     from vpbench.errors import ConfigError
 
@@ -52,7 +54,7 @@ def compare(
     cfg = outcome.runs[0].config
     c.print_results(outcome.table, title=f"{cfg.dataset_name} ({cfg.eval.split}), preset {cfg.preset}")
     for name, why in outcome.failures.items():
-        c.console().print(f"[red]{name}: failed: {why}[/]", highlight=False)
+        c.console().print(f"[red]{escape(name)}: failed: {escape(why)}[/]", highlight=False)
     from vpbench.compare import rich_paired
 
     c.console().print(rich_paired(outcome.paired, models[0]))

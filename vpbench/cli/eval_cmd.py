@@ -43,7 +43,7 @@ def eval_(
     run_.config = dataclasses.replace(run_.config, eval=new_eval, model=new_model)
     for name in new_eval.metrics:
         harness.metrics.get(name)
-    with c.rich_events() as events:
+    with c.rich_events() as events, runs.lock(run_, events):
         installed = str(getattr(run_.model_cls, "version", ""))
         if run_.config.model_version and run_.config.model_version != installed:
             events.message(f"{run_.config.model_name}: trained with version {run_.config.model_version}, the installed "

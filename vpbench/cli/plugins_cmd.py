@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from vpbench.cli import common as c
@@ -23,7 +24,8 @@ def plugins() -> None:
                       ", ".join(reg.metrics), status)
     c.console().print(table)
     for r in harness.failures:
-        c.console().print(f"[red]failed:[/] {r.name} ({r.distribution} {r.version}): {r.error}", highlight=False, soft_wrap=True)
+        c.console().print(f"[red]failed:[/] {escape(f'{r.name} ({r.distribution} {r.version}): {r.error}')}",
+                          highlight=False, soft_wrap=True)
     if harness.failures:
         c.console().print(f"{len(harness.failures)} plugin(s) failed to load; the others work.", style="yellow")
 

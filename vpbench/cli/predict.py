@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -54,7 +55,8 @@ def predict(
                 raise ConfigError(f"clip {i} is outside the {run_.config.eval.split} split (0..{len(split) - 1})")
             context, future = split[i]
             items.append((f"clip{i:05d}", context, future))
-    with torch.no_grad():
+    writes_into_run = out is None
+    with runs.lock(run_) if writes_into_run else contextlib.nullcontext(), torch.no_grad():
         for name, context, truth in items:
             pred = checked_predict(model, context[None].to(run_.device), spec, run_.config.model_name)[0].cpu()
             save_strip(out_dir / f"{name}.png", context, truth, pred)

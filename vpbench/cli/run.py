@@ -38,7 +38,7 @@ def run(
     from vpbench.distributed import shutdown
 
     try:
-        with c.rich_events(enabled=run_.is_main) as events:
+        with c.rich_events(enabled=run_.is_main) as events, runs.lock(run_, events):
             data = runs.build_dataset(run_, events)
             trained = runs.train(run_, data, resume=resume, fresh=fresh, events=events)
             table = runs.evaluate(run_, trained, data, events=events)
