@@ -32,8 +32,10 @@ def main() -> None:
         data = runs.build_dataset(run)
         model = runs.train(run, data, resume=resume)
         runs.evaluate(run, model, data)
-    finally:
-        shutdown(run.dist)
+    except BaseException:
+        shutdown(run.dist, finished=False)
+        raise
+    shutdown(run.dist)
 
 
 if __name__ == "__main__":

@@ -86,6 +86,14 @@ def check_batch(batch_size: int, ctx: Context | None, what: str = "train.batch_s
         raise ConfigError(f"{what} ({batch_size}) must be divisible by the number of processes ({ctx.world})")
 
 
-def shutdown(ctx: Context | None) -> None:
+def shutdown(ctx: Context | None, finished: bool = True) -> None:
+    """Leave the process group. After a finished command every rank arrives first, so none
+    tears its connections down while another still talks to it (seen once as a gloo SIGABRT at
+    exit under load); after an error there is no barrier (the other ranks may be anywhere)."""
     if ctx is not None and dist.is_initialized():
+        if finished:
+            try:
+                dist.barrier()
+            except RuntimeError:
+                pass  # another rank is already gone: tear down all the same
         dist.destroy_process_group()

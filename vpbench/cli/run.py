@@ -42,8 +42,10 @@ def run(
             data = runs.build_dataset(run_, events)
             trained = runs.train(run_, data, resume=resume, fresh=fresh, events=events)
             table = runs.evaluate(run_, trained, data, events=events)
-    finally:
-        shutdown(run_.dist)
+    except BaseException:
+        shutdown(run_.dist, finished=False)
+        raise
+    shutdown(run_.dist)
     if run_.is_main:
         cfg = run_.config
         c.print_results(table, title=f"{cfg.model_name} on {cfg.dataset_name} ({cfg.eval.split})")
