@@ -185,6 +185,12 @@ def test_a_broken_model_fails_before_any_training(in_tmp, with_bad_models):
     report = (in_tmp / "cmp" / "report.md").read_text()
     assert "| shortpredict | failed: model 'shortpredict': predict returned shape" in report
     assert "copylast" in (in_tmp / "cmp" / "paired.csv").read_text()
+    # when the reference itself fails, the paired differences are against the first model that did not
+    result = invoke("compare", "shortpredict", "twostage", "copylast", *TINY, "--keep-going", "--out", "cmp2")
+    assert result.exit_code == 0, result.output
+    assert "shortpredict failed: paired differences are against twostage" in result.output
+    paired = (in_tmp / "cmp2" / "paired.csv").read_text().splitlines()
+    assert paired[1].startswith("copylast,twostage,")
     with pytest.raises(PluginError):  # the check itself, without the CLI
         from vpbench.evaluate import check_prediction
 

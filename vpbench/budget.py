@@ -33,7 +33,7 @@ from typing import Any, Iterable
 import torch
 
 from vpbench import io
-from vpbench.errors import ConfigError, DataError, PluginError, RunError, VPBenchError, one_line
+from vpbench.errors import ConfigError, DataError, PluginError, RunError, blamed, one_line
 
 RECORD = "training.json"
 RECORD_FORMAT = 1
@@ -194,12 +194,9 @@ def probe(model: torch.nn.Module, dataset: Any, config: Any, device: torch.devic
 
 
 def _first_clips(split: Any, n: int, dataset_name: str) -> tuple:
-    try:
-        return tuple(torch.utils.data.default_collate([split[i] for i in range(n)]))
-    except (VPBenchError, OSError):
-        raise
-    except Exception as exc:
-        raise DataError(f"dataset '{dataset_name}' failed to load its first training clips: {one_line(exc)}") from exc
+    return tuple(blamed(lambda exc: DataError(f"dataset '{dataset_name}' failed to load its first training clips: "
+                                              f"{one_line(exc)}"),
+                        lambda: torch.utils.data.default_collate([split[i] for i in range(n)])))
 
 
 def _step(work: torch.nn.Module, batch: tuple, stage: str, model_name: str, amp: tuple, count: bool = False) -> int:

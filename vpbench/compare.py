@@ -253,10 +253,8 @@ def write_comparison(out_dir: Path, table: pd.DataFrame, paired: pd.DataFrame, r
     out_dir.mkdir(parents=True, exist_ok=True)
     prov = run_provenance(runs_[0], datasets[0] if datasets else None)
     prov.pop("training", None)  # one line per model, in the cost table
-    prov.pop("plugins", None)
     prov["plugins"] = {"model": ", ".join(f"{r.config.model_name} {r.config.model_version}" for r in runs_),
-                       "dataset": f"{runs_[0].config.dataset_name} {runs_[0].config.dataset_version}",
-                       "metrics": run_provenance(runs_[0])["plugins"]["metrics"]}
+                       "dataset": prov["plugins"]["dataset"], "metrics": prov["plugins"]["metrics"]}
     if protocol_line:
         prov["protocol"] = protocol_line
     prov["budget"] = budget_statement(budget)

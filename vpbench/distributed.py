@@ -88,8 +88,8 @@ def check_batch(batch_size: int, ctx: Context | None, what: str = "train.batch_s
 
 def shutdown(ctx: Context | None, finished: bool = True) -> None:
     """Leave the process group. After a finished command every rank arrives first, so none
-    tears its connections down while another still talks to it (seen once as a gloo SIGABRT at
-    exit under load); after an error there is no barrier (the other ranks may be anywhere)."""
+    tears its connections down while another still talks to it; after an error there is no
+    barrier (the other ranks may be anywhere)."""
     if ctx is not None and dist.is_initialized():
         if finished:
             try:

@@ -7,6 +7,8 @@ and what to do about it.
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 
 class VPBenchError(Exception):
     """Base class of every error vpbench reports to the user as one line."""
@@ -51,3 +53,14 @@ def disk_error(exc: OSError) -> str:
     where = f" ({exc.filename})" if exc.filename else ""
     return (f"cannot read or write a file{where}: {exc.strerror or exc}; finished files are intact (every write is "
             "atomic); fix the cause and rerun (add --resume for a training run)")
+
+
+def blamed(error: Callable[[Exception], VPBenchError], fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``, turning what it raises into ``error(exc)`` (one line naming the
+    culprit); vpbench's own errors and file errors (a full disk) pass as they are."""
+    try:
+        return fn(*args, **kwargs)
+    except (VPBenchError, OSError):
+        raise
+    except Exception as exc:
+        raise error(exc) from exc

@@ -146,21 +146,19 @@ def _installed(harness: Harness, kind: str, name: str, run_dir: Path) -> type:
     from vpbench.errors import RegistryError
 
     registry = harness.models if kind == "model" else harness.datasets
-    if name in registry:
-        return registry.get(name)
     made_by = ""
-    try:
-        from vpbench import results
+    if name not in registry:
+        try:
+            from vpbench import results
 
-        prov = json.loads((results.find_set(run_dir) / "results.json").read_text()).get("provenance", {})
-        made_by = prov.get("plugins", {}).get(f"{kind}_distribution", "")
-    except (VPBenchError, OSError, ValueError):
-        pass
+            prov = json.loads((results.find_set(run_dir) / "results.json").read_text()).get("provenance", {})
+            made_by = prov.get("plugins", {}).get(f"{kind}_distribution", "")
+        except (VPBenchError, OSError, ValueError):
+            pass
     if made_by:
         raise RegistryError(f"{run_dir} was made with {kind} '{name}' from the distribution {made_by}, which is not "
                             "installed here: pip install it, then rerun (`vpbench plugins` lists what is loaded)")
-    registry.get(name)  # the registry's own one line: unknown name, near misses
-    raise AssertionError("unreachable")
+    return registry.get(name)  # an unknown name without a record: the registry's own line, with near misses
 
 
 def _plugin_call(run: Run, kind: str, name: str, what: str, fn, *args, **kwargs):
@@ -352,8 +350,6 @@ def train(run: Run, dataset: Any, *, resume: bool = False, fresh: bool = False,
             f"{run_dir} holds an unfinished training; pass --resume to continue it or --fresh to "
             "move it aside and start over"
         )
-    if probed is None:  # an unfinished run whose finished part was found after the check
-        probed = check(run, model, dataset, events)
     record = load_record(run_dir) if resume else None
     if record is None:
         record = make_record(model, cfg, probed, device_description(run.device))
@@ -422,13 +418,14 @@ def evaluate(run: Run, model: torch.nn.Module, dataset: Any, *, events: Events |
     if not run.is_main:  # rank 0 measures costs and writes every file
         run.dist.barrier()
         return tidy(scores, metrics, meta, cfg.eval.bootstrap)
-    with results.staged(run.run_dir, results.set_name(key)) as staging:
+    name = results.set_name(key)
+    with results.staged(run.run_dir, name) as staging:
         costs = cost_rows(measure_costs(run, model, dataset, events, staging), meta)
         table = pd.concat([tidy(scores, metrics, meta, cfg.eval.bootstrap), costs, training_rows(run, meta)],
                           ignore_index=True)
         write_results(run, table, scores.values, dataset, staging, key)
         write_examples(run, model, dataset, staging)
-    run.eval_dir = run.run_dir / results.EVALS / results.set_name(key)
+    run.eval_dir = run.run_dir / results.EVALS / name
     results.write_index(run.run_dir)
     if run.dist is not None:
         run.dist.barrier()

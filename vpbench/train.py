@@ -27,7 +27,7 @@ import torch
 
 from vpbench import io
 from vpbench.config import RunConfig
-from vpbench.errors import DataError, PluginError, RunError, TrainingError, VPBenchError, one_line
+from vpbench.errors import DataError, PluginError, RunError, TrainingError, blamed, one_line
 from vpbench.events import Events
 from vpbench.protocols import Stage
 from vpbench.runtime import native_bf16_cpu, rng_state, set_rng_state
@@ -177,23 +177,13 @@ class Trainer:
         return True
 
     def _model_code(self, what: str, fn, *args, **kwargs):
-        """Call the model's own code: what it raises is the model's (named); vpbench's errors,
-        a full disk and an interrupt pass as they are."""
-        try:
-            return fn(*args, **kwargs)
-        except (VPBenchError, OSError, KeyboardInterrupt):
-            raise
-        except Exception as exc:
-            raise PluginError(f"{self.blame} raised {what}: {one_line(exc)}") from exc
+        """Call the model's own code: what it raises is the model's (named)."""
+        return blamed(lambda exc: PluginError(f"{self.blame} raised {what}: {one_line(exc)}"), fn, *args, **kwargs)
 
     def _next_batch(self, batches):
-        try:
-            return next(batches)
-        except (VPBenchError, OSError, KeyboardInterrupt):
-            raise
-        except Exception as exc:
-            raise DataError(f"dataset '{self.cfg.dataset_name}' failed to load a training batch: {one_line(exc)}; "
-                            "check its files (`vpbench data info " + self.cfg.dataset_name + "`)") from exc
+        name = self.cfg.dataset_name
+        return blamed(lambda exc: DataError(f"dataset '{name}' failed to load a training batch: {one_line(exc)}; "
+                                            f"check its files (`vpbench data info {name}`)"), next, batches)
 
     def _planned(self, stage: Stage) -> Stage:
         """``stage`` with the steps and schedule length of the run's plan; a warm-up keeps its
@@ -274,9 +264,13 @@ class Trainer:
         rec = self.record.stage(stage.name) if self.record is not None else None
         spent_before = sum(r.seconds for r in self.record.stages[:index]) if rec is not None else 0.0
         stage_seconds = rec.seconds if rec is not None and start > 0 else 0.0
-        while step < stage.steps:
+
+        def account() -> None:  # what this stage has cost so far, into the run's record
             if rec is not None:
                 rec.steps_taken, rec.seconds = step, stage_seconds + time.perf_counter() - started
+
+        while step < stage.steps:
+            account()
             timed = rec is not None and rec.deadline_s is not None
             late = timed and spent_before + rec.seconds >= rec.deadline_s
             if timed and self.dist is not None:  # rank 0's clock is as good as any: all stop together
@@ -302,8 +296,7 @@ class Trainer:
             if cfg.train.val_every and step % cfg.train.val_every == 0 and step < stage.steps:
                 self._validate_and_select(index, stage, step, best)
             if step % cfg.train.ckpt_every == 0 and step < stage.steps:
-                if rec is not None:
-                    rec.steps_taken, rec.seconds = step, stage_seconds + time.perf_counter() - started
+                account()
                 self._save_checkpoint(index, step, model, optimizer, scheduler, scaler, best)
                 self._save_record()
         self.events.task_end(key)
@@ -321,8 +314,7 @@ class Trainer:
                 self.events.message(f"stage '{stage.name}': restored best weights from step {best['step']}")
         if hasattr(model, "on_stage_end"):
             self._model_code(f"ending stage '{stage.name}'", model.on_stage_end, stage.name)
-        if rec is not None:
-            rec.steps_taken, rec.seconds = step, stage_seconds + time.perf_counter() - started
+        account()
         self._save_checkpoint(index + 1, 0, model, None, None, None, {"loss": math.inf, "step": -1})
         self._save_record()
         return True
