@@ -1,5 +1,5 @@
-"""Masked 3-D convolutions, causal attention and the ST-PixelCNN prior: causality by gradients,
-cached generation equal to naive generation."""
+"""Masked 3-D convolutions, causal attention, the ST-PixelCNN and the VPN prior: causality by
+gradients, cached generation equal to naive generation."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from vpbench.layers.attention import CausalSTAttention
 from vpbench.layers.hrvq import HRVQ
 from vpbench.layers.masked_conv import CausalConv3d, GatedBlock, causal_mask
 from vpbench_shrvqvae.prior import STPixelCNN
+from vpbench_shrvqvae.vpn import VPNPrior
 
 T, H, W, N = 3, 3, 4, 2  # frames, rows, columns, levels
 
@@ -112,3 +113,73 @@ def test_cached_generation_equals_naive(temperature, attn_every):
     assert cached.shape == (2, 2, N, H, W)
     assert torch.equal(cached, naive)
     assert cached.unique().numel() > 1  # not a degenerate constant
+
+
+def make_vpn(seed=0, dim=4):
+    torch.manual_seed(seed)
+    q = HRVQ(levels=N, codebook_size=3, dim=dim).double()
+    for level in range(N):
+        q.table(level).normal_()
+    prior = VPNPrior(levels=N, classes=q.classes, dim=dim, latent_hw=(H, W), embed=3, hidden=4, blocks=2,
+                     first_kernel_space=3, stream_hidden=5, stream_layers=2, table_sizes=q.sizes).double()
+    for p in prior.parameters():
+        torch.nn.init.normal_(p, std=0.4)
+    return q, prior
+
+
+def test_vpn_prior_is_causal_by_gradients():
+    """Frame t's logits see every position of frames < t (through the stream) and, in frame t,
+    only earlier positions and earlier levels of the same position (through the masks)."""
+    q, prior = make_vpn()
+    seen_total = allowed_total = 0
+    for t, h, w, level in [(0, 0, 0, 0), (1, 1, 2, 1), (2, 2, 3, 0), (2, 0, 1, 1), (1, 2, 0, 0), (0, 2, 3, 1)]:
+        x = torch.randn(1, T, H, W, N, 4, dtype=torch.float64, requires_grad=True)
+        glob = q.global_codes(torch.randint(0, 3, (1, T, H, W, N)))
+        logits = prior(glob, x)  # (B, T, n, classes, H, W)
+        logits[0, t, level, :, h, w].sum().backward()
+        grad = x.grad[0].abs().sum(-1)  # (T, H, W, level')
+        ok = allowed_inputs(t, h, w, level)
+        for a, b, c, lv in itertools.product(range(T), range(H), range(W), range(N)):
+            if (a, b, c, lv) not in ok:
+                assert grad[a, b, c, lv] == 0, f"logit {(t, h, w, level)} sees {(a, b, c, lv)}"
+        seen_total += sum(1 for (a, b, c, lv) in ok if grad[a, b, c, lv] != 0)
+        allowed_total += len(ok)
+        if t > 0:  # the stream reads the whole previous frame, every position and level
+            assert (grad[t - 1] != 0).all()
+        # the index embeddings take the same masked path: new codes wherever the logit may not
+        # look leave it unchanged, new codes everywhere change it
+        hidden = torch.tensor([[[[(a, b, c, d) not in ok for d in range(N)] for c in range(W)] for b in range(H)]
+                               for a in range(T)])[None]
+        other = q.global_codes(torch.randint(0, 3, (1, T, H, W, N)))
+        with torch.no_grad():
+            base = prior(glob, x)[0, t, level, :, h, w]
+            assert torch.equal(prior(torch.where(hidden, other, glob), x)[0, t, level, :, h, w], base)
+            changed = prior(other, x)[0, t, level, :, h, w]
+        assert not torch.equal(changed, base) or not ok
+    assert seen_total > 0.6 * allowed_total
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_vpn_cached_generation_equals_naive(temperature):
+    q, prior = make_vpn(seed=3)
+    context_local = torch.randint(0, 3, (2, 2, H, W, N), generator=torch.Generator().manual_seed(4))
+    context = q.global_codes(context_local).permute(0, 1, 4, 2, 3)
+    args = (q.global_codes, q.cumulative_codewords)
+    cached = prior.generate(context, 3, choosers(temperature), *args)
+    naive = prior.generate_naive(context, 3, choosers(temperature), *args)
+    assert cached.shape == (2, 3, N, H, W)
+    assert torch.equal(cached, naive)
+    assert cached.unique().numel() > 1
+
+
+def test_cumulative_codewords_sum_the_path_level_by_level():
+    q, _ = make_vpn()
+    local = torch.tensor([[2, 1], [0, 2]])
+    glob = q.global_codes(local)
+    cw = q.cumulative_codewords(glob)  # (2, n, D)
+    for i in range(2):
+        first = q.table(0)[local[i, 0]]
+        assert torch.equal(cw[i, 0], first)
+        assert torch.allclose(cw[i, 1], first + q.table(1)[local[i, 0] * 3 + local[i, 1]])
+    decoded = q.decode_codes(local.reshape(2, 1, 1, N).permute(0, 3, 1, 2))  # (2, D, 1, 1)
+    assert torch.allclose(cw[:, -1], decoded[:, :, 0, 0])

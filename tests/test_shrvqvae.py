@@ -11,6 +11,7 @@ import torch
 
 from vpbench import config as C
 from vpbench.builtin.digits import Digits
+from vpbench.protocols import train_mode
 from vpbench.runtime import seed_everything
 from vpbench.train import Trainer
 from vpbench_shrvqvae.model import SHRVQVAE
@@ -39,8 +40,7 @@ def clips(data, n=4, split="train"):
 @pytest.mark.parametrize("lam", [0.0, 1.0])
 def test_joint_stage_trains_the_decoder_only_when_lambda_is_positive(lam):
     model, data, _ = build([f"model.lam={lam}"])
-    model.on_stage_start("joint")
-    model.train()
+    train_mode(model, model.stages()[2])
     loss = model.training_step(clips(data), "joint")
     loss["loss"].backward()
     decoder_grad = sum(p.grad.abs().sum() for p in model.decoder.parameters() if p.grad is not None)
@@ -49,6 +49,26 @@ def test_joint_stage_trains_the_decoder_only_when_lambda_is_positive(lam):
     assert (decoder_grad > 0) == (lam > 0)
     assert ("pixel" in loss) == (lam > 0)
     assert all(p.grad is None for p in model.encoder.parameters())  # encoder frozen (no_grad encoding)
+
+
+def test_codebooks_stay_fixed_after_the_autoencoder_stage():
+    """The prior and joint stages declare the quantizer frozen: the trainer's training mode keeps
+    it in eval mode, so its EMA statistics and dead-code restarts do not move the codebooks."""
+    model, data, _ = build(["model.restart_every=1", "model.dead_after=1"])
+    ae, prior, joint = model.stages()
+    train_mode(model, ae)
+    model.training_step(clips(data), "autoencoder")
+    assert model.quantizer.training and bool(model.quantizer.initialised)
+    before = {k: v.clone() for k, v in model.quantizer.state_dict().items()}
+    for stage in (prior, joint):
+        train_mode(model, stage)
+        assert model.prior.training and model.decoder.training and not model.quantizer.training
+        model.training_step(clips(data), stage.name)["loss"].backward()
+    after = model.quantizer.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    train_mode(model, ae)  # without the declaration the same steps move them
+    model.training_step(clips(data), "autoencoder")
+    assert not all(torch.equal(before[k], model.quantizer.state_dict()[k]) for k in before)
 
 
 @pytest.mark.parametrize("relaxation", ["softmax", "gumbel"])
@@ -81,8 +101,10 @@ def test_generation_never_picks_a_codeword_unseen_in_training():
     assert choose(torch.randn(2, 8), 1, torch.tensor([3, 3])).tolist() == [5, 5]
 
 
-def test_cached_and_naive_prediction_agree():
-    model, data, _ = build(["model.prior_blocks=1", "model.attn_every=1", "data.size=16", "data.glyph_size=8"])
+@pytest.mark.parametrize("prior", ["pixelcnn", "vpn"])
+def test_cached_and_naive_prediction_agree(prior):
+    model, data, _ = build(["model.prior_blocks=1", "model.attn_every=1", "data.size=16", "data.glyph_size=8",
+                            f"model.prior={prior}"])
     model.eval()
     context, _ = clips(data, 2)
     cached = model.predict(context, 2)
@@ -145,8 +167,9 @@ def read_log(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
 
 
-def test_whole_model_overfits_a_handful_of_clips(tmp_path):
-    model, data, cfg = build()
+@pytest.mark.parametrize("prior", ["pixelcnn", "vpn"])
+def test_whole_model_overfits_a_handful_of_clips(tmp_path, prior):
+    model, data, cfg = build([f"model.prior={prior}"])
     Trainer(model, data, cfg, tmp_path / "r", torch.device("cpu")).fit()
     log = read_log(tmp_path / "r")
     ae = [r for r in log if r.get("stage") == "autoencoder" and "recon" in r]
@@ -194,36 +217,37 @@ def test_shrvqvae_runs_end_to_end_on_kth(kth_root, tmp_path):
     assert "persons train 01-02" in (tmp_path / "run" / "report.md").read_text()
 
 
-def test_scheduled_sampling_swaps_only_future_frames_for_own_predictions():
-    model, data, _ = build(["model.scheduled_sampling=1.0"])
-    model.on_stage_start("prior")
-    model.train()
+@pytest.mark.parametrize("prior", ["pixelcnn", "vpn"])
+def test_scheduled_sampling_swaps_only_future_frames_for_own_predictions(prior):
+    model, data, _ = build(["model.scheduled_sampling=1.0", f"model.prior={prior}"])
+    train_mode(model, model.stages()[1])
     context, future = clips(data, 2)
     local = model.encode_clip(torch.cat([context, future], 1))
     glob = model.to_global(local)
     exposed = model._exposed(local, glob, n_in=4)
     assert torch.equal(exposed[:, :4], local[:, :4])  # context frames untouched
-    assert torch.equal(exposed[:, 4:], model.prior(glob).argmax(3)[:, 4:])  # p = 1: every future frame predicted
-    model2, _, _ = build(["model.scheduled_sampling=0.0"])
+    assert torch.equal(exposed[:, 4:], model.prior_logits(glob).argmax(3)[:, 4:])  # p = 1: every future frame predicted
+    model2, _, _ = build(["model.scheduled_sampling=0.0", f"model.prior={prior}"])
     model2.train()
     loss = model2.training_step((context, future), "prior")["loss"]
     loss_ss = model.training_step((context, future), "prior")["loss"]
     assert torch.isfinite(loss) and torch.isfinite(loss_ss)
 
 
-def test_exposure_passes_converge_to_the_greedy_rollout():
+@pytest.mark.parametrize("prior", ["pixelcnn", "vpn"])
+def test_exposure_passes_converge_to_the_greedy_rollout(prior):
     """Parallel scheduled sampling with every future frame swapped is a Jacobi iteration on the
     greedy rollout: one pass is the one-step prediction, enough passes give the rollout itself."""
-    model, data, _ = build(["model.scheduled_sampling=1.0", "data.size=16", "data.glyph_size=8", "data.n_out=2"])
-    model.on_stage_start("prior")
-    model.train()
+    model, data, _ = build(["model.scheduled_sampling=1.0", "data.size=16", "data.glyph_size=8", "data.n_out=2",
+                            f"model.prior={prior}"])
+    train_mode(model, model.stages()[1])
     context, future = clips(data, 2)
     local = model.encode_clip(torch.cat([context, future], 1))
     glob = model.to_global(local)
-    rollout = model.prior.generate(glob[:, :4], 2, model._chooser(context.device), model.quantizer.global_codes)
+    rollout = model.generate(glob[:, :4], 2, model._chooser(context.device))
     n_future = rollout[0].numel()  # codes per clip: the Jacobi bound on passes
     one = model._exposed(local, glob, n_in=4)
-    assert torch.equal(one[:, 4:], model.prior(glob).argmax(3)[:, 4:])  # default: one pass
+    assert torch.equal(one[:, 4:], model.prior_logits(glob).argmax(3)[:, 4:])  # default: one pass
     model.config = dataclasses.replace(model.config, exposure_passes=n_future)
     exposed = model._exposed(local, glob, n_in=4)
     assert torch.equal(exposed[:, :4], local[:, :4])

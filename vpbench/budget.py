@@ -34,6 +34,7 @@ import torch
 
 from vpbench import io
 from vpbench.errors import ConfigError, DataError, PluginError, RunError, blamed, one_line
+from vpbench.protocols import train_mode
 
 RECORD = "training.json"
 RECORD_FORMAT = 1
@@ -152,7 +153,7 @@ def probe(model: torch.nn.Module, dataset: Any, config: Any, device: torch.devic
             for p in work.parameters():
                 p.requires_grad_(id(p) in chosen)
             batch = tuple(t.to(device) for t in _first_clips(split, bs, config.dataset_name))
-            work.train()
+            train_mode(work, stage)
             amp = (device.type, amp_dtype, use_amp)
             try:
                 flops = _step(work, batch, stage.name, model_name, amp, count=True)

@@ -39,7 +39,9 @@ class Stage:
     """One training stage of a model (most models have one; S-HR-VQVAE has three).
 
     ``params`` returns the parameters this stage optimises (others are left alone);
-    ``steps`` is the budget in optimiser steps.
+    ``steps`` is the budget in optimiser steps; ``frozen`` returns sub-modules the trainer
+    keeps in eval mode during the stage (their buffers, e.g. EMA codebooks or batch-norm
+    statistics, stay fixed; see :func:`train_mode`).
     """
 
     name: str
@@ -52,6 +54,7 @@ class Stage:
     warmup_steps: int = 0
     batch_size: int | None = None  # None: the run's train.batch_size
     schedule_steps: int | None = None  # length of the learning-rate schedule; None: ``steps``
+    frozen: Callable[[], Iterable[torch.nn.Module]] | None = None  # sub-modules held in eval mode in this stage
 
     def __post_init__(self) -> None:
         from vpbench.errors import ConfigError
@@ -69,6 +72,13 @@ class Stage:
             raise ConfigError(f"{what}: weight_decay and warmup_steps must be >= 0")
         if self.batch_size is not None and self.batch_size <= 0:
             raise ConfigError(f"{what}: batch_size must be > 0 (or None for train.batch_size), got {self.batch_size}")
+
+
+def train_mode(model: torch.nn.Module, stage: Stage) -> None:
+    """Training mode for ``stage``: the whole model, except the stage's ``frozen`` modules."""
+    model.train()
+    for module in stage.frozen() if stage.frozen is not None else ():
+        module.eval()
 
 
 @runtime_checkable

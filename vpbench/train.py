@@ -29,7 +29,7 @@ from vpbench import io
 from vpbench.config import RunConfig
 from vpbench.errors import DataError, PluginError, RunError, TrainingError, blamed, one_line
 from vpbench.events import Events
-from vpbench.protocols import Stage
+from vpbench.protocols import Stage, train_mode
 from vpbench.runtime import native_bf16_cpu, rng_state, set_rng_state
 
 CHECKPOINT_FORMAT = 1
@@ -320,7 +320,7 @@ class Trainer:
         return True
 
     def _step(self, forward_model, stage, batch, params, optimizer, scheduler, scaler, step) -> dict:
-        self.model.train()
+        train_mode(self.model, stage)
         step_fn = (lambda: forward_model(tuple(batch), stage.name)) if self.dist is not None else \
             (lambda: self.model.training_step(tuple(batch), stage.name))
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
@@ -376,7 +376,7 @@ class Trainer:
                                             self.model.training_step, batch, stage.name)["loss"]
                 total += float(loss) * len(context)
                 count += len(context)
-        self.model.train()
+        train_mode(self.model, stage)
         return total / count
 
     def _validate_and_select(self, index: int, stage: Stage, step: int, best: dict) -> None:

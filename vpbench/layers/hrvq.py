@@ -160,6 +160,12 @@ class HRVQ(nn.Module):
             parent = glob
         return total.reshape(b, h, w, self.dim).permute(0, 3, 1, 2)
 
+    def cumulative_codewords(self, glob: torch.Tensor) -> torch.Tensor:
+        """Global indices ``(..., L)`` -> ``(..., L, D)``: at level ``g`` the sum of the path's
+        codewords of levels ``<= g`` (the quantised latent after ``g + 1`` levels), detached."""
+        parts = [self.table(level).detach()[glob[..., level]] for level in range(self.levels)]
+        return torch.stack(parts, -2).cumsum(-2)
+
     def global_codes(self, codes: torch.Tensor) -> torch.Tensor:
         """Local codes ``(..., L)`` -> global indices per level ``(..., L)``."""
         out, parent = [], None

@@ -111,7 +111,11 @@ class GroupLinear(nn.Module):
 
 
 class GatedBlock(nn.Module):
-    """Gated residual block (Gated PixelCNN's ``tanh(a) * sigmoid(b)``) of masked 3-D convs."""
+    """Gated residual block (Gated PixelCNN's ``tanh(a) * sigmoid(b)``) of masked 3-D convs.
+
+    ``cond = (ca, cb)``, terms added to the two gates before the nonlinearities, makes it the
+    conditional form (van den Oord et al. 2016, arXiv 1606.05328); a condition computed from
+    earlier frames only needs no mask. In ``at`` it enters as ``past_a`` / ``past_b``."""
 
     def __init__(self, channels: int, kernel: tuple[int, int, int], groups: int):
         super().__init__()
@@ -119,9 +123,11 @@ class GatedBlock(nn.Module):
         self.conv_b = CausalConv3d(channels, channels, kernel, groups, "B")
         self.proj = GroupLinear(channels, channels, groups, "B")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gated = torch.tanh(self.conv_a(x)) * torch.sigmoid(self.conv_b(x))
-        return x + self.proj(gated)
+    def forward(self, x: torch.Tensor, cond: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        a, b = self.conv_a(x), self.conv_b(x)
+        if cond is not None:
+            a, b = a + cond[0], b + cond[1]
+        return x + self.proj(torch.tanh(a) * torch.sigmoid(b))
 
     def at(self, cache, v, h, w, past_a, past_b, weights_a, weights_b) -> torch.Tensor:
         a = self.conv_a.at(cache, v, h, w, past_a, weights_a)
