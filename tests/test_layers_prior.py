@@ -94,9 +94,11 @@ def test_incremental_conv_and_attention_equal_the_full_forward():
 def choosers(temperature, seed=0):
     g = torch.Generator().manual_seed(seed)
 
-    def choose(logits, level, parent):
+    def choose(logits, level, parent, noise=None):
         if temperature == 0:
             return logits.argmax(-1)
+        if noise is not None:
+            return (logits / temperature + noise).argmax(-1)
         return torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=g)[:, 0]
 
     return choose
@@ -160,16 +162,41 @@ def test_vpn_prior_is_causal_by_gradients():
 
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
-def test_vpn_cached_generation_equals_naive(temperature):
+def test_vpn_cached_and_parallel_generation_equal_naive(temperature):
+    """Sequential cached decoding, fixed-point (Jacobi) decoding of each frame and the naive loop
+    give the same codes, for argmax and for seeded sampling (Gumbel noise drawn per frame)."""
     q, prior = make_vpn(seed=3)
     context_local = torch.randint(0, 3, (2, 2, H, W, N), generator=torch.Generator().manual_seed(4))
     context = q.global_codes(context_local).permute(0, 1, 4, 2, 3)
     args = (q.global_codes, q.cumulative_codewords)
-    cached = prior.generate(context, 3, choosers(temperature), *args)
-    naive = prior.generate_naive(context, 3, choosers(temperature), *args)
-    assert cached.shape == (2, 3, N, H, W)
-    assert torch.equal(cached, naive)
-    assert cached.unique().numel() > 1
+    out, passes = {}, []
+    for name, run in [("cached", lambda: prior.generate(context, 3, choosers(temperature), *args, parallel=False)),
+                      ("parallel", lambda: prior.generate(context, 3, choosers(temperature), *args, stats=passes)),
+                      ("naive", lambda: prior.generate_naive(context, 3, choosers(temperature), *args))]:
+        torch.manual_seed(7)
+        out[name] = run()
+    assert len(passes) == 3 and all(1 <= p <= H * W * N + 1 for p in passes)
+    assert out["cached"].shape == (2, 3, N, H, W)
+    assert torch.equal(out["cached"], out["naive"]) and torch.equal(out["parallel"], out["naive"])
+    assert out["cached"].unique().numel() > 1
+    if temperature:  # the noise is what decides: another seed gives other codes
+        torch.manual_seed(8)
+        assert not torch.equal(prior.generate(context, 3, choosers(temperature), *args), out["naive"])
+
+
+def test_parallel_decoding_needs_at_most_one_pass_per_code_and_one_from_the_right_guess():
+    q, prior = make_vpn(seed=5)
+    context = q.global_codes(torch.randint(0, 3, (1, 2, H, W, N))).permute(0, 1, 4, 2, 3)
+    args = (q.global_codes, q.cumulative_codewords)
+    frames = prior.generate(context, 1, choosers(0.0), *args, parallel=False)  # (1, 1, n, H, W)
+    x = prior.embed(context.permute(0, 1, 3, 4, 2), q.cumulative_codewords(context.permute(0, 1, 3, 4, 2)))
+    cond = prior.contexts(torch.cat([x, x[:, :1]], 1))[:, -1]  # the condition after the two context frames
+    noise = prior.noise(cond)
+    stats: list[int] = []
+    worst = prior._frame_parallel(cond, choosers(0.0), *args, noise, torch.zeros_like(frames[:, 0]), stats)
+    assert torch.equal(worst, frames[:, 0]) and stats[0] <= H * W * N + 1
+    right = prior._frame_parallel(cond, choosers(0.0), *args, noise, frames[:, 0].clone(), stats)
+    assert torch.equal(right, frames[:, 0]) and stats[1] == 1
 
 
 def test_cumulative_codewords_sum_the_path_level_by_level():

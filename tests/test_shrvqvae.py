@@ -108,10 +108,12 @@ def test_cached_and_naive_prediction_agree(prior):
     model.eval()
     context, _ = clips(data, 2)
     cached = model.predict(context, 2)
-    naive = SHRVQVAE(model.config.__class__(**{**model.config.__dict__, "cached": False}), model.spec)
-    naive.load_state_dict(model.state_dict())
-    naive.eval()
-    assert torch.equal(cached, naive.predict(context, 2))
+    variants = [{"cached": False}] + ([{"parallel_decoding": False}] if prior == "vpn" else [])
+    for change in variants:
+        other = SHRVQVAE(dataclasses.replace(model.config, **change), model.spec)
+        other.load_state_dict(model.state_dict())
+        other.eval()
+        assert torch.equal(cached, other.predict(context, 2)), change
 
 
 def square(h=16, w=16, top=0, left=0, size=6):

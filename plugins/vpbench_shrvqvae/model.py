@@ -140,6 +140,7 @@ class SHRVQVAEConfig:
     # generation
     temperature: float = 0.0  # 0: argmax; > 0: sample with this temperature
     cached: bool = True  # cached incremental generation (False: naive, for checks only)
+    parallel_decoding: bool = True  # vpn: decode each frame by fixed-point (Jacobi) iteration; the same codes
     # minimum-Bayes-risk frame choice (0: off): K rollouts sampled at mbr_temperature estimate each
     # frame's expected SSIM for the argmax frame, a blank frame and the last context frame; the best is drawn
     mbr_samples: int = 0
@@ -194,7 +195,7 @@ class SHRVQVAE(nn.Module):
     }
     # config fields that change only how the trained model predicts: they are not part of the run's
     # identity, so `--set model.mbr_samples=8` evaluates the trained weights again instead of retraining
-    predict_fields = ("temperature", "cached", "mbr_samples", "mbr_temperature")
+    predict_fields = ("temperature", "cached", "parallel_decoding", "mbr_samples", "mbr_temperature")
 
     def __init__(self, config: SHRVQVAEConfig, spec: DataSpec):
         super().__init__()
@@ -340,7 +341,8 @@ class SHRVQVAE(nn.Module):
         prior, to_global = self.prior, self.quantizer.global_codes
         generate = prior.generate if self.config.cached else prior.generate_naive
         if self.config.prior == "vpn":
-            return generate(glob, n_out, choose, to_global, self.quantizer.cumulative_codewords)
+            extra = {"parallel": self.config.parallel_decoding} if self.config.cached else {}
+            return generate(glob, n_out, choose, to_global, self.quantizer.cumulative_codewords, **extra)
         return generate(glob, n_out, choose, to_global)
 
     @torch.no_grad()
@@ -380,13 +382,16 @@ class SHRVQVAE(nn.Module):
         """Argmax, or sampling from the global RNG (the evaluator seeds it per batch and sample)."""
         temperature = self.config.temperature if temperature is None else temperature
 
-        def choose(logits: torch.Tensor, level: int, parent: torch.Tensor | None) -> torch.Tensor:
+        def choose(logits: torch.Tensor, level: int, parent: torch.Tensor | None,
+                   noise: torch.Tensor | None = None) -> torch.Tensor:
             logits = logits.float()
             valid = self.valid_children(level, parent, logits.shape[0])
             usable = valid.any(-1, keepdim=True)  # no seen child (untrained prior): no mask
             logits = logits.masked_fill(usable & ~valid, float("-inf"))
             if temperature == 0:
                 return logits.argmax(-1)
+            if noise is not None:  # Gumbel-max with the caller's noise: a sample of softmax(logits / T)
+                return (logits / temperature + noise).argmax(-1)
             probs = torch.softmax(logits / temperature, -1)
             return torch.multinomial(probs, 1)[:, 0]
 

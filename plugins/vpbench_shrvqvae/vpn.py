@@ -122,22 +122,40 @@ class VPNPrior(nn.Module):
         b, t, hh, ww = glob.shape[:4]
         x = self.embed(glob, codewords)  # (B, T, H, W, n*E)
         cond = self.contexts(x).flatten(0, 1)  # (B*T, S, H, W)
-        h = self.conv_in(x.flatten(0, 1).permute(0, 3, 1, 2)[:, :, None]) + self.cond_in(cond)[:, :, None]
-        for block, proj in zip(self.blocks, self.conds):
-            h = block(h, proj(cond)[:, :, None].chunk(2, 1))
-        out = self.head(torch.relu(h))[:, :, 0]  # (B*T, n * classes, H, W)
-        return out.reshape(b, t, self.levels, self.classes, hh, ww)
+        return self.spatial(x.flatten(0, 1), self.cond_terms(cond)).reshape(b, t, self.levels, self.classes, hh, ww)
+
+    def cond_terms(self, cond: torch.Tensor) -> list[torch.Tensor]:
+        """What the condition ``(B, S, H, W)`` adds to each layer: the first convolution's output,
+        then the two gates of every block."""
+        return [self.cond_in(cond)] + [t for proj in self.conds for t in proj(cond).chunk(2, 1)]
+
+    def spatial(self, x: torch.Tensor, terms: list[torch.Tensor]) -> torch.Tensor:
+        """Logits ``(B, n, classes, H, W)`` of whole frames from their embedded codes ``(B, H, W, n*E)``."""
+        b, hh, ww = x.shape[:3]
+        h = self.conv_in(x.permute(0, 3, 1, 2)[:, :, None]) + terms[0][:, :, None]
+        for i, block in enumerate(self.blocks):
+            h = block(h, (terms[2 * i + 1][:, :, None], terms[2 * i + 2][:, :, None]))
+        return self.head(torch.relu(h))[:, :, 0].reshape(b, self.levels, self.classes, hh, ww)
 
     # -- cached incremental generation ----------------------------------------------------
     def _layers(self) -> list[CausalConv3d]:
         return [self.conv_in] + [conv for block in self.blocks for conv in (block.conv_a, block.conv_b)]
 
+    def noise(self, like: torch.Tensor) -> torch.Tensor:
+        """Gumbel noise ``(B, H, W, n, classes)`` for one frame, drawn from the global RNG: with it
+        fixed, sampling is a deterministic function of the logits (Gumbel-max), the same for every
+        decoding order."""
+        b, _, hh, ww = like.shape
+        u = torch.rand(b, hh, ww, self.levels, self.classes, device=like.device)
+        return -torch.log(-torch.log(u.clamp(1e-10, 1 - 1e-7)))
+
     def _frame(self, cond: torch.Tensor, weights: dict, choose: Callable, to_global: Callable,
-               lookup: Callable) -> torch.Tensor:
-        """Local codes ``(B, n, H, W)`` of one frame under the stream's condition ``(B, S, H, W)``."""
+               lookup: Callable, noise: torch.Tensor) -> torch.Tensor:
+        """Local codes ``(B, n, H, W)`` of one frame under the stream's condition ``(B, S, H, W)``,
+        one position and level after the other from cached layer inputs."""
         b, _, hh, ww = cond.shape
         n = self.levels
-        extra = [self.cond_in(cond)] + [t for proj in self.conds for t in proj(cond).chunk(2, 1)]
+        extra = self.cond_terms(cond)
         caches = []
         for conv in [self.conv_in] + [block.conv_a for block in self.blocks]:
             _, kh, kw = conv.kernel
@@ -166,17 +184,47 @@ class VPNPrior(nn.Module):
                 for level in range(n):
                     glob = to_global(local)
                     logits = evaluate(glob, y, x, store=False)[:, level]
-                    local[:, level] = choose(logits, level, glob[:, level - 1] if level else None)
+                    local[:, level] = choose(logits, level, glob[:, level - 1] if level else None,
+                                             noise[:, y, x, level])
                 out[:, :, y, x] = local
                 evaluate(to_global(local), y, x, store=True)
         return out
 
+    def _frame_parallel(self, cond: torch.Tensor, choose: Callable, to_global: Callable, lookup: Callable,
+                        noise: torch.Tensor, guess: torch.Tensor, stats: list | None) -> torch.Tensor:
+        """The same codes as :meth:`_frame` by fixed-point (Jacobi) iteration: evaluate the whole
+        frame on a guess, choose every code at once, repeat until nothing changes (Song et al.
+        2021, arXiv 2002.03629). A code depends only on codes before it in the decoding order, so
+        after ``k`` passes the first ``k`` codes are final and the fixed point is the sequential
+        result; ``guess`` (the previous frame's codes) makes it come after a few passes."""
+        terms = self.cond_terms(cond)
+        b, n, hh, ww = guess.shape
+        local, passes = guess, 0
+        while passes <= hh * ww * n:  # the bound is never reached: see above
+            passes += 1
+            glob = to_global(local.permute(0, 2, 3, 1))  # (B, H, W, n)
+            logits = self.spatial(self.embed(glob, lookup(glob)), terms).permute(0, 3, 4, 1, 2)  # (B, H, W, n, K)
+            new = torch.stack([
+                choose(logits[..., g, :].reshape(-1, self.classes), g, glob[..., g - 1].reshape(-1) if g else None,
+                       noise[..., g, :].reshape(-1, self.classes)).reshape(b, hh, ww)
+                for g in range(n)], 1)
+            if torch.equal(new, local):
+                break
+            local = new
+        if stats is not None:
+            stats.append(passes)
+        return local
+
     @torch.no_grad()
     def generate(self, context: torch.Tensor, n_out: int, choose: Callable, to_global: Callable,
-                 lookup: Callable) -> torch.Tensor:
+                 lookup: Callable, parallel: bool = True, stats: list | None = None) -> torch.Tensor:
         """Future local codes ``(B, n_out, n, H, W)`` after the context's global codes
-        ``(B, T0, n, H, W)``. ``choose`` and ``to_global`` as in ``STPixelCNN.generate``;
-        ``lookup(global (..., n)) -> (..., n, D)`` gives cumulative codewords."""
+        ``(B, T0, n, H, W)``. ``choose(logits (N, classes), level, parent_global or None, noise
+        (N, classes)) -> local (N,)`` picks codes; ``to_global`` walks the tree (local ``(..., n)``
+        -> global); ``lookup(global (..., n)) -> (..., n, D)`` gives cumulative codewords. The
+        stream advances once per frame; each frame is decoded by fixed-point iteration
+        (``parallel``, the number of passes appended to ``stats``) or position by position from
+        cached layer inputs: identical codes."""
         b, t0, n, hh, ww = context.shape
         glob = context.permute(0, 1, 3, 4, 2)  # (B, T0, H, W, n)
         frames = self.embed(glob, lookup(glob))
@@ -185,9 +233,16 @@ class VPNPrior(nn.Module):
             cond, state = self.stream_step(frames[:, i], state)
         weights = {id(conv): conv.incremental_weights() for conv in self._layers()}
         out = torch.zeros(b, n_out, n, hh, ww, dtype=torch.long, device=context.device)
+        guess = context[:, -1].clone()
+        if n > 1:  # the last context frame's local codes
+            guess[:, 1:] = context[:, -1, 1:] % self.classes
         for t in range(n_out):
-            local = self._frame(cond, weights, choose, to_global, lookup)
-            out[:, t] = local
+            noise = self.noise(cond)
+            if parallel:
+                local = self._frame_parallel(cond, choose, to_global, lookup, noise, guess, stats)
+            else:
+                local = self._frame(cond, weights, choose, to_global, lookup, noise)
+            out[:, t] = guess = local
             if t + 1 < n_out:
                 glob = to_global(local.permute(0, 2, 3, 1))  # (B, H, W, n)
                 cond, state = self.stream_step(self.embed(glob, lookup(glob)), state)
@@ -202,12 +257,13 @@ class VPNPrior(nn.Module):
         glob = torch.zeros_like(local)
         glob[:, :t0] = context
         for t in range(t0, t0 + n_out):
+            noise = self.noise(glob[:, 0])
             for y in range(hh):
                 for x in range(ww):
                     for level in range(n):
                         g = glob.permute(0, 1, 3, 4, 2)
                         logits = self(g, lookup(g))[:, t, level, :, y, x]
                         parent = glob[:, t, level - 1, y, x] if level else None
-                        local[:, t, level, y, x] = choose(logits, level, parent)
+                        local[:, t, level, y, x] = choose(logits, level, parent, noise[:, y, x, level])
                         glob[:, t, :, y, x] = to_global(local[:, t, :, y, x])
         return local[:, t0:]

@@ -1,0 +1,111 @@
+"""Generation speed of S-HR-VQVAE's priors: naive, cached sequential and parallel (Jacobi) decoding.
+
+    python -m vpbench_shrvqvae.benchmarks [--size cpu|kth|all] [--prior vpn|pixelcnn|all] [--batch 1,100]
+                                          [--run RUN_DIR]
+
+Per generated frame: the naive loop (the whole model on the whole clip at
+every step; ``--naive-steps`` steps timed and multiplied, as every naive step costs the same),
+the cached sequential path (one position per step from cached layer inputs) and, for the VPN
+prior, fixed-point decoding (whole frames per pass), with the speed-up of each over the cached path and the mean
+number of passes. ``cpu`` is the cpu preset's size (8x8 latent, 2 levels of 16, 10 -> 10),
+``kth`` the paper preset's on KTH (32x32 latent, 3 levels of 16, 10 -> 20). Weights are random
+unless ``--run`` names a trained run, whose prior decodes that run's own test clips: the number
+of passes, and so the speed-up, depends on how predictable the frames are. Equality of the
+codes of all paths is a unit test (tests/test_layers_prior.py), not re-checked here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+SIZES = {"cpu": ("cpu", 64, 64, 10, 10), "kth": ("paper", 128, 128, 10, 20)}  # preset, frame H, W, n_in, n_out
+
+
+def build(size: str, run_dir: str | None, batch: int, prior: str = "vpn"):
+    """A model (random weights, or the run's) and the global codes of ``batch`` context clips."""
+    from vpbench import config as C
+    from vpbench.protocols import DataSpec
+    from vpbench_shrvqvae.model import SHRVQVAE, SHRVQVAEConfig
+
+    torch.manual_seed(0)
+    if run_dir:
+        from vpbench import runs
+        from vpbench.plugins import get_harness
+
+        run = runs.load_run(get_harness(), run_dir)
+        data = runs.build_dataset(run)
+        model = runs.load_trained(run, data)
+        split = data.split("test")
+        context = torch.stack([split[i][0] for i in range(batch)])
+        n_out = data.spec.n_out
+        with torch.no_grad():
+            glob = model.to_global(model.encode_clip(context))
+        return model.eval(), glob, n_out
+    preset, h, w, n_in, n_out = SIZES[size]
+    fields = dict(SHRVQVAE.presets[preset]["model"], prior=prior)
+    model = SHRVQVAE(C.build(SHRVQVAEConfig, fields), DataSpec(channels=1, height=h, width=w, n_in=n_in, n_out=n_out))
+    q = model.quantizer
+    hh, ww = model.latent_hw
+    glob = q.global_codes(torch.randint(0, q.M, (batch, n_in, hh, ww, q.levels))).permute(0, 1, 4, 2, 3)
+    return model.eval(), glob, n_out
+
+
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def measure(model, glob: torch.Tensor, frames: int, naive_steps: int) -> dict:
+    prior, q = model.prior, model.quantizer
+    choose = model._chooser(glob.device, 0.0)
+    vpn = model.config.prior == "vpn"
+    args = (choose, q.global_codes) + ((q.cumulative_codewords,) if vpn else ())
+    sequential = {"parallel": False} if vpn else {}
+    volume = torch.cat([glob, glob[:, -1:].expand(-1, frames, -1, -1, -1)], 1)
+    with torch.no_grad():
+        prior.generate(glob, 1, *args, **sequential)  # warm-up
+        cached = timed(lambda: prior.generate(glob, frames, *args, **sequential)) / frames
+        passes: list[int] = []
+        parallel = timed(lambda: prior.generate(glob, frames, *args, stats=passes)) / frames if vpn else None
+        step = timed(lambda: [model.prior_logits(volume) for _ in range(naive_steps)]) / naive_steps
+    hh, ww = glob.shape[-2:]
+    return {"naive": step * hh * ww * q.levels, "cached": cached, "parallel": parallel,
+            "passes": sum(passes) / len(passes) if passes else None, "codes": hh * ww * q.levels}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=[*SIZES, "all"], default="all")
+    parser.add_argument("--batch", default="1,100", help="comma-separated batch sizes")
+    parser.add_argument("--frames", type=int, default=2, help="future frames timed per path")
+    parser.add_argument("--naive-steps", type=int, default=2)
+    parser.add_argument("--prior", choices=["vpn", "pixelcnn", "all"], default="vpn")
+    parser.add_argument("--run", default=None, help="a trained S-HR-VQVAE run directory")
+    args = parser.parse_args()
+    sizes = ["run"] if args.run else (list(SIZES) if args.size == "all" else [args.size])
+    priors = ["run"] if args.run else (["vpn", "pixelcnn"] if args.prior == "all" else [args.prior])
+    table = Table(title=f"S-HR-VQVAE generation: seconds per generated frame ({torch.get_num_threads()} torch threads)")
+    for col in ("prior", "size", "batch", "codes", "naive", "cached", "parallel", "passes", "parallel/cached",
+                "cached/naive"):
+        table.add_column(col, justify="right")
+    for prior in priors:
+        for size in sizes:
+            for batch in (int(b) for b in args.batch.split(",")):
+                model, glob, _ = build(size, args.run, batch, prior)
+                m = measure(model, glob, args.frames, args.naive_steps)
+                par = m["parallel"]
+                table.add_row(model.config.prior, size, str(batch), str(m["codes"]), f"{m['naive']:.3g}",
+                              f"{m['cached']:.3g}", "-" if par is None else f"{par:.3g}",
+                              "-" if par is None else f"{m['passes']:.1f}",
+                              "-" if par is None else f"{m['cached'] / par:.1f}x", f"{m['naive'] / m['cached']:.0f}x")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
