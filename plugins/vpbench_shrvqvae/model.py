@@ -30,7 +30,8 @@ the first author's public code and VQ-VAE / PixelCNN practice; each is a config 
   codeword (straight-through Gumbel-softmax or softmax); lambda 1 (a third-party reading used
   0.11); with AdamW lambda weighs the two terms in the prior's gradient, not the decoder's step;
 - generation: argmax or temperature sampling, restricted to codewords seen as prior-training
-  targets; cached incremental generation, proven identical to the naive path;
+  targets; cached incremental generation, and for ``vpn`` fixed-point (Jacobi) decoding of each
+  frame (Gumbel-max sampling with noise drawn per frame), all proven identical to the naive path;
 - minimum-Bayes-risk frame choice (``mbr_samples``, off by default): per frame, the candidate
   (argmax frame, blank frame, last context frame) with the highest mean SSIM against K sampled
   rollouts; the ground truth is never seen.
