@@ -59,6 +59,20 @@ def test_lambda_ablation_shares_stages_one_and_two(in_tmp):
     assert all(torch.equal(w1[k], w1_again[k]) for k in w1)  # same base, same seed: same weights
 
 
+def test_an_interrupted_variant_continues_with_resume(in_tmp):
+    result = invoke("ablate", "--grid", "levels=1,2", *FAST, "--out", "abl")
+    assert result.exit_code == 0, result.output
+    done = torch.load(in_tmp / "abl" / "levels-2" / "model.pt", weights_only=False)["model"]
+    (in_tmp / "abl" / "levels-2" / "model.pt").unlink()  # as if stopped after its last checkpoint
+    again = invoke("ablate", "--grid", "levels=1,2", *FAST, "--out", "abl")
+    assert again.exit_code == 2 and "unfinished training" in again.output
+    resumed = invoke("ablate", "--grid", "levels=1,2", *FAST, "--out", "abl", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert "levels=1" in resumed.output and "already trained" in resumed.output  # the finished variant is kept
+    weights = torch.load(in_tmp / "abl" / "levels-2" / "model.pt", weights_only=False)["model"]
+    assert all(torch.equal(done[k], weights[k]) for k in done)
+
+
 def test_ablate_errors_are_one_line(in_tmp):
     result = invoke("ablate", *FAST)
     assert result.exit_code == 2 and "nothing to ablate" in result.output

@@ -56,7 +56,7 @@ def shared_stage(model_cls: type, varied: list[str]) -> str | None:
 
 
 def run_ablation(harness, model: str, axes: dict[str, list[str]], out: Path, *, dataset=None, preset=None,
-                 config_file=None, sets=None, seed=None, device=None, data_dir=None,
+                 config_file=None, sets=None, seed=None, device=None, data_dir=None, resume: bool = False,
                  events: Events | None = None) -> tuple[pd.DataFrame, pd.DataFrame, list[Variant]]:
     events = events or Events()
     if not axes or not all(axes.values()):
@@ -81,7 +81,7 @@ def run_ablation(harness, model: str, axes: dict[str, list[str]], out: Path, *, 
     for variant in variants:
         with runs.lock(variant.run, events):
             tables.append(_train_and_evaluate(harness, model, variant, variants, data, until, shared_fields,
-                                              predict_only, base_sets, common, out, events))
+                                              predict_only, base_sets, common, out, events, resume))
         per_clip[variant.label] = runs.read_per_clip(variant.run.eval_dir)
     table = pd.concat(tables, ignore_index=True)
     diffs = differences(per_clip, variants, harness, variants[0].run.config)
@@ -91,8 +91,9 @@ def run_ablation(harness, model: str, axes: dict[str, list[str]], out: Path, *, 
 
 def _train_and_evaluate(harness, model: str, variant: Variant, variants: list[Variant], data: Any, until: str | None,
                         shared_fields: list[str], predict_only: bool, base_sets: list[str], common: dict, out: Path,
-                        events: Events) -> pd.DataFrame:
-    """One variant: its weights (shared, resumed from the shared base, or trained), then its scores."""
+                        events: Events, resume: bool = False) -> pd.DataFrame:
+    """One variant: its weights (shared, resumed from the shared base, or trained), then its scores.
+    With ``resume`` an unfinished variant continues from its checkpoint."""
     run = variant.run
     if predict_only and variant is not variants[0]:
         _share_weights(variants[0].run, run)
@@ -109,7 +110,8 @@ def _train_and_evaluate(harness, model: str, variant: Variant, variants: list[Va
         events.message(f"{variant.label}: stages before '{until}' shared from {base.run_dir}")
         trained = runs.train(run, data, resume=True, events=events, probed=variant.probe)
     else:
-        trained = runs.train(run, data, events=events, probed=variant.probe)
+        unfinished = (run.run_dir / "checkpoints" / "last.pt").is_file() and not (run.run_dir / "model.pt").is_file()
+        trained = runs.train(run, data, resume=resume and unfinished, events=events, probed=variant.probe)
     return runs.evaluate(run, trained, data, events=events, variant=variant.label)
 
 

@@ -27,6 +27,7 @@ def ablate(
     budget: c.Budget = None,
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Ablation directory (default runs/ablate-...).")] = None,
     data_dir: c.DataDir = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue unfinished trainings of the variants.")] = False,
 ) -> None:
     """Train and evaluate one variant per grid point; shared early stages are trained once."""
     from vpbench import runs
@@ -61,7 +62,7 @@ def ablate(
     with c.rich_events() as events:
         table, diffs, variants = run_ablation(get_harness(), model, axes, out_dir, dataset=dataset, preset=preset,
                                               config_file=config, sets=set_, seed=seed, device=device,
-                                              data_dir=data_dir, events=events)
+                                              data_dir=data_dir, resume=resume, events=events)
     c.print_results(table, title=f"ablation of {model}")
     diff_table = Table(title=f"difference to {variants[0].label} (paired over the same test clips)")
     for col in ("variant", "metric", "diff", "95% CI"):
