@@ -1,4 +1,5 @@
-"""Baseline model plugins for vpbench: ConvLSTM, PredRNN and SimVP (IncepU translator).
+"""Baseline model plugins for vpbench: ConvLSTM, PredRNN, SimVP (IncepU translator), SimVP.V2 (gSTA)
+and TAU.
 
 Each is a port of the network behind the OpenSTL benchmark tables (Tan et al., NeurIPS 2023
 Datasets and Benchmarks, arXiv 2306.11249), written from the papers and the published
@@ -10,9 +11,9 @@ third-party plugin (``pyproject.toml``: ``baselines = "vpbench_baselines"``).
 import vpbench
 from vpbench_baselines.convlstm import ConvLSTM
 from vpbench_baselines.predrnn import PredRNN
-from vpbench_baselines.simvp import SimVP
+from vpbench_baselines.simvp import GSTA, TAU, SimVP
 
-__all__ = ["ConvLSTM", "PredRNN", "SimVP"]
+__all__ = ["ConvLSTM", "GSTA", "PredRNN", "SimVP", "TAU"]
 
 
 @vpbench.hookimpl
@@ -20,3 +21,5 @@ def vpbench_register_models(register):
     register(ConvLSTM)
     register(PredRNN)
     register(SimVP)
+    register(GSTA)
+    register(TAU)

@@ -1,0 +1,159 @@
+"""MetaFormer translators of the SimVP family: a stack of blocks over the frames' stacked features.
+
+``MetaTranslator`` maps ``(B, T * C, H, W)`` to the same shape with ``n`` blocks of one kind:
+the first works at ``T * C`` channels and reduces to ``hid`` with a 1x1 convolution, the middle
+ones work at ``hid``, the last works at ``hid`` and expands back (OpenSTL's ``MidMetaNet``;
+Tan et al. 2022, "SimVP: Towards Simple yet Powerful Spatiotemporal Predictive Learning",
+arXiv 2211.12509). Block kinds:
+
+- ``gsta`` (SimVP.V2's gated spatiotemporal attention): BatchNorm, 1x1 conv, GELU, large-kernel
+  attention (5x5 depth-wise, 7x7 depth-wise with dilation 3, 1x1 conv to a value and a sigmoid
+  gate; a 21x21 receptive field), 1x1 conv, shortcut; then BatchNorm and a convolutional MLP
+  (1x1, 3x3 depth-wise, GELU, 1x1); both branches scaled per channel (init 0.01);
+- ``tau`` (Tan et al. 2023, "Temporal Attention Unit", arXiv 2206.12126): as ``gsta`` with the
+  attention replaced by the temporal attention unit: the same large-kernel statical attention
+  (to ``dim`` channels, no gate) times a squeeze-and-excitation dynamical attention (global
+  average pool, two bias-free linear layers with reduction ``dim // max(dim // 16, 4)``, ReLU,
+  sigmoid), times the input.
+
+Stochastic depth as in OpenSTL's code: rates ``linspace(0.01, drop_path, n)`` for all but the
+last block, ``drop_path`` for the last (so blocks keep a small rate when ``drop_path`` is 0).
+Initialisation as OpenSTL's: convolutions ``normal(0, sqrt(2 / fan_out))``, linear layers
+truncated normal (std 0.02).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
+    """Stochastic depth (Huang et al. 2016): drop the whole residual branch per sample."""
+    if rate == 0 or not training:
+        return x
+    keep = torch.rand(x.shape[0], *([1] * (x.dim() - 1)), device=x.device, dtype=x.dtype) >= rate
+    return x * keep / (1 - rate)
+
+
+def init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Conv2d):
+        fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels // module.groups
+        nn.init.normal_(module.weight, 0, math.sqrt(2.0 / fan_out))
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+class LargeKernel(nn.Module):
+    """Depth-wise ``2d - 1`` conv, then a depth-wise dilated conv: a ``kernel`` x ``kernel`` field."""
+
+    def __init__(self, dim: int, kernel: int = 21, dilation: int = 3):
+        super().__init__()
+        k0 = 2 * dilation - 1
+        k1 = kernel // dilation + ((kernel // dilation) % 2 - 1)
+        self.conv0 = nn.Conv2d(dim, dim, k0, padding=(k0 - 1) // 2, groups=dim)
+        self.conv_spatial = nn.Conv2d(dim, dim, k1, padding=dilation * (k1 - 1) // 2, groups=dim, dilation=dilation)
+
+    def forward(self, x):
+        return self.conv_spatial(self.conv0(x))
+
+
+class GatedAttention(nn.Module):
+    """gSTA's attention: large kernel, then a 1x1 conv to a value and a gate."""
+
+    def __init__(self, dim: int, kernel: int = 21):
+        super().__init__()
+        self.kernel = LargeKernel(dim, kernel)
+        self.conv1 = nn.Conv2d(dim, 2 * dim, 1)
+
+    def forward(self, x):
+        value, gate = self.conv1(self.kernel(x)).chunk(2, 1)
+        return torch.sigmoid(gate) * value
+
+
+class TemporalAttention(nn.Module):
+    """TAU: statical (large-kernel) attention times dynamical (squeeze-and-excitation) attention."""
+
+    def __init__(self, dim: int, kernel: int = 21, reduction: int = 16):
+        super().__init__()
+        self.kernel = LargeKernel(dim, kernel)
+        self.conv1 = nn.Conv2d(dim, dim, 1)
+        hidden = dim // max(dim // reduction, 4)
+        self.fc = nn.Sequential(nn.Linear(dim, hidden, bias=False), nn.ReLU(), nn.Linear(hidden, dim, bias=False),
+                                nn.Sigmoid())
+
+    def forward(self, x):
+        statical = self.conv1(self.kernel(x))
+        dynamical = self.fc(x.mean((2, 3)))[:, :, None, None]
+        return dynamical * statical * x
+
+
+class AttentionBranch(nn.Module):
+    """1x1 conv, GELU, the block's attention, 1x1 conv, plus the input."""
+
+    def __init__(self, dim: int, attention: nn.Module):
+        super().__init__()
+        self.proj_1 = nn.Conv2d(dim, dim, 1)
+        self.attention = attention
+        self.proj_2 = nn.Conv2d(dim, dim, 1)
+
+    def forward(self, x):
+        return self.proj_2(self.attention(nn.functional.gelu(self.proj_1(x)))) + x
+
+
+class ConvMLP(nn.Module):
+    """1x1 conv up, 3x3 depth-wise conv, GELU, 1x1 conv down."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Conv2d(dim, hidden, 1)
+        self.dwconv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
+        self.fc2 = nn.Conv2d(hidden, dim, 1)
+
+    def forward(self, x):
+        return self.fc2(nn.functional.gelu(self.dwconv(self.fc1(x))))
+
+
+class AttentionBlock(nn.Module):
+    """gSTA / TAU block: ``x + s1 * attn(BN(x))``, then ``x + s2 * mlp(BN(x))``."""
+
+    def __init__(self, dim: int, kind: str, mlp_ratio: float, drop_rate: float, kernel: int = 21):
+        super().__init__()
+        attention = GatedAttention(dim, kernel) if kind == "gsta" else TemporalAttention(dim, kernel)
+        self.norm1 = nn.BatchNorm2d(dim)
+        self.attn = AttentionBranch(dim, attention)
+        self.norm2 = nn.BatchNorm2d(dim)
+        self.mlp = ConvMLP(dim, int(dim * mlp_ratio))
+        self.layer_scale_1 = nn.Parameter(torch.full((dim,), 1e-2))
+        self.layer_scale_2 = nn.Parameter(torch.full((dim,), 1e-2))
+        self.drop_rate = drop_rate
+        self.apply(init_weights)
+
+    def forward(self, x):
+        x = x + drop_path(self.layer_scale_1[:, None, None] * self.attn(self.norm1(x)), self.drop_rate, self.training)
+        return x + drop_path(self.layer_scale_2[:, None, None] * self.mlp(self.norm2(x)), self.drop_rate, self.training)
+
+
+KINDS = ("gsta", "tau")
+
+
+class MetaTranslator(nn.Module):
+    def __init__(self, channels: int, hid: int, n: int, kind: str, mlp_ratio: float = 8.0, drop_path: float = 0.0):
+        super().__init__()
+        if kind not in KINDS:
+            raise ValueError(f"unknown translator block {kind!r}: {', '.join(KINDS)}")
+        rates = [1e-2 + (drop_path - 1e-2) * i / (n - 1) for i in range(n - 1)] + [drop_path]
+        dims = [(channels, hid)] + [(hid, hid)] * (n - 2) + [(hid, channels)]
+        self.blocks = nn.ModuleList(AttentionBlock(cin, kind, mlp_ratio, rate) for (cin, _), rate in zip(dims, rates))
+        self.reductions = nn.ModuleList(nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity() for cin, cout in dims)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        for block, reduce in zip(self.blocks, self.reductions):
+            z = reduce(block(z))
+        return z
