@@ -14,7 +14,15 @@ arXiv 2211.12509). Block kinds:
   attention replaced by the temporal attention unit: the same large-kernel statical attention
   (to ``dim`` channels, no gate) times a squeeze-and-excitation dynamical attention (global
   average pool, two bias-free linear layers with reduction ``dim // max(dim // 16, 4)``, ReLU,
-  sigmoid), times the input.
+  sigmoid), times the input;
+- ``van`` (Guo et al. 2022, Visual Attention Network): as ``gsta`` with the large-kernel
+  attention multiplying the input (``x * conv1(LK(x))``) instead of gating a value;
+- ``poolformer`` (Yu et al. 2022, MetaFormer): GroupNorm(1), ``avgpool3x3(x) - x`` as the token
+  mixer, GroupNorm(1), an MLP of 1x1 convolutions; layer scale 1e-5;
+- ``convnext`` (Liu et al. 2022): 7x7 depth-wise conv, channel LayerNorm, an MLP of 1x1
+  convolutions, layer scale 1e-6, one residual branch;
+- ``convmixer`` (Trockman & Kolter 2022): ``x + BN(GELU(dw11x11(x)))``, then
+  ``BN(GELU(pw(x)))`` (no residual around the point-wise part).
 
 Stochastic depth as in OpenSTL's code: rates ``linspace(0.01, drop_path, n)`` for all but the
 last block, ``drop_path`` for the last (so blocks keep a small rate when ``drop_path`` is 0).
@@ -120,12 +128,27 @@ class ConvMLP(nn.Module):
         return self.fc2(nn.functional.gelu(self.dwconv(self.fc1(x))))
 
 
+class VANAttention(nn.Module):
+    """VAN's large-kernel attention: the input times a 1x1 conv of the large kernel's output."""
+
+    def __init__(self, dim: int, kernel: int = 21):
+        super().__init__()
+        self.kernel = LargeKernel(dim, kernel)
+        self.conv1 = nn.Conv2d(dim, dim, 1)
+
+    def forward(self, x):
+        return x * self.conv1(self.kernel(x))
+
+
+ATTENTIONS = {"gsta": GatedAttention, "tau": TemporalAttention, "van": VANAttention}
+
+
 class AttentionBlock(nn.Module):
-    """gSTA / TAU block: ``x + s1 * attn(BN(x))``, then ``x + s2 * mlp(BN(x))``."""
+    """gSTA / TAU / VAN block: ``x + s1 * attn(BN(x))``, then ``x + s2 * mlp(BN(x))``."""
 
     def __init__(self, dim: int, kind: str, mlp_ratio: float, drop_rate: float, kernel: int = 21):
         super().__init__()
-        attention = GatedAttention(dim, kernel) if kind == "gsta" else TemporalAttention(dim, kernel)
+        attention = ATTENTIONS[kind](dim, kernel)
         self.norm1 = nn.BatchNorm2d(dim)
         self.attn = AttentionBranch(dim, attention)
         self.norm2 = nn.BatchNorm2d(dim)
@@ -140,7 +163,82 @@ class AttentionBlock(nn.Module):
         return x + drop_path(self.layer_scale_2[:, None, None] * self.mlp(self.norm2(x)), self.drop_rate, self.training)
 
 
-KINDS = ("gsta", "tau")
+class PoolFormerBlock(nn.Module):
+    """``x + s1 * (pool(GN(x)) - GN(x))``, then ``x + s2 * mlp(GN(x))`` (GN: one group)."""
+
+    def __init__(self, dim: int, mlp_ratio: float, drop_rate: float):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(1, dim)
+        self.pool = nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+        self.norm2 = nn.GroupNorm(1, dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Conv2d(dim, hidden, 1), nn.GELU(), nn.Conv2d(hidden, dim, 1))
+        self.layer_scale_1 = nn.Parameter(torch.full((dim,), 1e-5))
+        self.layer_scale_2 = nn.Parameter(torch.full((dim,), 1e-5))
+        self.drop_rate = drop_rate
+        for m in self.mlp:
+            if isinstance(m, nn.Conv2d):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x):
+        y = self.norm1(x)
+        x = x + drop_path(self.layer_scale_1[:, None, None] * (self.pool(y) - y), self.drop_rate, self.training)
+        return x + drop_path(self.layer_scale_2[:, None, None] * self.mlp(self.norm2(x)), self.drop_rate, self.training)
+
+
+class ChannelNorm(nn.LayerNorm):
+    """LayerNorm over the channels of ``(B, C, H, W)`` (eps 1e-6, as ConvNeXt's)."""
+
+    def __init__(self, dim: int):
+        super().__init__(dim, eps=1e-6)
+
+    def forward(self, x):
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ConvNeXtBlock(nn.Module):
+    """``x + gamma * mlp(LN(dw7x7(x)))``."""
+
+    def __init__(self, dim: int, mlp_ratio: float, drop_rate: float):
+        super().__init__()
+        self.conv_dw = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = ChannelNorm(dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Conv2d(dim, hidden, 1), nn.GELU(), nn.Conv2d(hidden, dim, 1))
+        self.gamma = nn.Parameter(torch.full((dim,), 1e-6))
+        self.drop_rate = drop_rate
+        self.apply(init_weights)
+
+    def forward(self, x):
+        return x + drop_path(self.gamma[:, None, None] * self.mlp(self.norm(self.conv_dw(x))), self.drop_rate,
+                             self.training)
+
+
+class ConvMixerBlock(nn.Module):
+    """``x + BN(GELU(dw(x)))``, then ``BN(GELU(pw(x)))``; OpenSTL uses an 11x11 depth-wise kernel."""
+
+    def __init__(self, dim: int, mlp_ratio: float, drop_rate: float, kernel: int = 11):
+        super().__init__()
+        self.conv_dw = nn.Conv2d(dim, dim, kernel, groups=dim, padding="same")
+        self.norm_1 = nn.BatchNorm2d(dim)
+        self.conv_pw = nn.Conv2d(dim, dim, 1)
+        self.norm_2 = nn.BatchNorm2d(dim)
+        self.apply(init_weights)
+
+    def forward(self, x):
+        x = x + self.norm_1(nn.functional.gelu(self.conv_dw(x)))
+        return self.norm_2(nn.functional.gelu(self.conv_pw(x)))
+
+
+def make_block(kind: str, dim: int, mlp_ratio: float, drop_rate: float) -> nn.Module:
+    if kind in ATTENTIONS:
+        return AttentionBlock(dim, kind, mlp_ratio, drop_rate)
+    return {"poolformer": PoolFormerBlock, "convnext": ConvNeXtBlock, "convmixer": ConvMixerBlock}[kind](
+        dim, mlp_ratio, drop_rate)
+
+
+KINDS = ("gsta", "tau", "van", "poolformer", "convnext", "convmixer")
 
 
 class MetaTranslator(nn.Module):
@@ -150,7 +248,7 @@ class MetaTranslator(nn.Module):
             raise ValueError(f"unknown translator block {kind!r}: {', '.join(KINDS)}")
         rates = [1e-2 + (drop_path - 1e-2) * i / (n - 1) for i in range(n - 1)] + [drop_path]
         dims = [(channels, hid)] + [(hid, hid)] * (n - 2) + [(hid, channels)]
-        self.blocks = nn.ModuleList(AttentionBlock(cin, kind, mlp_ratio, rate) for (cin, _), rate in zip(dims, rates))
+        self.blocks = nn.ModuleList(make_block(kind, cin, mlp_ratio, rate) for (cin, _), rate in zip(dims, rates))
         self.reductions = nn.ModuleList(nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity() for cin, cout in dims)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
