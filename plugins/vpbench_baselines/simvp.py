@@ -285,7 +285,9 @@ class GSTA(SimVP):
         from vpbench_baselines.translators import MetaTranslator
 
         c = self.config
-        return MetaTranslator(channels, c.hid_t, c.n_t, self.kind, c.mlp_ratio, c.drop_path)
+        factor = 2 ** (c.n_s // 2)
+        resolution = (self.spec.height // factor, self.spec.width // factor)
+        return MetaTranslator(channels, c.hid_t, c.n_t, self.kind, c.mlp_ratio, c.drop_path, resolution)
 
     def training_step(self, batch, stage: str) -> dict:
         context, future = batch

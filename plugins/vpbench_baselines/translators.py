@@ -23,6 +23,12 @@ arXiv 2211.12509). Block kinds:
   convolutions, layer scale 1e-6, one residual branch;
 - ``convmixer`` (Trockman & Kolter 2022): ``x + BN(GELU(dw11x11(x)))``, then
   ``BN(GELU(pw(x)))`` (no residual around the point-wise part).
+- token blocks over the ``H * W`` positions as tokens (pre-norm LayerNorm, GELU MLPs):
+  ``mlpmixer`` (Tolstikhin et al. 2021; token MLP of ``dim / 2``, LayerNorm eps 1e-6), ``vit``
+  (Dosovitskiy et al. 2021; 8 heads) and ``swin`` (Liu et al. 2021; 8 heads in windows of
+  ``min(8, 7 if H % 7 == 0 else max(4, H // 16))`` with a relative position bias, shifted by half
+  a window in every second block; as in OpenSTL's code the shifted windows get no attention
+  mask).
 
 Stochastic depth as in OpenSTL's code: rates ``linspace(0.01, drop_path, n)`` for all but the
 last block, ``drop_path`` for the last (so blocks keep a small rate when ``drop_path`` is 0).
@@ -231,24 +237,133 @@ class ConvMixerBlock(nn.Module):
         return self.norm_2(nn.functional.gelu(self.conv_pw(x)))
 
 
-def make_block(kind: str, dim: int, mlp_ratio: float, drop_rate: float) -> nn.Module:
+class TokenMLP(nn.Sequential):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over tokens ``(B, N, C)``, with an optional additive bias."""
+
+    def __init__(self, dim: int, heads: int = 8):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        out = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+
+
+class TokenBlock(nn.Module):
+    """A block over the positions as tokens: ``(B, C, H, W)`` in and out."""
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        return self.tokens(x.flatten(2).transpose(1, 2), h, w).reshape(b, h, w, c).permute(0, 3, 1, 2)
+
+    def residual(self, x, branch):
+        return x + drop_path(branch, self.drop_rate, self.training)
+
+
+class MixerBlock(TokenBlock):
+    def __init__(self, dim: int, seq_len: int, mlp_ratio: float, drop_rate: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp_tokens = TokenMLP(seq_len, int(0.5 * dim))
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp_channels = TokenMLP(dim, int(mlp_ratio * dim))
+        self.drop_rate = drop_rate
+        self.apply(init_weights)
+
+    def tokens(self, x, h, w):
+        x = self.residual(x, self.mlp_tokens(self.norm1(x).transpose(1, 2)).transpose(1, 2))
+        return self.residual(x, self.mlp_channels(self.norm2(x)))
+
+
+class ViTBlock(TokenBlock):
+    def __init__(self, dim: int, mlp_ratio: float, drop_rate: float, heads: int = 8):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = SelfAttention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = TokenMLP(dim, int(dim * mlp_ratio))
+        self.drop_rate = drop_rate
+        self.apply(init_weights)
+
+    def tokens(self, x, h, w):
+        x = self.residual(x, self.attn(self.norm1(x)))
+        return self.residual(x, self.mlp(self.norm2(x)))
+
+
+def relative_position_index(window: int) -> torch.Tensor:
+    """Index into a ``(2w - 1)^2`` table of every pair of positions of a ``w x w`` window."""
+    ys, xs = torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")
+    coords = torch.stack([ys.flatten(), xs.flatten()])  # (2, w*w)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)
+    return rel[..., 0] * (2 * window - 1) + rel[..., 1]
+
+
+class SwinBlock(ViTBlock):
+    def __init__(self, dim: int, resolution: tuple[int, int], layer: int, mlp_ratio: float, drop_rate: float,
+                 heads: int = 8):
+        super().__init__(dim, mlp_ratio, drop_rate, heads)
+        h = resolution[0]
+        self.window = min(8, 7 if h % 7 == 0 else max(4, h // 16))
+        self.shift = 0 if layer % 2 == 0 else self.window // 2
+        self.relative_position_bias_table = nn.Parameter(torch.empty((2 * self.window - 1) ** 2, heads))
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+        self.register_buffer("relative_position_index", relative_position_index(self.window), persistent=False)
+
+    def tokens(self, x, h, w):
+        b, _, c = x.shape
+        win, shift = self.window, self.shift
+        if h % win or w % win:
+            raise ValueError(f"a {h}x{w} latent does not divide into {win}x{win} windows")
+        y = self.norm1(x).reshape(b, h, w, c)
+        if shift:
+            y = torch.roll(y, (-shift, -shift), (1, 2))
+        windows = y.reshape(b, h // win, win, w // win, win, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, win * win, c)
+        bias = self.relative_position_bias_table[self.relative_position_index.reshape(-1)]
+        bias = bias.reshape(win * win, win * win, -1).permute(2, 0, 1)[None]
+        out = self.attn(windows, bias.to(windows.dtype))
+        y = out.reshape(b, h // win, w // win, win, win, c).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
+        if shift:
+            y = torch.roll(y, (shift, shift), (1, 2))
+        x = self.residual(x, y.reshape(b, h * w, c))
+        return self.residual(x, self.mlp(self.norm2(x)))
+
+
+def make_block(kind: str, dim: int, mlp_ratio: float, drop_rate: float, resolution: tuple[int, int] = (1, 1),
+               layer: int = 0) -> nn.Module:
     if kind in ATTENTIONS:
         return AttentionBlock(dim, kind, mlp_ratio, drop_rate)
+    if kind == "mlpmixer":
+        return MixerBlock(dim, resolution[0] * resolution[1], mlp_ratio, drop_rate)
+    if kind == "vit":
+        return ViTBlock(dim, mlp_ratio, drop_rate)
+    if kind == "swin":
+        return SwinBlock(dim, resolution, layer, mlp_ratio, drop_rate)
     return {"poolformer": PoolFormerBlock, "convnext": ConvNeXtBlock, "convmixer": ConvMixerBlock}[kind](
         dim, mlp_ratio, drop_rate)
 
 
-KINDS = ("gsta", "tau", "van", "poolformer", "convnext", "convmixer")
+KINDS = ("gsta", "tau", "van", "poolformer", "convnext", "convmixer", "mlpmixer", "vit", "swin")
 
 
 class MetaTranslator(nn.Module):
-    def __init__(self, channels: int, hid: int, n: int, kind: str, mlp_ratio: float = 8.0, drop_path: float = 0.0):
+    def __init__(self, channels: int, hid: int, n: int, kind: str, mlp_ratio: float = 8.0, drop_path: float = 0.0,
+                 resolution: tuple[int, int] = (1, 1)):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"unknown translator block {kind!r}: {', '.join(KINDS)}")
         rates = [1e-2 + (drop_path - 1e-2) * i / (n - 1) for i in range(n - 1)] + [drop_path]
         dims = [(channels, hid)] + [(hid, hid)] * (n - 2) + [(hid, channels)]
-        self.blocks = nn.ModuleList(make_block(kind, cin, mlp_ratio, rate) for (cin, _), rate in zip(dims, rates))
+        self.blocks = nn.ModuleList(make_block(kind, cin, mlp_ratio, rate, resolution, i)
+                                    for i, ((cin, _), rate) in enumerate(zip(dims, rates)))
         self.reductions = nn.ModuleList(nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity() for cin, cout in dims)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
