@@ -29,6 +29,16 @@ arXiv 2211.12509). Block kinds:
   ``min(8, 7 if H % 7 == 0 else max(4, H // 16))`` with a relative position bias, shifted by half
   a window in every second block; as in OpenSTL's code the shifted windows get no attention
   mask).
+- ``uniformer`` (Li et al. 2022): convolutional blocks (``x + dw3x3(x)``, then BN, 1x1, 5x5
+  depth-wise, 1x1; BN and a 1x1-conv MLP) where a block changes the width, self-attention
+  blocks (``x + dw3x3(x)``, then pre-norm attention with 8 heads and an MLP, layer scale 1e-6) in
+  between;
+- ``hornet`` (Rao et al. 2022): recursive gated convolution of order 4 (a 7x7 depth-wise conv
+  over ``dim / 8 + ... + dim`` channels and point-wise products), channel LayerNorms, an MLP,
+  layer scale 1e-6;
+- ``moganet`` (Li et al. 2024): multi-order gated aggregation (dilated depth-wise convs of
+  dilation 1, 2, 3 over channel splits 1 : 3 : 4, SiLU gates, feature decomposition against the
+  global mean) and a channel-aggregation MLP, BatchNorm, layer scale 1e-5.
 
 Stochastic depth as in OpenSTL's code: rates ``linspace(0.01, drop_path, n)`` for all but the
 last block, ``drop_path`` for the last (so blocks keep a small rate when ``drop_path`` is 0).
@@ -169,6 +179,18 @@ class AttentionBlock(nn.Module):
         return x + drop_path(self.layer_scale_2[:, None, None] * self.mlp(self.norm2(x)), self.drop_rate, self.training)
 
 
+class PointwiseMLP(nn.Module):
+    """1x1 conv up, GELU, 1x1 conv down."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Conv2d(dim, hidden, 1)
+        self.fc2 = nn.Conv2d(hidden, dim, 1)
+
+    def forward(self, x):
+        return self.fc2(nn.functional.gelu(self.fc1(x)))
+
+
 class PoolFormerBlock(nn.Module):
     """``x + s1 * (pool(GN(x)) - GN(x))``, then ``x + s2 * mlp(GN(x))`` (GN: one group)."""
 
@@ -178,14 +200,13 @@ class PoolFormerBlock(nn.Module):
         self.pool = nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
         self.norm2 = nn.GroupNorm(1, dim)
         hidden = int(dim * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Conv2d(dim, hidden, 1), nn.GELU(), nn.Conv2d(hidden, dim, 1))
+        self.mlp = PointwiseMLP(dim, hidden)
         self.layer_scale_1 = nn.Parameter(torch.full((dim,), 1e-5))
         self.layer_scale_2 = nn.Parameter(torch.full((dim,), 1e-5))
         self.drop_rate = drop_rate
-        for m in self.mlp:
-            if isinstance(m, nn.Conv2d):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
+        for m in (self.mlp.fc1, self.mlp.fc2):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            nn.init.zeros_(m.bias)
 
     def forward(self, x):
         y = self.norm1(x)
@@ -211,7 +232,7 @@ class ConvNeXtBlock(nn.Module):
         self.conv_dw = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
         self.norm = ChannelNorm(dim)
         hidden = int(dim * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Conv2d(dim, hidden, 1), nn.GELU(), nn.Conv2d(hidden, dim, 1))
+        self.mlp = PointwiseMLP(dim, hidden)
         self.gamma = nn.Parameter(torch.full((dim,), 1e-6))
         self.drop_rate = drop_rate
         self.apply(init_weights)
@@ -237,9 +258,14 @@ class ConvMixerBlock(nn.Module):
         return self.norm_2(nn.functional.gelu(self.conv_pw(x)))
 
 
-class TokenMLP(nn.Sequential):
+class TokenMLP(nn.Module):
     def __init__(self, dim: int, hidden: int):
-        super().__init__(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        return self.fc2(nn.functional.gelu(self.fc1(x)))
 
 
 class SelfAttention(nn.Module):
@@ -337,21 +363,171 @@ class SwinBlock(ViTBlock):
         return self.residual(x, self.mlp(self.norm2(x)))
 
 
+class UniformerConvBlock(nn.Module):
+    def __init__(self, dim: int, mlp_ratio: float, drop_rate: float):
+        super().__init__()
+        self.pos_embed = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.norm1 = nn.BatchNorm2d(dim)
+        self.conv1 = nn.Conv2d(dim, dim, 1)
+        self.attn = nn.Conv2d(dim, dim, 5, padding=2, groups=dim)
+        self.conv2 = nn.Conv2d(dim, dim, 1)
+        self.norm2 = nn.BatchNorm2d(dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = PointwiseMLP(dim, hidden)
+        self.drop_rate = drop_rate
+        self.apply(init_weights)
+
+    def forward(self, x):
+        x = x + self.pos_embed(x)
+        x = x + drop_path(self.conv2(self.attn(self.conv1(self.norm1(x)))), self.drop_rate, self.training)
+        return x + drop_path(self.mlp(self.norm2(x)), self.drop_rate, self.training)
+
+
+class UniformerAttentionBlock(ViTBlock):
+    def __init__(self, dim: int, mlp_ratio: float, drop_rate: float):
+        super().__init__(dim, mlp_ratio, drop_rate)
+        self.pos_embed = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        init_weights(self.pos_embed)
+        self.gamma_1 = nn.Parameter(torch.full((dim,), 1e-6))
+        self.gamma_2 = nn.Parameter(torch.full((dim,), 1e-6))
+
+    def forward(self, x):
+        return super().forward(x + self.pos_embed(x))
+
+    def tokens(self, x, h, w):
+        x = self.residual(x, self.gamma_1 * self.attn(self.norm1(x)))
+        return self.residual(x, self.gamma_2 * self.mlp(self.norm2(x)))
+
+
+class RecursiveGatedConv(nn.Module):
+    """HorNet's g^n conv: ``proj_in`` to ``dims[0] + sum(dims)`` channels, a 7x7 depth-wise conv
+    of the second part, then ``x = pw_i(x) * dw_i`` for every order, ``proj_out``."""
+
+    def __init__(self, dim: int, order: int = 4):
+        super().__init__()
+        self.dims = [dim // 2**i for i in range(order)][::-1]
+        self.proj_in = nn.Conv2d(dim, 2 * dim, 1)
+        self.dwconv = nn.Conv2d(sum(self.dims), sum(self.dims), 7, padding=3, groups=sum(self.dims))
+        self.proj_out = nn.Conv2d(dim, dim, 1)
+        self.pws = nn.ModuleList(nn.Conv2d(self.dims[i], self.dims[i + 1], 1) for i in range(order - 1))
+
+    def forward(self, x):
+        first, rest = self.proj_in(x).split((self.dims[0], sum(self.dims)), 1)
+        gates = self.dwconv(rest).split(self.dims, 1)
+        x = first * gates[0]
+        for pw, gate in zip(self.pws, gates[1:]):
+            x = pw(x) * gate
+        return self.proj_out(x)
+
+
+class HorNetBlock(nn.Module):
+    def __init__(self, dim: int, mlp_ratio: float, drop_rate: float):
+        super().__init__()
+        self.norm1 = ChannelNorm(dim)
+        self.gnconv = RecursiveGatedConv(dim)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.pwconv1 = nn.Linear(dim, int(mlp_ratio * dim))
+        self.pwconv2 = nn.Linear(int(mlp_ratio * dim), dim)
+        self.gamma1 = nn.Parameter(torch.full((dim,), 1e-6))
+        self.gamma2 = nn.Parameter(torch.full((dim,), 1e-6))
+        self.drop_rate = drop_rate
+        self.apply(init_weights)
+
+    def forward(self, x):
+        x = x + drop_path(self.gamma1[:, None, None] * self.gnconv(self.norm1(x)), self.drop_rate, self.training)
+        y = self.gamma2 * self.pwconv2(nn.functional.gelu(self.pwconv1(self.norm2(x.permute(0, 2, 3, 1)))))
+        return x + drop_path(y.permute(0, 3, 1, 2), self.drop_rate, self.training)
+
+
+class MultiOrderConv(nn.Module):
+    """MogaNet's value branch: a 5x5 depth-wise conv, then dilated depth-wise convs (5x5 dilation
+    2, 7x7 dilation 3) on the last two of three channel splits (1 : 3 : 4), a point-wise conv."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.d1, self.d2 = 3 * dim // 8, 4 * dim // 8
+        self.d0 = dim - self.d1 - self.d2
+        self.DW_conv0 = nn.Conv2d(dim, dim, 5, padding=2, groups=dim)
+        self.DW_conv1 = nn.Conv2d(self.d1, self.d1, 5, padding=4, groups=self.d1, dilation=2)
+        self.DW_conv2 = nn.Conv2d(self.d2, self.d2, 7, padding=9, groups=self.d2, dilation=3)
+        self.PW_conv = nn.Conv2d(dim, dim, 1)
+
+    def forward(self, x):
+        x0 = self.DW_conv0(x)
+        x1 = self.DW_conv1(x0[:, self.d0:self.d0 + self.d1])
+        x2 = self.DW_conv2(x0[:, x0.shape[1] - self.d2:])
+        return self.PW_conv(torch.cat([x0[:, :self.d0], x1, x2], 1))
+
+
+class MultiOrderGatedAggregation(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.proj_1 = nn.Conv2d(dim, dim, 1)
+        self.gate = nn.Conv2d(dim, dim, 1)
+        self.value = MultiOrderConv(dim)
+        self.proj_2 = nn.Conv2d(dim, dim, 1)
+        self.sigma = nn.Parameter(torch.full((1, dim, 1, 1), 1e-5))
+
+    def forward(self, x):
+        y = self.proj_1(x)
+        y = nn.functional.silu(y + self.sigma * (y - y.mean((2, 3), keepdim=True)))
+        return self.proj_2(nn.functional.silu(self.gate(y)) * nn.functional.silu(self.value(y))) + x
+
+
+class ChannelAggregationMLP(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Conv2d(dim, hidden, 1)
+        self.dwconv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
+        self.fc2 = nn.Conv2d(hidden, dim, 1)
+        self.decompose = nn.Conv2d(hidden, 1, 1)
+        self.sigma = nn.Parameter(torch.full((1, hidden, 1, 1), 1e-5))
+
+    def forward(self, x):
+        x = nn.functional.gelu(self.dwconv(self.fc1(x)))
+        x = x + self.sigma * (x - nn.functional.gelu(self.decompose(x)))
+        return self.fc2(x)
+
+
+class MogaBlock(nn.Module):
+    def __init__(self, dim: int, mlp_ratio: float, drop_rate: float):
+        super().__init__()
+        if dim % 8:
+            raise ValueError(f"MogaNet's channel split needs a width divisible by 8, got {dim}")
+        self.norm1 = nn.BatchNorm2d(dim)
+        self.attn = MultiOrderGatedAggregation(dim)
+        self.norm2 = nn.BatchNorm2d(dim)
+        self.mlp = ChannelAggregationMLP(dim, int(dim * mlp_ratio))
+        self.layer_scale_1 = nn.Parameter(torch.full((1, dim, 1, 1), 1e-5))
+        self.layer_scale_2 = nn.Parameter(torch.full((1, dim, 1, 1), 1e-5))
+        self.drop_rate = drop_rate
+        self.apply(init_weights)
+
+    def forward(self, x):
+        x = x + drop_path(self.layer_scale_1 * self.attn(self.norm1(x)), self.drop_rate, self.training)
+        return x + drop_path(self.layer_scale_2 * self.mlp(self.norm2(x)), self.drop_rate, self.training)
+
+
 def make_block(kind: str, dim: int, mlp_ratio: float, drop_rate: float, resolution: tuple[int, int] = (1, 1),
-               layer: int = 0) -> nn.Module:
+               layer: int = 0, changes_width: bool = False) -> nn.Module:
     if kind in ATTENTIONS:
         return AttentionBlock(dim, kind, mlp_ratio, drop_rate)
+    if kind == "uniformer":
+        cls = UniformerConvBlock if changes_width or layer == 0 else UniformerAttentionBlock
+        return cls(dim, mlp_ratio, drop_rate)
     if kind == "mlpmixer":
         return MixerBlock(dim, resolution[0] * resolution[1], mlp_ratio, drop_rate)
     if kind == "vit":
         return ViTBlock(dim, mlp_ratio, drop_rate)
     if kind == "swin":
         return SwinBlock(dim, resolution, layer, mlp_ratio, drop_rate)
-    return {"poolformer": PoolFormerBlock, "convnext": ConvNeXtBlock, "convmixer": ConvMixerBlock}[kind](
-        dim, mlp_ratio, drop_rate)
+    others = {"poolformer": PoolFormerBlock, "convnext": ConvNeXtBlock, "convmixer": ConvMixerBlock,
+              "hornet": HorNetBlock, "moganet": MogaBlock}
+    return others[kind](dim, mlp_ratio, drop_rate)
 
 
-KINDS = ("gsta", "tau", "van", "poolformer", "convnext", "convmixer", "mlpmixer", "vit", "swin")
+KINDS = ("gsta", "tau", "van", "poolformer", "convnext", "convmixer", "mlpmixer", "vit", "swin", "uniformer",
+         "hornet", "moganet")
 
 
 class MetaTranslator(nn.Module):
@@ -362,8 +538,8 @@ class MetaTranslator(nn.Module):
             raise ValueError(f"unknown translator block {kind!r}: {', '.join(KINDS)}")
         rates = [1e-2 + (drop_path - 1e-2) * i / (n - 1) for i in range(n - 1)] + [drop_path]
         dims = [(channels, hid)] + [(hid, hid)] * (n - 2) + [(hid, channels)]
-        self.blocks = nn.ModuleList(make_block(kind, cin, mlp_ratio, rate, resolution, i)
-                                    for i, ((cin, _), rate) in enumerate(zip(dims, rates)))
+        self.blocks = nn.ModuleList(make_block(kind, cin, mlp_ratio, rate, resolution, i, cin != cout)
+                                    for i, ((cin, cout), rate) in enumerate(zip(dims, rates)))
         self.reductions = nn.ModuleList(nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity() for cin, cout in dims)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
