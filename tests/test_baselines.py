@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from vpbench import config as C
+from vpbench.errors import ConfigError
 from vpbench.plugins import get_harness
 from vpbench.profile import model_flops
 from vpbench.protocols import DataSpec
@@ -99,6 +100,38 @@ def test_tau_divergence_regularisation_is_the_kl_of_frame_difference_softmaxes()
     expected = F.kl_div(q.log(), p, reduction="none").mean()  # sum p (log p - log q), averaged
     assert torch.allclose(divergence_regularisation(pred, true), expected, atol=1e-6)
     assert float(divergence_regularisation(pred, true)) > 0
+
+
+def test_predformer_moving_mnist_count_follows_the_hand_formula():
+    # a gated transformer: two LayerNorms inside + one after (3 x 2d), qkv without bias (3d^2 for
+    # 8 heads x 32 = d), out projection (d^2 + d), SwiGLU (two d -> 4d with bias, 4d -> d with bias);
+    # four per TSST layer, six layers; patch embedding 64 -> d and the head LayerNorm + d -> 64
+    d, h = 256, 1024
+    gated = 3 * 2 * d + 3 * d * d + d * d + d + 2 * (d * h + h) + h * d + d
+    expected = 6 * 4 * gated + (64 * d + d) + 2 * d + (d * 64 + 64)
+    cls, cfg = paper_config("predformer", "mmnist")
+    assert cfg.layout == "tsst" and cfg.ndepth == 6 and cfg.patch == 8
+    assert n_params(cls, cfg, MMNIST) == expected == 25_297_728
+    count = model_flops(cls, cfg, MMNIST)
+    assert count.counted_on == "meta" and 16.0 < count.macs / 1e9 < 16.9  # 16.42G with torch's counter
+
+
+def test_predformer_layout_orders_time_and_space_attention():
+    from vpbench_baselines.predformer import PredFormer, sinusoidal
+
+    pe = sinusoidal(3, 4)
+    assert torch.allclose(pe[2], torch.tensor([math.sin(2), math.cos(2), math.sin(2 / 100), math.cos(2 / 100)]))
+    model = PredFormer(PredFormer.Config(patch=4, dim=8, heads=2, dim_head=4, ndepth=1, layout="ts"),
+                       DataSpec(3, 3, 1, 8, 8)).eval()
+    x = torch.randn(1, 3, 4, 8)  # (B, T, N, D) tokens
+    spatial_part, temporal_part = model.blocks[0].parts[1], model.blocks[0].parts[0]
+    with torch.no_grad():
+        y = model.blocks[0](x)
+        by_hand = temporal_part(x.transpose(1, 2).reshape(4, 3, 8)).reshape(1, 4, 3, 8).transpose(1, 2)
+        by_hand = spatial_part(by_hand.reshape(3, 4, 8)).reshape(1, 3, 4, 8)
+    assert torch.allclose(y, by_hand, atol=1e-6)
+    with pytest.raises(ConfigError, match="layout"):
+        PredFormer.Config(layout="tsx")
 
 
 def test_temporal_attention_squeeze_excitation_width_is_openstls():
@@ -226,7 +259,7 @@ def test_simvp_training_backpropagates_through_the_rollout():
     assert g_all.abs().sum() > 0 and loss.requires_grad
 
 
-@pytest.mark.parametrize("name", ["convlstm", "predrnn", "simvp", "tau", "gsta"])
+@pytest.mark.parametrize("name", ["convlstm", "predrnn", "simvp", "tau", "gsta", "predformer"])
 def test_baseline_overfits_a_few_clips(name):
     """Each baseline drives the training loss on 4 fixed digit clips far below where it started."""
     cls = HARNESS.models.get(name)

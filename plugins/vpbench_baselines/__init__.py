@@ -1,5 +1,5 @@
-"""Baseline model plugins for vpbench: ConvLSTM, PredRNN, SimVP (IncepU translator), SimVP.V2 (gSTA)
-and TAU.
+"""Baseline model plugins for vpbench: ConvLSTM, PredRNN, SimVP (IncepU translator), SimVP.V2 (gSTA),
+TAU and PredFormer.
 
 Each is a port of the network behind the OpenSTL benchmark tables (Tan et al., NeurIPS 2023
 Datasets and Benchmarks, arXiv 2306.11249), written from the papers and the published
@@ -10,10 +10,11 @@ third-party plugin (``pyproject.toml``: ``baselines = "vpbench_baselines"``).
 
 import vpbench
 from vpbench_baselines.convlstm import ConvLSTM
+from vpbench_baselines.predformer import PredFormer
 from vpbench_baselines.predrnn import PredRNN
 from vpbench_baselines.simvp import GSTA, TAU, SimVP
 
-__all__ = ["ConvLSTM", "GSTA", "PredRNN", "SimVP", "TAU"]
+__all__ = ["ConvLSTM", "GSTA", "PredFormer", "PredRNN", "SimVP", "TAU"]
 
 
 @vpbench.hookimpl
@@ -23,3 +24,4 @@ def vpbench_register_models(register):
     register(SimVP)
     register(GSTA)
     register(TAU)
+    register(PredFormer)
