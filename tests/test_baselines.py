@@ -88,6 +88,23 @@ def test_tau_and_gsta_exact_counts_and_macs_within_one_percent_of_openstl():
         assert abs(macs / 2 - gmacs) / gmacs < 0.01, (name, macs)
 
 
+# OpenSTL's MetaVP table (Moving MNIST, hid_S 64, hid_T 512, N_S 4, N_T 8, mlp_ratio 8): params, MACs
+METAVP = {"gsta": (46.8, 16.5), "tau": (44.7, 16.0), "van": (44.5, 16.0), "poolformer": (37.1, 14.1),
+          "convnext": (37.3, 14.1), "convmixer": (3.9, 5.5), "mlpmixer": (38.2, 14.7), "vit": (46.1, 16.9),
+          "swin": (46.1, 16.4), "uniformer": (44.8, 16.5), "hornet": (45.7, 16.3), "moganet": (46.8, 16.5)}
+
+
+@pytest.mark.parametrize("translator", sorted(METAVP))
+def test_simvp_translators_have_the_published_metavp_size(translator):
+    cls = HARNESS.models.get("simvp")
+    cfg = C.resolve("simvp", cls, HARNESS.datasets.get, dataset="mmnist", preset="paper",
+                    sets=[f"model.translator={translator}"]).model
+    params, gmacs = METAVP[translator]
+    assert round(n_params(cls, cfg, MMNIST) / 1e6, 1) == params
+    macs = model_flops(cls, cfg, MMNIST).macs / 1e9  # torch's counter; fvcore also counts the norms
+    assert abs(macs - gmacs) / gmacs < 0.01, macs
+
+
 def test_tau_divergence_regularisation_is_the_kl_of_frame_difference_softmaxes():
     from vpbench_baselines.simvp import divergence_regularisation
 
@@ -295,6 +312,8 @@ def test_baseline_overfits_a_few_clips(name):
     ("convlstm", "model.sampling=sometimes", "not one of scheduled, reverse, none"),
     ("simvp", "model.n_t=1", "n_t must be >= 2"),
     ("simvp", "model.hid_t=100", "divisible by 2 * groups"),
+    ("simvp", "model.translator=transformer", "translator must be one of incepu, gsta"),
+    ("predformer", "model.layout=tsx", "layout must be a string of t (time) and s (space)"),
 ])
 def test_bad_baseline_settings_are_one_line_config_errors(name, setting, message):
     from vpbench.errors import ConfigError

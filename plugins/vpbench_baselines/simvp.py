@@ -9,6 +9,12 @@ matching encoder block concatenated); decoder: ``N_S`` conv blocks with PixelShu
 in every second one, the first encoder block's features added before the last, and a 1x1
 read-out. Moving MNIST: hid_S 64, hid_T 512, N_S 4, N_T 8: 57,946,113 parameters, 19.4G MACs.
 
+Translators: ``model.translator`` swaps the Inception-UNet for one of the MetaFormer blocks of
+OpenSTL's MetaVP table (:mod:`vpbench_baselines.translators`: gsta, tau, van, poolformer,
+convnext, convmixer, mlpmixer, vit, swin, uniformer, hornet, moganet), with the same encoder,
+decoder and rollout; ``gsta`` and ``tau`` are also models of their own with their papers'
+defaults.
+
 Rollout: SimVP maps ``n_in`` frames to ``n_in`` frames at once. For a horizon ``n_out > n_in`` it
 is called again on the latest ``n_in`` frames (its own predictions included), as OpenSTL does,
 and training back-propagates through the whole rollout; for ``n_out < n_in`` the first
@@ -37,9 +43,15 @@ class SimVPConfig:
     hid_s: int = 64  # channels of the spatial encoder / decoder
     hid_t: int = 512  # channels of the translator
     n_s: int = 4  # encoder (and decoder) blocks; every second one halves (doubles) the resolution
-    n_t: int = 8  # Inception blocks in each half of the translator UNet
-    kernels: tuple[int, ...] = (3, 5, 7, 11)  # Inception branch kernels
-    groups: int = 8  # groups of the Inception branch convolutions
+    n_t: int = 8  # translator blocks (incepu: in each half of the UNet)
+    # incepu (SimVP.V1's Inception-UNet) or a MetaFormer block of vpbench_baselines.translators:
+    # gsta, tau, van, poolformer, convnext, convmixer, mlpmixer, vit, swin, uniformer, hornet, moganet
+    translator: str = "incepu"
+    kernels: tuple[int, ...] = (3, 5, 7, 11)  # incepu: Inception branch kernels
+    groups: int = 8  # incepu: groups of the Inception branch convolutions
+    mlp_ratio: float = 8.0  # MetaFormer blocks: hidden channels of the MLP per channel
+    drop_path: float = 0.0  # MetaFormer blocks: stochastic depth of the last block (others linspace(0.01, it))
+    alpha: float = 0.0  # weight of TAU's differential divergence regularisation (0: MSE only)
     spatio_kernel: int = 3  # kernel of the encoder / decoder convolutions
     steps: int = 125000  # optimiser steps (OpenSTL: 200 epochs x 10000 clips / batch 16)
     lr: float = 1e-3
@@ -47,15 +59,23 @@ class SimVPConfig:
     batch: int = 0  # clips per step; 0 = train.batch_size
 
     def __post_init__(self) -> None:
+        from vpbench_baselines.translators import KINDS
+
         for name in ("hid_s", "hid_t", "n_s", "groups", "spatio_kernel"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.translator not in ("incepu", *KINDS):
+            raise ConfigError(f"translator must be one of incepu, {', '.join(KINDS)}; got {self.translator!r}")
         if self.n_t < 2:
-            raise ConfigError(f"n_t must be >= 2 (a UNet needs an encoder and a decoder half), got {self.n_t}")
+            raise ConfigError(f"n_t must be >= 2 (a translator needs a first and a last block), got {self.n_t}")
         if not self.kernels or any(k % 2 == 0 for k in self.kernels):
             raise ConfigError(f"kernels must be odd sizes, got {self.kernels}")
-        if self.hid_s % 2 or self.hid_t % (2 * self.groups):
+        if self.hid_s % 2:
+            raise ConfigError("hid_s must be even (GroupNorm of 2 groups)")
+        if self.translator == "incepu" and self.hid_t % (2 * self.groups):
             raise ConfigError("hid_s must be even and hid_t divisible by 2 * groups (GroupNorm)")
+        if self.mlp_ratio <= 0 or not 0 <= self.drop_path < 1 or self.alpha < 0:
+            raise ConfigError("mlp_ratio must be > 0, drop_path in [0, 1) and alpha >= 0")
         if self.steps < 0 or self.lr <= 0:
             raise ConfigError("steps must be >= 0 and lr > 0")
 
@@ -162,7 +182,13 @@ class SimVP(nn.Module):
     def make_translator(self, channels: int) -> nn.Module:
         """The translator over the ``channels = n_in * hid_s`` stacked features of the frames."""
         c = self.config
-        return IncepUNet(channels, c.hid_t, c.n_t, c.kernels, c.groups)
+        if c.translator == "incepu":
+            return IncepUNet(channels, c.hid_t, c.n_t, c.kernels, c.groups)
+        from vpbench_baselines.translators import MetaTranslator
+
+        factor = 2 ** (c.n_s // 2)
+        resolution = (self.spec.height // factor, self.spec.width // factor)
+        return MetaTranslator(channels, c.hid_t, c.n_t, c.translator, c.mlp_ratio, c.drop_path, resolution)
 
     def stages(self) -> list[Stage]:
         c = self.config
@@ -194,7 +220,12 @@ class SimVP(nn.Module):
 
     def training_step(self, batch, stage: str) -> dict:
         context, future = batch
-        return {"loss": F.mse_loss(self.rollout(context, future.shape[1]), future)}
+        pred = self.rollout(context, future.shape[1])
+        mse = F.mse_loss(pred, future)
+        if self.config.alpha == 0:
+            return {"loss": mse}
+        div = divergence_regularisation(pred, future)
+        return {"loss": mse + self.config.alpha * div, "mse": mse.detach(), "divergence": div.detach()}
 
     @torch.no_grad()
     def predict(self, context: torch.Tensor, n_out: int) -> torch.Tensor:
@@ -216,36 +247,13 @@ def divergence_regularisation(pred: torch.Tensor, target: torch.Tensor, tau: flo
 
 
 @dataclass(frozen=True)
-class MetaSimVPConfig:
-    hid_s: int = 64  # channels of the spatial encoder / decoder
-    hid_t: int = 512  # channels of the translator
-    n_s: int = 4  # encoder (and decoder) blocks; every second one halves (doubles) the resolution
-    n_t: int = 8  # translator blocks
-    spatio_kernel: int = 3  # kernel of the encoder / decoder convolutions
-    mlp_ratio: float = 8.0  # hidden channels of a block's MLP per channel
-    drop_path: float = 0.0  # stochastic depth of the last block (the others: linspace(0.01, drop_path))
-    alpha: float = 0.0  # weight of TAU's differential divergence regularisation (0: MSE only)
-    steps: int = 125000  # optimiser steps (OpenSTL: 200 epochs x 10000 clips / batch 16)
-    lr: float = 1e-3
-    warmup_steps: int = 0
-    batch: int = 0  # clips per step; 0 = train.batch_size
-
-    def __post_init__(self) -> None:
-        for name in ("hid_s", "hid_t", "n_s", "spatio_kernel"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.n_t < 2:
-            raise ConfigError(f"n_t must be >= 2 (one block in, one block out), got {self.n_t}")
-        if self.hid_s % 2:
-            raise ConfigError("hid_s must be even (GroupNorm of 2 groups)")
-        if self.mlp_ratio <= 0 or not 0 <= self.drop_path < 1 or self.alpha < 0:
-            raise ConfigError("mlp_ratio must be > 0, drop_path in [0, 1) and alpha >= 0")
-        if self.steps < 0 or self.lr <= 0:
-            raise ConfigError("steps must be >= 0 and lr > 0")
+class GSTAConfig(SimVPConfig):
+    translator: str = "gsta"
 
 
 @dataclass(frozen=True)
-class TAUConfig(MetaSimVPConfig):
+class TAUConfig(SimVPConfig):
+    translator: str = "tau"
     alpha: float = 0.1  # the paper's and OpenSTL's weight of the divergence term
 
 
@@ -277,26 +285,8 @@ class GSTA(SimVP):
     name = "gsta"
     version = "0.1.0"
     description = "SimVP.V2: gated spatiotemporal attention translator (Tan et al. 2022)"
-    Config = MetaSimVPConfig
+    Config = GSTAConfig
     presets = _meta_presets(0.2)
-    kind = "gsta"
-
-    def make_translator(self, channels: int) -> nn.Module:
-        from vpbench_baselines.translators import MetaTranslator
-
-        c = self.config
-        factor = 2 ** (c.n_s // 2)
-        resolution = (self.spec.height // factor, self.spec.width // factor)
-        return MetaTranslator(channels, c.hid_t, c.n_t, self.kind, c.mlp_ratio, c.drop_path, resolution)
-
-    def training_step(self, batch, stage: str) -> dict:
-        context, future = batch
-        pred = self.rollout(context, future.shape[1])
-        mse = F.mse_loss(pred, future)
-        if self.config.alpha == 0:
-            return {"loss": mse}
-        div = divergence_regularisation(pred, future)
-        return {"loss": mse + self.config.alpha * div, "mse": mse.detach(), "divergence": div.detach()}
 
 
 class TAU(GSTA):
@@ -310,4 +300,3 @@ class TAU(GSTA):
     description = "TAU: temporal attention unit + differential divergence loss (Tan et al. 2023)"
     Config = TAUConfig
     presets = _meta_presets(0.1)
-    kind = "tau"
