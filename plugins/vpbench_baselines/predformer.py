@@ -174,6 +174,30 @@ class PredFormer(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
+    @classmethod
+    def import_state_dict(cls, source: str, state: dict, config: PredFormerConfig) -> dict:
+        """The authors' ``PredFormer_Model`` keys (their OpenSTL-based code) as this model's."""
+        import re
+
+        if source not in ("openstl", "predformer"):
+            raise ConfigError(f"predformer imports the authors' (openstl-style) checkpoints, not {source!r}")
+        parts = {f"{a}_{b}_transformer": i for i, (a, b) in enumerate(  # TSST's four gated transformers
+            [("ts", "temporal"), ("ts", "space"), ("st", "space"), ("st", "temporal")])}
+        out = {}
+        for key, value in state.items():
+            key = key.replace("to_patch_embedding.1.", "to_patch_embedding.").replace("mlp_head.0.", "head_norm.")
+            key = key.replace("mlp_head.1.", "head.")
+            m = re.match(r"blocks\.(\d+)\.(\w+?_transformer)\.(.*)", key)
+            if m:
+                rest = re.sub(r"layers\.(\d+)\.0\.norm\.", r"attn_norms.\1.", m.group(3))
+                rest = re.sub(r"layers\.(\d+)\.0\.fn\.to_out\.0\.", r"attns.\1.to_out.", rest)
+                rest = re.sub(r"layers\.(\d+)\.0\.fn\.", r"attns.\1.", rest)
+                rest = re.sub(r"layers\.(\d+)\.1\.norm\.", r"mlp_norms.\1.", rest)
+                rest = re.sub(r"layers\.(\d+)\.1\.fn\.", r"mlps.\1.", rest)
+                key = f"blocks.{m.group(1)}.parts.{parts.get(m.group(2), m.group(2))}.{rest}"
+            out[key] = value
+        return out
+
     def stages(self) -> list[Stage]:
         c = self.config
         return [Stage("train", self.parameters, c.steps, c.lr, weight_decay=c.weight_decay,

@@ -194,6 +194,13 @@ class SimVP(nn.Module):
         c = self.config
         return [Stage("train", self.parameters, c.steps, c.lr, warmup_steps=c.warmup_steps, batch_size=c.batch or None)]
 
+    @classmethod
+    def import_state_dict(cls, source: str, state: dict, config: SimVPConfig) -> dict:
+        """OpenSTL's ``SimVP_Model`` keys (``method='SimVP'`` or ``'TAU'``) as this model's."""
+        if source != "openstl":
+            raise ConfigError(f"{cls.name} imports openstl checkpoints, not {source!r}")
+        return {openstl_key(k): v for k, v in state.items()}
+
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """One native call: ``(B, n_in, C, H, W)`` -> the next ``n_in`` frames (unclamped)."""
         b, t, ch, h, w = frames.shape
@@ -230,6 +237,26 @@ class SimVP(nn.Module):
     @torch.no_grad()
     def predict(self, context: torch.Tensor, n_out: int) -> torch.Tensor:
         return self.rollout(context, n_out).clamp(0, 1)
+
+
+OPENSTL_KEYS = [  # (pattern, replacement) applied in order
+    (r"^enc\.enc\.(\d+)\.conv\.", r"enc.\1."), (r"^dec\.dec\.(\d+)\.conv\.", r"dec.\1."), (r"^dec\.readout\.", "readout."),
+    (r"^hid\.(enc|dec)\.(\d+)\.conv1\.", r"hid.\1.\2.reduce."),  # IncepU
+    (r"^hid\.(enc|dec)\.(\d+)\.layers\.(\d+)\.conv\.", r"hid.\1.\2.branches.\3.0."),
+    (r"^hid\.(enc|dec)\.(\d+)\.layers\.(\d+)\.norm\.", r"hid.\1.\2.branches.\3.1."),
+    (r"^hid\.enc\.(\d+)\.block\.", r"hid.blocks.\1."), (r"^hid\.enc\.(\d+)\.reduction\.", r"hid.reductions.\1."),
+    (r"attn\.spatial_gating_unit\.conv(0|_spatial)\.", r"attn.attention.kernel.conv\1."),
+    (r"attn\.spatial_gating_unit\.", "attn.attention."), (r"mlp\.dwconv\.dwconv\.", "mlp.dwconv."),
+]
+
+
+def openstl_key(key: str) -> str:
+    """An OpenSTL SimVP state-dict key as vpbench's (the same network; other module names)."""
+    import re
+
+    for pattern, replacement in OPENSTL_KEYS:
+        key = re.sub(pattern, replacement, key)
+    return key
 
 
 def divergence_regularisation(pred: torch.Tensor, target: torch.Tensor, tau: float = 0.1,

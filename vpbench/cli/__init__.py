@@ -62,9 +62,9 @@ app = typer.Typer(
 
 
 def _register_builtin_commands() -> None:
-    from vpbench.cli import ablate, compare, data, eval_cmd, plugins_cmd, predict, profile_cmd, report_cmd, run
+    from vpbench.cli import ablate, compare, data, eval_cmd, import_cmd, plugins_cmd, predict, profile_cmd, report_cmd, run
 
-    for module in (run, eval_cmd, predict, compare, ablate, profile_cmd, plugins_cmd, report_cmd, data):
+    for module in (run, eval_cmd, predict, compare, ablate, profile_cmd, plugins_cmd, report_cmd, data, import_cmd):
         module.register(app)
 
 
