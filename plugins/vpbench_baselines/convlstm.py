@@ -9,13 +9,17 @@ Departures and filled gaps:
 - The cell follows OpenSTL's: bias-free convolutions of the input (to 4 gates) and of the hidden
   state (to 4 gates), no peephole connections (Shi et al. have Hadamard peepholes on the cell
   state), no forget-gate bias.
-- OpenSTL's cell also allocates an output convolution ``conv_o`` (2h -> h, 5x5) and, in later
-  versions, a 1x1 ``conv_last`` (2h -> h) that its forward pass never uses; the published
-  parameter counts include them (Moving MNIST table: ``conv_o`` only, 4 x 128 x 128 x 2 x 25 +
-  the rest = 14,952,448 = 15.0M; KTH table: both, 14,928,384 = 14.9M, as ``openstl_unused``
-  chooses). We allocate them too, so the cost table shows the published count, but they are
-  never trained (not in the stage's parameters) and never run (MACs exclude them, as fvcore's do).
-  ``openstl_unused = "none"`` drops them.
+- OpenSTL's cell also allocates an output convolution ``conv_o`` (2h -> h, 5x5) and a 1x1
+  ``conv_last`` (2h -> h) that its forward pass never uses, in every commit since 2022-07-27;
+  its parameter counts include them: 15,083,520 on Moving MNIST (the published table rounds to
+  15.0M, 0.6% below what OpenSTL's code allocates) and 14,928,384 = 14.9M on KTH. We allocate
+  them too (``openstl_unused``, default ``conv_o+conv_last``), so the cost table shows OpenSTL's
+  count, but they are never trained (not in the stage's parameters) and never run (MACs exclude
+  them, as fvcore's do); ``params_trainable`` shows what runs. ``none`` drops them.
+- ``cell``: ``standard`` computes ``h = o * tanh(c)`` (Shi et al.; OpenSTL since 2023-12-08);
+  ``openstl2023`` computes ``h = o * g``, the cell of OpenSTL from 2022-07-27 until that fix,
+  which trained its published ConvLSTM rows and released checkpoints (2023). The ``paper``
+  presets use ``openstl2023``; ``smoke`` and ``cpu`` use ``standard``.
 """
 
 from __future__ import annotations
@@ -26,20 +30,22 @@ from typing import Literal
 import torch
 from torch import nn
 
+from vpbench.errors import ConfigError
 from vpbench.protocols import DataSpec
-from vpbench_baselines.recurrent import RecurrentConfig, RecurrentModel, presets
+from vpbench_baselines.recurrent import RecurrentConfig, RecurrentModel, openstl_recurrent_keys, presets
 
 
 @dataclass(frozen=True)
 class ConvLSTMConfig(RecurrentConfig):
     # unused cell weights OpenSTL allocates (they only change the parameter count; see the module doc)
-    openstl_unused: Literal["none", "conv_o", "conv_o+conv_last"] = "conv_o"
+    openstl_unused: Literal["none", "conv_o", "conv_o+conv_last"] = "conv_o+conv_last"
+    cell: Literal["standard", "openstl2023"] = "standard"  # h = o * tanh(c), or OpenSTL 2022-23's h = o * g
 
 
 class ConvLSTMCell(nn.Module):
-    def __init__(self, cin: int, hidden: int, k: int, unused: str):
+    def __init__(self, cin: int, hidden: int, k: int, unused: str, cell: str = "standard"):
         super().__init__()
-        self.hidden = hidden
+        self.hidden, self.cell = hidden, cell
         self.conv_x = nn.Conv2d(cin, 4 * hidden, k, padding=k // 2, bias=False)
         self.conv_h = nn.Conv2d(hidden, 4 * hidden, k, padding=k // 2, bias=False)
         self.unused = nn.ModuleList()
@@ -50,8 +56,9 @@ class ConvLSTMCell(nn.Module):
 
     def forward(self, x, h, c):
         i, f, g, o = (self.conv_x(x) + self.conv_h(h)).chunk(4, 1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        return torch.sigmoid(o) * torch.tanh(c), c
+        g = torch.tanh(g)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * g
+        return torch.sigmoid(o) * (g if self.cell == "openstl2023" else torch.tanh(c)), c
 
 
 class ConvLSTM(RecurrentModel):
@@ -61,14 +68,21 @@ class ConvLSTM(RecurrentModel):
     presets = presets({"openstl_unused": "none"},
                       {"hidden": 48, "steps": 1500, "sampling_stop_iter": 1000, "sampling_rate": 1e-3,
                        "openstl_unused": "none"},
-                      {"openstl_unused": "conv_o+conv_last"})
+                      {}, paper={"cell": "openstl2023"})
 
     def __init__(self, config: ConvLSTMConfig, spec: DataSpec):
         super().__init__(config, spec)
         c = config
         self.cells = nn.ModuleList(
-            ConvLSTMCell(self.frame_channels if i == 0 else c.hidden, c.hidden, c.filter_size, c.openstl_unused)
+            ConvLSTMCell(self.frame_channels if i == 0 else c.hidden, c.hidden, c.filter_size, c.openstl_unused, c.cell)
             for i in range(c.layers))
+
+    @classmethod
+    def import_state_dict(cls, source: str, state: dict, config: ConvLSTMConfig) -> dict:
+        """OpenSTL's ``ConvLSTM_Model`` keys as this model's (its unused convolutions included)."""
+        if source != "openstl":
+            raise ConfigError(f"convlstm imports openstl checkpoints, not {source!r}")
+        return openstl_recurrent_keys(state, {"conv_o.0": "unused.0", "conv_last": "unused.1"}, config)
 
     def trained_parameters(self):
         unused = {id(p) for cell in self.cells for p in cell.unused.parameters()}

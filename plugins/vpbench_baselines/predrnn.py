@@ -18,8 +18,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vpbench.errors import ConfigError
 from vpbench.protocols import DataSpec
-from vpbench_baselines.recurrent import RecurrentConfig, RecurrentModel, presets
+from vpbench_baselines.recurrent import RecurrentConfig, RecurrentModel, openstl_recurrent_keys, presets
 
 
 class STLSTMCell(nn.Module):
@@ -54,6 +55,13 @@ class PredRNN(RecurrentModel):
         c = config
         self.cells = nn.ModuleList(STLSTMCell(self.frame_channels if i == 0 else c.hidden, c.hidden, c.filter_size)
                                    for i in range(c.layers))
+
+    @classmethod
+    def import_state_dict(cls, source: str, state: dict, config: RecurrentConfig) -> dict:
+        """OpenSTL's ``PredRNN_Model`` keys as this model's."""
+        if source != "openstl":
+            raise ConfigError(f"predrnn imports openstl checkpoints, not {source!r}")
+        return openstl_recurrent_keys(state, {}, config)
 
     def init_state(self, batch, height, width, like):
         zeros = like.new_zeros(batch, self.config.hidden, height, width)

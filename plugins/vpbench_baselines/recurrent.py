@@ -67,7 +67,7 @@ class RecurrentConfig:
             raise ConfigError("steps must be >= 0 and lr > 0")
 
 
-def presets(smoke: dict, cpu: dict, paper_kth: dict) -> dict:
+def presets(smoke: dict, cpu: dict, paper_kth: dict, paper: dict | None = None) -> dict:
     """The smoke / cpu / paper presets of a recurrent baseline; the arguments add model fields."""
     return {
         "smoke": {"model": {"layers": 2, "hidden": 16, "filter_size": 3, "steps": 60, "lr": 3e-3,
@@ -79,9 +79,34 @@ def presets(smoke: dict, cpu: dict, paper_kth: dict) -> dict:
                 "model": {"layers": 2, "filter_size": 3, "lr": 2e-3, "warmup_steps": 50, **cpu},
                 "train": {"batch_size": 8, "val_clips": 32, "ckpt_every": 100},
                 "eval": {"max_clips": 500, "batch_size": 100, "examples": 3}},
-        "paper": {"train": {"batch_size": 16, "amp": "auto", "val_every": 5000, "ckpt_every": 2000, "num_workers": 4}},
+        "paper": {"model": dict(paper or {}),
+                  "train": {"batch_size": 16, "amp": "auto", "val_every": 5000, "ckpt_every": 2000, "num_workers": 4}},
         "paper@kth": {"model": {"patch_size": 2, "steps": 100000, **paper_kth}},
     }
+
+
+def openstl_recurrent_keys(state: dict, renames: dict[str, str], config: RecurrentConfig) -> dict:
+    """OpenSTL's recurrent-model keys (``cell_list.i.conv_x.0.weight``, ``conv_last.weight``) as
+    vpbench's (``cells.i.conv_x.weight``, ...), with ``renames`` of per-cell module names applied
+    first; the iteration counter is set past every sampling schedule (a finished training)."""
+    import re
+
+    out = {}
+    for key, value in state.items():
+        m = re.match(r"cell_list\.(\d+)\.(.*)", key)
+        if m:
+            rest = m.group(2)
+            for old, new in renames.items():
+                if rest.startswith(old + "."):
+                    rest = new + rest[len(old):]
+                    break
+            else:
+                rest = re.sub(r"^(conv_\w+)\.0\.", r"\1.", rest)
+            key = f"cells.{m.group(1)}.{rest}"
+        out[key] = value
+    done = max(config.sampling_stop_iter, config.r_sampling_step_2, config.steps)
+    out["iteration"] = torch.tensor(done, dtype=torch.long)
+    return out
 
 
 def true_frame_probabilities(c: RecurrentConfig, iteration: int) -> tuple[float, float]:
