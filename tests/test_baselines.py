@@ -35,7 +35,7 @@ def n_params(cls, config, spec) -> int:
 
 # OpenSTL benchmark tables (PROTOCOLS.md): parameters in millions, rounded to 0.1M as published
 @pytest.mark.parametrize("name, dataset, spec, published", [
-    ("predrnn", "mmnist", MMNIST, 23.8),
+    ("predrnn", "mmnist", MMNIST, 23.8), ("predrnnv2", "mmnist", MMNIST, 23.9),
     ("convlstm", "kth", KTH, 14.9), ("predrnn", "kth", KTH, 23.6), ("simvp", "kth", KTH, 12.2),
     ("tau", "mmnist", MMNIST, 44.7), ("gsta", "mmnist", MMNIST, 46.8), ("tau", "kth", KTH, 15.0),
     ("gsta", "kth", KTH, 15.6),
@@ -81,7 +81,8 @@ def test_openstl2023_cell_outputs_o_times_g():
     assert torch.allclose(h_old, torch.sigmoid(o) * torch.tanh(g)) and not torch.allclose(h_old, h_std)
 
 
-@pytest.mark.parametrize("name, published_gmacs", [("convlstm", 56.8), ("predrnn", 116.0), ("simvp", 19.4)])
+@pytest.mark.parametrize("name, published_gmacs", [("convlstm", 56.8), ("predrnn", 116.0), ("simvp", 19.4),
+                                                   ("predrnnv2", 116.6)])
 def test_paper_preset_macs_per_moving_mnist_prediction_within_5_percent(name, published_gmacs):
     cls, cfg = paper_config(name, "mmnist")
     count = model_flops(cls, cfg, MMNIST)
@@ -167,6 +168,23 @@ def test_predformer_layout_orders_time_and_space_attention():
     assert torch.allclose(y, by_hand, atol=1e-6)
     with pytest.raises(ConfigError, match="layout"):
         PredFormer.Config(layout="tsx")
+
+
+def test_predrnnv2_decoupling_loss_is_the_mean_absolute_cosine_of_the_adapted_increments():
+    from vpbench_baselines.predrnn import PredRNNv2
+
+    torch.manual_seed(0)
+    model = PredRNNv2(PredRNNv2.Config(layers=1, hidden=3, filter_size=3, patch_size=2), DataSpec(2, 2, 1, 4, 4))
+    x, h, c, m = torch.randn(1, 4, 2, 2), torch.randn(1, 3, 2, 2), torch.randn(1, 3, 2, 2), torch.randn(1, 3, 2, 2)
+    aux: list = []
+    model.step(x, ([(h, c)], m), aux)
+    _, _, _, dc, dm = model.cells[0](x, h, c, m, deltas=True)
+    a, b = model.adapter(dc).reshape(3, 4), model.adapter(dm).reshape(3, 4)
+    cos = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))  # per channel, over positions
+    assert len(aux) == 1 and torch.allclose(aux[0], cos.abs().mean())
+    assert model.config.sampling == "reverse" and model.aux_weight == 0.1
+    loss = model.training_step((torch.rand(2, 2, 1, 4, 4), torch.rand(2, 2, 1, 4, 4)), "train")
+    assert torch.allclose(loss["loss"], loss["mse"] + 0.1 * loss["aux"])
 
 
 def test_temporal_attention_squeeze_excitation_width_is_openstls():
@@ -294,7 +312,7 @@ def test_simvp_training_backpropagates_through_the_rollout():
     assert g_all.abs().sum() > 0 and loss.requires_grad
 
 
-@pytest.mark.parametrize("name", ["convlstm", "predrnn", "simvp", "tau", "gsta", "predformer"])
+@pytest.mark.parametrize("name", ["convlstm", "predrnn", "predrnnv2", "simvp", "tau", "gsta", "predformer"])
 def test_baseline_overfits_a_few_clips(name):
     """Each baseline drives the training loss on 4 fixed digit clips far below where it started."""
     cls = HARNESS.models.get(name)

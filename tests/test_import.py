@@ -26,6 +26,7 @@ CASES = {
     "convlstm-kth": ("convlstm", "paper@kth", [], KTH),
     "predrnn-mmnist": ("predrnn", "paper", [], MMNIST),
     "predrnn-kth": ("predrnn", "paper@kth", [], KTH),
+    "predrnnv2-mmnist": ("predrnnv2", "paper", [], MMNIST),
     "simvp-incepu-mmnist": ("simvp", "paper", [], MMNIST),
     "simvp-incepu-nt6-kth": ("simvp", "paper@kth", [], KTH),
     "simvp-incepu-kth": ("simvp", "paper@kth", ["model.n_t=4"], KTH),

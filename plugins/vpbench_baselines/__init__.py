@@ -11,16 +11,17 @@ third-party plugin (``pyproject.toml``: ``baselines = "vpbench_baselines"``).
 import vpbench
 from vpbench_baselines.convlstm import ConvLSTM
 from vpbench_baselines.predformer import PredFormer
-from vpbench_baselines.predrnn import PredRNN
+from vpbench_baselines.predrnn import PredRNN, PredRNNv2
 from vpbench_baselines.simvp import GSTA, TAU, SimVP
 
-__all__ = ["ConvLSTM", "GSTA", "PredFormer", "PredRNN", "SimVP", "TAU"]
+__all__ = ["ConvLSTM", "GSTA", "PredFormer", "PredRNN", "PredRNNv2", "SimVP", "TAU"]
 
 
 @vpbench.hookimpl
 def vpbench_register_models(register):
     register(ConvLSTM)
     register(PredRNN)
+    register(PredRNNv2)
     register(SimVP)
     register(GSTA)
     register(TAU)

@@ -92,7 +92,7 @@ class ConvLSTM(RecurrentModel):
         zeros = like.new_zeros(batch, self.config.hidden, height, width)
         return [(zeros, zeros) for _ in self.cells]
 
-    def step(self, x, state):
+    def step(self, x, state, aux=None):
         new = []
         for cell, (h, c) in zip(self.cells, state):
             h, c = cell(x, h, c)

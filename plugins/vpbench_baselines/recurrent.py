@@ -131,6 +131,7 @@ class RecurrentModel(nn.Module):
 
     version = "0.1.0"
     Config = RecurrentConfig
+    aux_weight = 0.0  # weight of the terms a model's step appends to ``aux``
 
     def __init__(self, config: RecurrentConfig, spec: DataSpec):
         super().__init__()
@@ -146,8 +147,9 @@ class RecurrentModel(nn.Module):
     def init_state(self, batch: int, height: int, width: int, like: torch.Tensor):
         raise NotImplementedError
 
-    def step(self, x: torch.Tensor, state):
-        """One time step through all layers: ``(top hidden state, new state)``."""
+    def step(self, x: torch.Tensor, state, aux: list | None = None):
+        """One time step through all layers: ``(top hidden state, new state)``. A model with an
+        auxiliary loss appends its per-step terms to ``aux`` (given during training steps)."""
         raise NotImplementedError
 
     def trained_parameters(self):
@@ -165,8 +167,8 @@ class RecurrentModel(nn.Module):
     def unpatch(self, patches: torch.Tensor) -> torch.Tensor:
         return F.pixel_shuffle(patches.flatten(0, 1), self.config.patch_size).unflatten(0, patches.shape[:2])
 
-    def rollout(self, frames: torch.Tensor, n_in: int, n_total: int, use_true: torch.Tensor | None = None
-                ) -> torch.Tensor:
+    def rollout(self, frames: torch.Tensor, n_in: int, n_total: int, use_true: torch.Tensor | None = None,
+                aux: list | None = None) -> torch.Tensor:
         """Patched ``frames (B, T, C', h, w)`` (only the first ``n_in`` are read unless
         ``use_true`` says so) -> the ``n_total - 1`` predictions of frames ``1 .. n_total - 1``.
         ``use_true (B, n_total - 2)``: input ``t`` (1 <= t <= n_total - 2) is the true frame where
@@ -182,7 +184,7 @@ class RecurrentModel(nn.Module):
             else:
                 keep = use_true[:, t - 1, None, None, None].to(frames.dtype)
                 x = keep * frames[:, t] + (1 - keep) * x_gen
-            top, state = self.step(x, state)
+            top, state = self.step(x, state, aux)
             x_gen = self.conv_last(top)
             outputs.append(x_gen)
         return torch.stack(outputs, 1)
@@ -209,9 +211,13 @@ class RecurrentModel(nn.Module):
             self.iteration += 1
         else:  # validation scores what the test scores: context true, future generated
             use_true = None
-        pred = self.rollout(frames, n_in, n_total, use_true)
+        aux: list = []
+        pred = self.rollout(frames, n_in, n_total, use_true, aux)
         loss = F.mse_loss(pred, frames[:, 1:])
         out = {"loss": loss}
+        if aux:  # e.g. PredRNN.V2's decoupling loss, weighted by the model
+            extra = torch.stack(aux).mean()
+            out.update(loss=loss + self.aux_weight * extra, mse=loss.detach(), aux=extra.detach())
         if self.training:
             out["p_true_future"] = torch.tensor(probabilities[1])
         return out
