@@ -36,6 +36,7 @@ def n_params(cls, config, spec) -> int:
 # OpenSTL benchmark tables (PROTOCOLS.md): parameters in millions, rounded to 0.1M as published
 @pytest.mark.parametrize("name, dataset, spec, published", [
     ("predrnn", "mmnist", MMNIST, 23.8), ("predrnnv2", "mmnist", MMNIST, 23.9),
+    ("predrnnpp", "mmnist", MMNIST, 38.6),
     ("convlstm", "kth", KTH, 14.9), ("predrnn", "kth", KTH, 23.6), ("simvp", "kth", KTH, 12.2),
     ("tau", "mmnist", MMNIST, 44.7), ("gsta", "mmnist", MMNIST, 46.8), ("tau", "kth", KTH, 15.0),
     ("gsta", "kth", KTH, 15.6),
@@ -82,12 +83,15 @@ def test_openstl2023_cell_outputs_o_times_g():
 
 
 @pytest.mark.parametrize("name, published_gmacs", [("convlstm", 56.8), ("predrnn", 116.0), ("simvp", 19.4),
-                                                   ("predrnnv2", 116.6)])
-def test_paper_preset_macs_per_moving_mnist_prediction_within_5_percent(name, published_gmacs):
+                                                   ("predrnnv2", 116.6), ("predrnnpp", 171.7)])
+def test_paper_preset_macs_per_moving_mnist_prediction_within_1_percent(name, published_gmacs):
+    # PredRNN.V2: 115.95G here, 116.6G published -- OpenSTL counts a training forward, whose
+    # decoupling-loss adapter (2 x 4 layers x 19 steps x 256 positions x 128 x 128 = 0.64G) a
+    # prediction never runs
     cls, cfg = paper_config(name, "mmnist")
     count = model_flops(cls, cfg, MMNIST)
     assert count.counted_on == "meta"
-    assert abs(count.macs / 1e9 - published_gmacs) / published_gmacs < 0.05
+    assert abs(count.macs / 1e9 - published_gmacs) / published_gmacs < 0.01
 
 
 def test_tau_and_gsta_exact_counts_and_macs_within_one_percent_of_openstl():
@@ -312,7 +316,8 @@ def test_simvp_training_backpropagates_through_the_rollout():
     assert g_all.abs().sum() > 0 and loss.requires_grad
 
 
-@pytest.mark.parametrize("name", ["convlstm", "predrnn", "predrnnv2", "simvp", "tau", "gsta", "predformer"])
+@pytest.mark.parametrize("name", ["convlstm", "predrnn", "predrnnv2", "predrnnpp", "simvp", "tau", "gsta",
+                                  "predformer"])
 def test_baseline_overfits_a_few_clips(name):
     """Each baseline drives the training loss on 4 fixed digit clips far below where it started."""
     cls = HARNESS.models.get(name)

@@ -27,6 +27,7 @@ CASES = {
     "predrnn-mmnist": ("predrnn", "paper", [], MMNIST),
     "predrnn-kth": ("predrnn", "paper@kth", [], KTH),
     "predrnnv2-mmnist": ("predrnnv2", "paper", [], MMNIST),
+    "predrnnpp-mmnist": ("predrnnpp", "paper", [], MMNIST),
     "simvp-incepu-mmnist": ("simvp", "paper", [], MMNIST),
     "simvp-incepu-nt6-kth": ("simvp", "paper@kth", [], KTH),
     "simvp-incepu-kth": ("simvp", "paper@kth", ["model.n_t=4"], KTH),

@@ -12,9 +12,10 @@ import vpbench
 from vpbench_baselines.convlstm import ConvLSTM
 from vpbench_baselines.predformer import PredFormer
 from vpbench_baselines.predrnn import PredRNN, PredRNNv2
+from vpbench_baselines.predrnnpp import PredRNNpp
 from vpbench_baselines.simvp import GSTA, TAU, SimVP
 
-__all__ = ["ConvLSTM", "GSTA", "PredFormer", "PredRNN", "PredRNNv2", "SimVP", "TAU"]
+__all__ = ["ConvLSTM", "GSTA", "PredFormer", "PredRNN", "PredRNNpp", "PredRNNv2", "SimVP", "TAU"]
 
 
 @vpbench.hookimpl
@@ -22,6 +23,7 @@ def vpbench_register_models(register):
     register(ConvLSTM)
     register(PredRNN)
     register(PredRNNv2)
+    register(PredRNNpp)
     register(SimVP)
     register(GSTA)
     register(TAU)
