@@ -36,7 +36,7 @@ def n_params(cls, config, spec) -> int:
 # OpenSTL benchmark tables (PROTOCOLS.md): parameters in millions, rounded to 0.1M as published
 @pytest.mark.parametrize("name, dataset, spec, published", [
     ("predrnn", "mmnist", MMNIST, 23.8), ("predrnnv2", "mmnist", MMNIST, 23.9),
-    ("predrnnpp", "mmnist", MMNIST, 38.6),
+    ("predrnnpp", "mmnist", MMNIST, 38.6), ("mau", "mmnist", MMNIST, 4.5),
     ("convlstm", "kth", KTH, 14.9), ("predrnn", "kth", KTH, 23.6), ("simvp", "kth", KTH, 12.2),
     ("tau", "mmnist", MMNIST, 44.7), ("gsta", "mmnist", MMNIST, 46.8), ("tau", "kth", KTH, 15.0),
     ("gsta", "kth", KTH, 15.6),
@@ -83,7 +83,7 @@ def test_openstl2023_cell_outputs_o_times_g():
 
 
 @pytest.mark.parametrize("name, published_gmacs", [("convlstm", 56.8), ("predrnn", 116.0), ("simvp", 19.4),
-                                                   ("predrnnv2", 116.6), ("predrnnpp", 171.7)])
+                                                   ("predrnnv2", 116.6), ("predrnnpp", 171.7), ("mau", 17.8)])
 def test_paper_preset_macs_per_moving_mnist_prediction_within_1_percent(name, published_gmacs):
     # PredRNN.V2: 115.95G here, 116.6G published -- OpenSTL counts a training forward, whose
     # decoupling-loss adapter (2 x 4 layers x 19 steps x 256 positions x 128 x 128 = 0.64G) a
@@ -189,6 +189,23 @@ def test_predrnnv2_decoupling_loss_is_the_mean_absolute_cosine_of_the_adapted_in
     assert model.config.sampling == "reverse" and model.aux_weight == 0.1
     loss = model.training_step((torch.rand(2, 2, 1, 4, 4), torch.rand(2, 2, 1, 4, 4)), "train")
     assert torch.allclose(loss["loss"], loss["mse"] + 0.1 * loss["aux"])
+
+
+def test_mau_attention_weighs_past_temporal_states_by_the_softmax_of_spatial_similarity():
+    from vpbench_baselines.mau import MAUCell
+
+    torch.manual_seed(0)
+    cell = MAUCell(2, 3, (2, 2), tau=2, mode="normal")
+    t, s = torch.randn(1, 2, 2, 2), torch.randn(1, 2, 2, 2)
+    t_att, s_att = torch.randn(2, 1, 2, 2, 2), torch.randn(2, 1, 2, 2, 2)
+    w = torch.softmax(torch.stack([(s_att[i] * cell.conv_s_next(s)).sum() / math.sqrt(8) for i in range(2)]), 0)
+    trend = w[0] * t_att[0] + w[1] * t_att[1]
+    gate = torch.sigmoid(cell.conv_t_next(t))
+    t_g, t_t, t_s = cell.conv_t(t * gate + (1 - gate) * trend).chunk(3, 1)
+    s_g, s_t, s_s = cell.conv_s(s).chunk(3, 1)
+    t_new, s_new = cell(t, s, t_att, s_att)
+    assert torch.allclose(t_new, torch.sigmoid(t_g) * t_t + (1 - torch.sigmoid(t_g)) * s_t, atol=1e-6)
+    assert torch.allclose(s_new, torch.sigmoid(s_g) * s_s + (1 - torch.sigmoid(s_g)) * t_s, atol=1e-6)
 
 
 def test_temporal_attention_squeeze_excitation_width_is_openstls():
@@ -316,7 +333,7 @@ def test_simvp_training_backpropagates_through_the_rollout():
     assert g_all.abs().sum() > 0 and loss.requires_grad
 
 
-@pytest.mark.parametrize("name", ["convlstm", "predrnn", "predrnnv2", "predrnnpp", "simvp", "tau", "gsta",
+@pytest.mark.parametrize("name", ["convlstm", "predrnn", "predrnnv2", "predrnnpp", "mau", "simvp", "tau", "gsta",
                                   "predformer"])
 def test_baseline_overfits_a_few_clips(name):
     """Each baseline drives the training loss on 4 fixed digit clips far below where it started."""

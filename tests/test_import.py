@@ -28,6 +28,7 @@ CASES = {
     "predrnn-kth": ("predrnn", "paper@kth", [], KTH),
     "predrnnv2-mmnist": ("predrnnv2", "paper", [], MMNIST),
     "predrnnpp-mmnist": ("predrnnpp", "paper", [], MMNIST),
+    "mau-mmnist": ("mau", "paper", [], MMNIST),
     "simvp-incepu-mmnist": ("simvp", "paper", [], MMNIST),
     "simvp-incepu-nt6-kth": ("simvp", "paper@kth", [], KTH),
     "simvp-incepu-kth": ("simvp", "paper@kth", ["model.n_t=4"], KTH),
