@@ -37,6 +37,7 @@ def n_params(cls, config, spec) -> int:
 @pytest.mark.parametrize("name, dataset, spec, published", [
     ("predrnn", "mmnist", MMNIST, 23.8), ("predrnnv2", "mmnist", MMNIST, 23.9),
     ("predrnnpp", "mmnist", MMNIST, 38.6), ("mau", "mmnist", MMNIST, 4.5),
+    ("mim", "mmnist", MMNIST, 38.0),
     ("convlstm", "kth", KTH, 14.9), ("predrnn", "kth", KTH, 23.6), ("simvp", "kth", KTH, 12.2),
     ("tau", "mmnist", MMNIST, 44.7), ("gsta", "mmnist", MMNIST, 46.8), ("tau", "kth", KTH, 15.0),
     ("gsta", "kth", KTH, 15.6),
@@ -83,7 +84,8 @@ def test_openstl2023_cell_outputs_o_times_g():
 
 
 @pytest.mark.parametrize("name, published_gmacs", [("convlstm", 56.8), ("predrnn", 116.0), ("simvp", 19.4),
-                                                   ("predrnnv2", 116.6), ("predrnnpp", 171.7), ("mau", 17.8)])
+                                                   ("predrnnv2", 116.6), ("predrnnpp", 171.7), ("mau", 17.8),
+                                                   ("mim", 179.2)])
 def test_paper_preset_macs_per_moving_mnist_prediction_within_1_percent(name, published_gmacs):
     # PredRNN.V2: 115.95G here, 116.6G published -- OpenSTL counts a training forward, whose
     # decoupling-loss adapter (2 x 4 layers x 19 steps x 256 positions x 128 x 128 = 0.64G) a
@@ -206,6 +208,22 @@ def test_mau_attention_weighs_past_temporal_states_by_the_softmax_of_spatial_sim
     t_new, s_new = cell(t, s, t_att, s_att)
     assert torch.allclose(t_new, torch.sigmoid(t_g) * t_t + (1 - torch.sigmoid(t_g)) * s_t, atol=1e-6)
     assert torch.allclose(s_new, torch.sigmoid(s_g) * s_s + (1 - torch.sigmoid(s_g)) * t_s, atol=1e-6)
+
+
+def test_mim_keeps_no_state_between_clips():
+    # OpenSTL's MIM carries the stationary module's cell state into the next sequence; here a
+    # prediction depends on its own clip only
+    from vpbench_baselines.mim import MIM
+
+    torch.manual_seed(0)
+    model = MIM(MIM.Config(layers=3, hidden=4, filter_size=3), DataSpec(3, 3, 1, 8, 8)).eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    a, b = torch.rand(1, 3, 1, 8, 8), torch.rand(2, 3, 1, 8, 8)
+    first = model.predict(a, 3)
+    model.predict(b, 3)
+    assert torch.equal(model.predict(a, 3), first)
+    assert not torch.equal(first, model.predict(b[:1], 3))
 
 
 def test_temporal_attention_squeeze_excitation_width_is_openstls():
@@ -333,8 +351,8 @@ def test_simvp_training_backpropagates_through_the_rollout():
     assert g_all.abs().sum() > 0 and loss.requires_grad
 
 
-@pytest.mark.parametrize("name", ["convlstm", "predrnn", "predrnnv2", "predrnnpp", "mau", "simvp", "tau", "gsta",
-                                  "predformer"])
+@pytest.mark.parametrize("name", ["convlstm", "predrnn", "predrnnv2", "predrnnpp", "mau", "mim", "simvp", "tau",
+                                  "gsta", "predformer"])
 def test_baseline_overfits_a_few_clips(name):
     """Each baseline drives the training loss on 4 fixed digit clips far below where it started."""
     cls = HARNESS.models.get(name)

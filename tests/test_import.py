@@ -29,6 +29,7 @@ CASES = {
     "predrnnv2-mmnist": ("predrnnv2", "paper", [], MMNIST),
     "predrnnpp-mmnist": ("predrnnpp", "paper", [], MMNIST),
     "mau-mmnist": ("mau", "paper", [], MMNIST),
+    "mim-mmnist": ("mim", "paper", [], MMNIST),
     "simvp-incepu-mmnist": ("simvp", "paper", [], MMNIST),
     "simvp-incepu-nt6-kth": ("simvp", "paper@kth", [], KTH),
     "simvp-incepu-kth": ("simvp", "paper@kth", ["model.n_t=4"], KTH),

@@ -11,12 +11,13 @@ third-party plugin (``pyproject.toml``: ``baselines = "vpbench_baselines"``).
 import vpbench
 from vpbench_baselines.convlstm import ConvLSTM
 from vpbench_baselines.mau import MAU
+from vpbench_baselines.mim import MIM
 from vpbench_baselines.predformer import PredFormer
 from vpbench_baselines.predrnn import PredRNN, PredRNNv2
 from vpbench_baselines.predrnnpp import PredRNNpp
 from vpbench_baselines.simvp import GSTA, TAU, SimVP
 
-__all__ = ["MAU", "ConvLSTM", "GSTA", "PredFormer", "PredRNN", "PredRNNpp", "PredRNNv2", "SimVP", "TAU"]
+__all__ = ["MAU", "MIM", "ConvLSTM", "GSTA", "PredFormer", "PredRNN", "PredRNNpp", "PredRNNv2", "SimVP", "TAU"]
 
 
 @vpbench.hookimpl
@@ -26,6 +27,7 @@ def vpbench_register_models(register):
     register(PredRNNv2)
     register(PredRNNpp)
     register(MAU)
+    register(MIM)
     register(SimVP)
     register(GSTA)
     register(TAU)
