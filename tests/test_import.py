@@ -30,6 +30,7 @@ CASES = {
     "predrnnpp-mmnist": ("predrnnpp", "paper", [], MMNIST),
     "mau-mmnist": ("mau", "paper", [], MMNIST),
     "mim-mmnist": ("mim", "paper", [], MMNIST),
+    "e3dlstm-mmnist": ("e3dlstm", "paper", [], MMNIST),
     "simvp-incepu-mmnist": ("simvp", "paper", [], MMNIST),
     "simvp-incepu-nt6-kth": ("simvp", "paper@kth", [], KTH),
     "simvp-incepu-kth": ("simvp", "paper@kth", ["model.n_t=4"], KTH),

@@ -10,6 +10,7 @@ third-party plugin (``pyproject.toml``: ``baselines = "vpbench_baselines"``).
 
 import vpbench
 from vpbench_baselines.convlstm import ConvLSTM
+from vpbench_baselines.e3dlstm import E3DLSTM
 from vpbench_baselines.mau import MAU
 from vpbench_baselines.mim import MIM
 from vpbench_baselines.predformer import PredFormer
@@ -17,7 +18,7 @@ from vpbench_baselines.predrnn import PredRNN, PredRNNv2
 from vpbench_baselines.predrnnpp import PredRNNpp
 from vpbench_baselines.simvp import GSTA, TAU, SimVP
 
-__all__ = ["MAU", "MIM", "ConvLSTM", "GSTA", "PredFormer", "PredRNN", "PredRNNpp", "PredRNNv2", "SimVP", "TAU"]
+__all__ = ["E3DLSTM", "MAU", "MIM", "ConvLSTM", "GSTA", "PredFormer", "PredRNN", "PredRNNpp", "PredRNNv2", "SimVP", "TAU"]
 
 
 @vpbench.hookimpl
@@ -28,6 +29,7 @@ def vpbench_register_models(register):
     register(PredRNNpp)
     register(MAU)
     register(MIM)
+    register(E3DLSTM)
     register(SimVP)
     register(GSTA)
     register(TAU)

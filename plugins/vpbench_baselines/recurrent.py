@@ -155,6 +155,10 @@ class RecurrentModel(nn.Module):
     def trained_parameters(self):
         return self.parameters()
 
+    def reconstruction_loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The loss over the ``n_in + n_out - 1`` predicted (patched) frames; MSE as OpenSTL's."""
+        return F.mse_loss(pred, target)
+
     # -- shared ----------------------------------------------------------------------------
     def stages(self) -> list[Stage]:
         c = self.config
@@ -213,7 +217,7 @@ class RecurrentModel(nn.Module):
             use_true = None
         aux: list = []
         pred = self.rollout(frames, n_in, n_total, use_true, aux)
-        loss = F.mse_loss(pred, frames[:, 1:])
+        loss = self.reconstruction_loss(pred, frames[:, 1:])
         out = {"loss": loss}
         if aux:  # e.g. PredRNN.V2's decoupling loss, weighted by the model
             extra = torch.stack(aux).mean()
