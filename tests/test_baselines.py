@@ -37,7 +37,7 @@ def n_params(cls, config, spec) -> int:
 @pytest.mark.parametrize("name, dataset, spec, published", [
     ("predrnn", "mmnist", MMNIST, 23.8), ("predrnnv2", "mmnist", MMNIST, 23.9),
     ("predrnnpp", "mmnist", MMNIST, 38.6), ("mau", "mmnist", MMNIST, 4.5),
-    ("mim", "mmnist", MMNIST, 38.0),
+    ("mim", "mmnist", MMNIST, 38.0), ("phydnet", "mmnist", MMNIST, 3.1),
     ("convlstm", "kth", KTH, 14.9), ("predrnn", "kth", KTH, 23.6), ("simvp", "kth", KTH, 12.2),
     ("tau", "mmnist", MMNIST, 44.7), ("gsta", "mmnist", MMNIST, 46.8), ("tau", "kth", KTH, 15.0),
     ("gsta", "kth", KTH, 15.6),
@@ -85,7 +85,8 @@ def test_openstl2023_cell_outputs_o_times_g():
 
 @pytest.mark.parametrize("name, published_gmacs", [("convlstm", 56.8), ("predrnn", 116.0), ("simvp", 19.4),
                                                    ("predrnnv2", 116.6), ("predrnnpp", 171.7), ("mau", 17.8),
-                                                   ("mim", 179.2), ("e3dlstm", 298.9)])
+                                                   ("mim", 179.2), ("e3dlstm", 298.9),
+                                                   ("phydnet", 15.3)])
 def test_paper_preset_macs_per_moving_mnist_prediction_within_1_percent(name, published_gmacs):
     # PredRNN.V2: 115.95G here, 116.6G published -- OpenSTL counts a training forward, whose
     # decoupling-loss adapter (2 x 4 layers x 19 steps x 256 positions x 128 x 128 = 0.64G) a
@@ -218,6 +219,23 @@ def test_e3dlstm_count_is_openstls_and_its_loss_adds_l1():
     pred, target = torch.rand(2, 3, 4, 2, 2), torch.rand(2, 3, 4, 2, 2)
     model = cls(cls.Config(layers=1, hidden=2, filter_size=3, patch_size=2), DataSpec(2, 2, 1, 4, 4))
     assert torch.allclose(model.reconstruction_loss(pred, target), F.mse_loss(pred, target) + (pred - target).abs().mean())
+
+
+def test_phydnet_moment_loss_vanishes_for_filters_with_the_target_moments():
+    from vpbench_baselines.phydnet import PhyDNet, moment_matrix
+
+    m3 = moment_matrix(3)
+    assert torch.allclose(m3, torch.tensor([[1.0, 1, 1], [-1, 0, 1], [0.5, 0, 0.5]], dtype=torch.float64))
+    model = PhyDNet(PhyDNet.Config(lstm_hidden=(8,), phy_hidden=49), DataSpec(2, 2, 1, 16, 16))
+    inv = torch.linalg.inv(moment_matrix(7))
+    targets = torch.eye(49, dtype=torch.float64).reshape(49, 7, 7)
+    kernels = inv @ targets @ inv.T  # the 7x7 kernel whose moment matrix is each target
+    with torch.no_grad():
+        model.phycell.F.conv1.weight.copy_(kernels[:, None].expand(-1, 64, -1, -1).float())
+    assert float(model.moment_loss()) < 1e-8
+    with torch.no_grad():
+        model.phycell.F.conv1.weight.add_(0.1)
+    assert float(model.moment_loss()) > 1e-3
 
 
 def test_mim_keeps_no_state_between_clips():
@@ -361,8 +379,8 @@ def test_simvp_training_backpropagates_through_the_rollout():
     assert g_all.abs().sum() > 0 and loss.requires_grad
 
 
-@pytest.mark.parametrize("name", ["convlstm", "predrnn", "predrnnv2", "predrnnpp", "mau", "mim", "e3dlstm", "simvp",
-                                  "tau", "gsta", "predformer"])
+@pytest.mark.parametrize("name", ["convlstm", "predrnn", "predrnnv2", "predrnnpp", "mau", "mim", "e3dlstm",
+                                  "phydnet", "simvp", "tau", "gsta", "predformer"])
 def test_baseline_overfits_a_few_clips(name):
     """Each baseline drives the training loss on 4 fixed digit clips far below where it started."""
     cls = HARNESS.models.get(name)

@@ -13,12 +13,13 @@ from vpbench_baselines.convlstm import ConvLSTM
 from vpbench_baselines.e3dlstm import E3DLSTM
 from vpbench_baselines.mau import MAU
 from vpbench_baselines.mim import MIM
+from vpbench_baselines.phydnet import PhyDNet
 from vpbench_baselines.predformer import PredFormer
 from vpbench_baselines.predrnn import PredRNN, PredRNNv2
 from vpbench_baselines.predrnnpp import PredRNNpp
 from vpbench_baselines.simvp import GSTA, TAU, SimVP
 
-__all__ = ["E3DLSTM", "MAU", "MIM", "ConvLSTM", "GSTA", "PredFormer", "PredRNN", "PredRNNpp", "PredRNNv2", "SimVP", "TAU"]
+__all__ = ["E3DLSTM", "MAU", "MIM", "PhyDNet", "ConvLSTM", "GSTA", "PredFormer", "PredRNN", "PredRNNpp", "PredRNNv2", "SimVP", "TAU"]
 
 
 @vpbench.hookimpl
@@ -30,6 +31,7 @@ def vpbench_register_models(register):
     register(MAU)
     register(MIM)
     register(E3DLSTM)
+    register(PhyDNet)
     register(SimVP)
     register(GSTA)
     register(TAU)
