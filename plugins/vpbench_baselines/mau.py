@@ -77,7 +77,7 @@ class MAU(RecurrentModel):
     Config = MAUConfig
     presets = presets({"hidden": 16, "sr_size": 2, "tau": 3, "filter_size": 3},
                       {"hidden": 16, "steps": 1200, "sampling_stop_iter": 800, "sampling_rate": 1.25e-3},
-                      {})
+                      {"patch_size": 1, "sr_size": 2, "lr": 5e-4})
 
     def __init__(self, config: MAUConfig, spec: DataSpec):
         super().__init__(config, spec)

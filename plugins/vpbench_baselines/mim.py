@@ -82,8 +82,8 @@ class MIM(RecurrentModel):
     name = "mim"
     description = "MIM: memory in memory, stationary / non-stationary modules (Wang et al. 2019), OpenSTL configuration"
     Config = RecurrentConfig
-    presets = presets({}, {"hidden": 32, "steps": 1200, "sampling_stop_iter": 800, "sampling_rate": 1.25e-3}, {},
-                      paper={"lr": 5e-4})
+    presets = presets({}, {"hidden": 32, "steps": 1200, "sampling_stop_iter": 800, "sampling_rate": 1.25e-3},
+                      {"patch_size": 4, "lr": 1e-4}, paper={"lr": 5e-4})
 
     def __init__(self, config: RecurrentConfig, spec: DataSpec):
         super().__init__(config, spec)

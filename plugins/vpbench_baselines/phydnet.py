@@ -114,7 +114,7 @@ class PhyDNet(nn.Module):
                 "train": {"batch_size": 8, "val_clips": 32, "ckpt_every": 100},
                 "eval": {"max_clips": 500, "batch_size": 100, "examples": 3}},
         "paper": {"train": {"batch_size": 16, "amp": "auto", "val_every": 5000, "ckpt_every": 2000, "num_workers": 4}},
-        "paper@kth": {"model": {"patch_size": 2, "steps": 100000}},
+        "paper@kth": {"model": {"patch_size": 4, "steps": 100000}},
     }
 
     def __init__(self, config: PhyDNetConfig, spec: DataSpec):

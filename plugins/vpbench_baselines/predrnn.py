@@ -111,7 +111,7 @@ class PredRNNv2(PredRNN):
     presets = presets({"sampling": "reverse", "r_sampling_step_1": 10, "r_sampling_step_2": 40, "r_exp_alpha": 10.0},
                       {"hidden": 32, "steps": 1200, "r_sampling_step_1": 300, "r_sampling_step_2": 800,
                        "r_exp_alpha": 100.0},
-                      {}, paper={"lr": 5e-4})
+                      {"lr": 1e-3}, paper={"lr": 5e-4})
 
     def __init__(self, config: PredRNNv2Config, spec: DataSpec):
         super().__init__(config, spec)

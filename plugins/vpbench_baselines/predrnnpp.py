@@ -69,8 +69,8 @@ class PredRNNpp(RecurrentModel):
     name = "predrnnpp"
     description = "PredRNN++ (Wang et al. 2018): causal LSTM + gradient highway, OpenSTL configuration"
     Config = RecurrentConfig
-    presets = presets({}, {"hidden": 32, "steps": 1200, "sampling_stop_iter": 800, "sampling_rate": 1.25e-3}, {},
-                      paper={"lr": 1e-4})
+    presets = presets({}, {"hidden": 32, "steps": 1200, "sampling_stop_iter": 800, "sampling_rate": 1.25e-3},
+                      {"lr": 1e-3}, paper={"lr": 1e-4})
 
     def __init__(self, config: RecurrentConfig, spec: DataSpec):
         super().__init__(config, spec)
