@@ -328,12 +328,16 @@ def test_scheduled_sampling_schedule_values():
 
 def small(cls, **kw):
     base = dict(layers=2, hidden=8, filter_size=3, patch_size=2)
+    base.update({"mau": {"sr_size": 2, "patch_size": 1}, "predrnnv2": {"sampling": "scheduled"}}.get(cls.name, {}))
     base.update(kw)
     torch.manual_seed(0)
     return cls(cls.Config(**base), DataSpec(3, 4, 1, 8, 8))
 
 
-@pytest.mark.parametrize("cls", [ConvLSTM, PredRNN])
+RECURRENT = [ConvLSTM, PredRNN] + [HARNESS.models.get(n) for n in ("predrnnpp", "predrnnv2", "mim", "mau", "e3dlstm")]
+
+
+@pytest.mark.parametrize("cls", RECURRENT, ids=lambda c: c.name)
 def test_sampling_mask_follows_the_schedule_and_the_iteration_counter_is_saved(cls):
     model = small(cls, sampling_rate=0.25, sampling_stop_iter=3)
     model.train()
@@ -350,7 +354,7 @@ def test_sampling_mask_follows_the_schedule_and_the_iteration_counter_is_saved(c
     assert int(model.iteration) == 1
 
 
-@pytest.mark.parametrize("cls", [ConvLSTM, PredRNN])
+@pytest.mark.parametrize("cls", RECURRENT, ids=lambda c: c.name)
 def test_teacher_forcing_and_free_running_differ_only_in_the_future_inputs(cls):
     model = small(cls)
     clip = torch.rand(2, 7, 1, 8, 8)
