@@ -15,7 +15,8 @@ Departure from OpenSTL's code: OpenSTL keeps the MIM-S cell state on the module 
 clip, as in the paper. On a freshly built module both give the same outputs (checked against
 OpenSTL's MIM_Model on the same weights outside the tests). MIM-N also allocates a ``conv_last``
 its forward never runs; allocated (never trained) so the count is OpenSTL's: 38,043,648 on
-Moving MNIST (published 38.0M).
+Moving MNIST (published 38.0M). MACs per 10 -> 10 prediction: 179.18G with torch's counter and
+with fvcore 0.1.5 on this network alike (published 179.2G).
 """
 
 from __future__ import annotations
