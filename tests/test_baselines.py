@@ -148,6 +148,19 @@ def test_simvp_translators_have_the_published_metavp_size(translator):
     assert abs(macs - gmacs) / gmacs < 0.01, macs
 
 
+# OpenSTL's KTH MetaVP table (hid_S 64, hid_T 256, N_S 2, N_T 6; ViT and Uniformer N_T 4 as their configs)
+METAVP_KTH = {"vit": 12.7, "swin": 15.3, "uniformer": 11.8, "mlpmixer": 20.3, "convmixer": 1.5, "poolformer": 12.4,
+              "convnext": 12.5, "van": 14.9, "hornet": 15.3, "gsta": 15.6, "tau": 15.0}
+
+
+@pytest.mark.parametrize("translator", sorted(METAVP_KTH))
+def test_simvp_translators_have_the_published_kth_metavp_size(translator):
+    cls = HARNESS.models.get("simvp")
+    sets = [f"model.translator={translator}"] + (["model.n_t=4"] if translator in ("vit", "uniformer") else [])
+    cfg = C.resolve("simvp", cls, HARNESS.datasets.get, dataset="kth", preset="paper", sets=sets).model
+    assert round(n_params(cls, cfg, KTH) / 1e6, 1) == METAVP_KTH[translator]
+
+
 def test_tau_divergence_regularisation_is_the_kl_of_frame_difference_softmaxes():
     from vpbench_baselines.simvp import divergence_regularisation
 
