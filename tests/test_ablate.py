@@ -138,3 +138,13 @@ def test_a_budgeted_ablation_shares_early_stages_only_where_the_plans_agree(in_t
     assert [s.steps_taken for s in lam1.stages] == [30, 20, 8] and lam1.flops == budget
     assert lam0.stages[2].flops_per_step < lam1.stages[2].flops_per_step
     assert budget - max(s.flops_per_step for s in lam0.stages) < lam0.flops <= budget
+
+
+def test_the_default_ablation_directory_names_the_dataset_the_preset_chooses():
+    from vpbench.ablate import default_dir
+    from vpbench.plugins import get_harness
+
+    harness = get_harness()
+    assert "ablate-shrvqvae-mmnist-cpu-" in str(default_dir(harness, "shrvqvae", preset="cpu"))
+    assert "ablate-shrvqvae-digits-smoke-" in str(default_dir(harness, "shrvqvae", preset="smoke"))
+    assert "ablate-shrvqvae-kth-paper-" in str(default_dir(harness, "shrvqvae", preset="paper", dataset="kth"))

@@ -55,6 +55,16 @@ def shared_stage(model_cls: type, varied: list[str]) -> str | None:
     return max(names, key=order.index)
 
 
+def default_dir(harness, model: str, *, dataset=None, preset=None, config_file=None, sets=None) -> Path:
+    """``runs/ablate-<model>-<dataset>-<preset>-<time>``, named after the dataset the variants
+    really use (a preset may choose it)."""
+    from vpbench import config as cfgmod
+
+    resolved = cfgmod.resolve(model, harness.models.get(model), harness.datasets.get, dataset=dataset, preset=preset,
+                              config_file=config_file, sets=sets)
+    return runs.timestamped_dir(f"ablate-{model}-{resolved.dataset_name}-{preset or 'none'}")
+
+
 def run_ablation(harness, model: str, axes: dict[str, list[str]], out: Path, *, dataset=None, preset=None,
                  config_file=None, sets=None, seed=None, device=None, data_dir=None, resume: bool = False,
                  events: Events | None = None) -> tuple[pd.DataFrame, pd.DataFrame, list[Variant]]:

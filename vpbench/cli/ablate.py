@@ -30,8 +30,7 @@ def ablate(
     resume: Annotated[bool, typer.Option("--resume", help="Continue unfinished trainings of the variants.")] = False,
 ) -> None:
     """Train and evaluate one variant per grid point; shared early stages are trained once."""
-    from vpbench import runs
-    from vpbench.ablate import run_ablation
+    from vpbench.ablate import default_dir, run_ablation
     from vpbench.errors import ConfigError
     from vpbench.plugins import get_harness
     from vpbench.report.tables import fmt_value
@@ -58,7 +57,8 @@ def ablate(
         raise ConfigError("nothing to ablate: give e.g. --lambda 0,1 or --grid field=a,b")
     if budget is not None:
         set_ = list(set_ or []) + [f"train.budget={budget}"]
-    out_dir = Path(out) if out else runs.timestamped_dir(f"ablate-{model}-{dataset or 'digits'}-{preset or 'none'}")
+    out_dir = Path(out) if out else default_dir(get_harness(), model, dataset=dataset, preset=preset,
+                                                config_file=config, sets=set_)
     with c.rich_events() as events:
         table, diffs, variants = run_ablation(get_harness(), model, axes, out_dir, dataset=dataset, preset=preset,
                                               config_file=config, sets=set_, seed=seed, device=device,
