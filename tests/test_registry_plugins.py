@@ -204,3 +204,19 @@ def test_third_party_model_runs_through_vpbench_run(tmp_path):
     assert set(table["model"]) == {"tinyconv"}
     assert table.query("metric == 'params'")["value"].item() > 0
     assert (tmp_path / "r" / "model.pt").is_file()
+
+
+def test_cli_plugins_fits_80_columns_with_every_name_whole_and_described():
+    from typer.testing import CliRunner
+
+    from vpbench.cli import app
+    from vpbench.plugins import get_harness
+
+    out = CliRunner().invoke(app, ["plugins"], env={"COLUMNS": "80"})
+    assert out.exit_code == 0, out.output
+    assert max(len(line) for line in out.output.splitlines()) <= 80
+    harness = get_harness()
+    cells = {cell.strip() for line in out.output.splitlines() for cell in line.split("│")}
+    for name in harness.models.names():
+        assert name in cells, name  # never cut to "predrnnv…"
+    assert "repeat the last context frame" in out.output  # copylast's description

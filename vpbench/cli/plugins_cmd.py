@@ -10,19 +10,33 @@ from vpbench.cli import common as c
 
 
 def plugins() -> None:
-    """List loaded plugins (name, distribution, version, registrations) and failures."""
+    """List loaded plugins, every model, dataset and metric they registered (with its
+    description), and plugins that failed."""
     from vpbench.plugins import get_harness
 
     harness = get_harness()
     table = Table(title="vpbench plugins")
-    for col in ("plugin", "distribution", "version", "models", "datasets", "metrics", "status"):
-        table.add_column(col)
+    table.add_column("plugin", no_wrap=True)
+    table.add_column("distribution", overflow="fold")
+    table.add_column("registered", justify="right", no_wrap=True)
+    table.add_column("status", no_wrap=True)
     for r in harness.records:
         reg = r.registered
-        status = "[red]failed[/]" if r.error else "[green]ok[/]"
-        table.add_row(r.name, r.distribution, r.version, ", ".join(reg.models), ", ".join(reg.datasets),
-                      ", ".join(reg.metrics), status)
+        count = len(reg.models) + len(reg.datasets) + len(reg.metrics)
+        table.add_row(r.name, f"{r.distribution} {r.version}", str(count), "[red]failed[/]" if r.error else "[green]ok[/]")
     c.console().print(table)
+    parts = Table(title="registered models, datasets and metrics")
+    parts.add_column("name", no_wrap=True)
+    parts.add_column("kind", no_wrap=True)
+    parts.add_column("plugin", overflow="fold")
+    parts.add_column("description", ratio=1, overflow="fold")
+    for kind, registry, attr in (("model", harness.models, "models"), ("dataset", harness.datasets, "datasets"),
+                                 ("metric", harness.metrics, "metrics")):
+        for r in harness.records:
+            for name in getattr(r.registered, attr):
+                obj = registry.get(name)
+                parts.add_row(name, kind, r.name, escape(str(getattr(obj, "description", "") or "")))
+    c.console().print(parts)
     for r in harness.failures:
         c.console().print(f"[red]failed:[/] {escape(f'{r.name} ({r.distribution} {r.version}): {r.error}')}",
                           highlight=False, soft_wrap=True)
