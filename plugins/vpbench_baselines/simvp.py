@@ -199,7 +199,8 @@ class SimVP(nn.Module):
         """OpenSTL's ``SimVP_Model`` keys (``method='SimVP'`` or ``'TAU'``) as this model's."""
         if source != "openstl":
             raise ConfigError(f"{cls.name} imports openstl checkpoints, not {source!r}")
-        return {openstl_key(k): v for k, v in state.items()}
+        # Swin's shifted-window masks: timm saves them, OpenSTL's forward never applies them
+        return {openstl_key(k): v for k, v in state.items() if not k.endswith(".attn_mask")}
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """One native call: ``(B, n_in, C, H, W)`` -> the next ``n_in`` frames (unclamped)."""
