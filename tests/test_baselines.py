@@ -161,6 +161,25 @@ def test_simvp_translators_have_the_published_kth_metavp_size(translator):
     assert round(n_params(cls, cfg, KTH) / 1e6, 1) == METAVP_KTH[translator]
 
 
+@pytest.mark.parametrize("translator", sorted(METAVP))
+def test_every_translator_trains_and_predicts_on_digits_with_the_smoke_preset(translator):
+    cls = HARNESS.models.get("simvp")
+    sets = [f"model.translator={translator}", "data.n_test=4"]
+    cfg = C.resolve("simvp", cls, HARNESS.datasets.get, dataset="digits", preset="smoke", sets=sets)
+    data = HARNESS.datasets.get("digits")(cfg.data, None)
+    items = [data.split("test")[i] for i in range(2)]
+    context, future = torch.stack([c for c, _ in items]), torch.stack([f for _, f in items])
+    torch.manual_seed(0)
+    model = cls(cfg.model, data.spec)
+    model.train()
+    loss = model.training_step((context, future), "train")["loss"]
+    loss.backward()
+    assert torch.isfinite(loss) and any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.hid.parameters())
+    model.eval()
+    pred = model.predict(context, future.shape[1])
+    assert pred.shape == future.shape and 0 <= float(pred.min()) and float(pred.max()) <= 1
+
+
 def test_tau_divergence_regularisation_is_the_kl_of_frame_difference_softmaxes():
     from vpbench_baselines.simvp import divergence_regularisation
 
