@@ -35,10 +35,15 @@ WINDOW = 2
 
 
 class WindowConv3d(nn.Conv3d):
-    """A 3-D conv whose output is resized (nearest) back to the input's T x H x W."""
+    """A 3-D conv whose output is resized (nearest) back to the input's T x H x W. With the cells'
+    spatial padding only the time axis shrinks (to one frame), and nearest resizing is then a
+    repeat: done as one (its backward is a sum; CPU's nearest-3-D backward is ~100x slower)."""
 
     def forward(self, x):
-        return F.interpolate(super().forward(x), size=x.shape[-3:], mode="nearest")
+        y = super().forward(x)
+        if y.shape[-2:] == x.shape[-2:] and y.shape[2] == 1:
+            return y.expand(-1, -1, x.shape[2], -1, -1)
+        return F.interpolate(y, size=x.shape[-3:], mode="nearest")
 
 
 class TimeReadout(nn.Conv3d):
@@ -84,7 +89,10 @@ class E3DLSTM(RecurrentModel):
     name = "e3dlstm"
     description = "E3D-LSTM: 3-D conv LSTM with eidetic memory (Wang et al. 2019), OpenSTL configuration"
     Config = RecurrentConfig
-    presets = presets({}, {"hidden": 16, "steps": 1200, "sampling_stop_iter": 800, "sampling_rate": 1.25e-3},
+    # smoke / cpu cut frames into 8x8 patches: the eidetic attention over the clip's history grows
+    # with the square of the grid (at 16x16 it is ~90% of a smoke step's time on a CPU)
+    presets = presets({"patch_size": 8},
+                      {"hidden": 16, "patch_size": 8, "steps": 1200, "sampling_stop_iter": 800, "sampling_rate": 1.25e-3},
                       {"patch_size": 8, "lr": 5e-4}, paper={"lr": 1e-4})
 
     def __init__(self, config: RecurrentConfig, spec: DataSpec):
