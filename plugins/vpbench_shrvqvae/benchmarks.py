@@ -1,7 +1,7 @@
 """Generation speed of S-HR-VQVAE's priors: naive, cached sequential and parallel (Jacobi) decoding.
 
     python -m vpbench_shrvqvae.benchmarks [--size cpu|kth|all] [--prior vpn|pixelcnn|all] [--batch 1,100]
-                                          [--run RUN_DIR]
+                                          [--run RUN_DIR --data-dir DIR]
 
 Per generated frame: the naive loop (the whole model on the whole clip at
 every step; ``--naive-steps`` steps timed and multiplied, as every naive step costs the same),
@@ -26,7 +26,7 @@ from rich.table import Table
 SIZES = {"cpu": ("cpu", 64, 64, 10, 10), "kth": ("paper", 128, 128, 10, 20)}  # preset, frame H, W, n_in, n_out
 
 
-def build(size: str, run_dir: str | None, batch: int, prior: str = "vpn"):
+def build(size: str, run_dir: str | None, batch: int, prior: str = "vpn", data_dir: str | None = None):
     """A model (random weights, or the run's) and the global codes of ``batch`` context clips."""
     from vpbench import config as C
     from vpbench.protocols import DataSpec
@@ -37,7 +37,7 @@ def build(size: str, run_dir: str | None, batch: int, prior: str = "vpn"):
         from vpbench import runs
         from vpbench.plugins import get_harness
 
-        run = runs.load_run(get_harness(), run_dir)
+        run = runs.load_run(get_harness(), run_dir, data_dir=data_dir)
         data = runs.build_dataset(run)
         model = runs.load_trained(run, data)
         split = data.split("test")
@@ -87,6 +87,7 @@ def main() -> None:
     parser.add_argument("--naive-steps", type=int, default=2)
     parser.add_argument("--prior", choices=["vpn", "pixelcnn", "all"], default="vpn")
     parser.add_argument("--run", default=None, help="a trained S-HR-VQVAE run directory")
+    parser.add_argument("--data-dir", default=None, help="the data root of that run's dataset")
     args = parser.parse_args()
     sizes = ["run"] if args.run else (list(SIZES) if args.size == "all" else [args.size])
     priors = ["run"] if args.run else (["vpn", "pixelcnn"] if args.prior == "all" else [args.prior])
@@ -97,7 +98,7 @@ def main() -> None:
     for prior in priors:
         for size in sizes:
             for batch in (int(b) for b in args.batch.split(",")):
-                model, glob, _ = build(size, args.run, batch, prior)
+                model, glob, _ = build(size, args.run, batch, prior, args.data_dir)
                 m = measure(model, glob, args.frames, args.naive_steps)
                 par = m["parallel"]
                 table.add_row(model.config.prior, size, str(batch), str(m["codes"]), f"{m['naive']:.3g}",

@@ -141,7 +141,8 @@ class SHRVQVAEConfig:
     # generation
     temperature: float = 0.0  # 0: argmax; > 0: sample with this temperature
     cached: bool = True  # cached incremental generation (False: naive, for checks only)
-    parallel_decoding: bool = True  # vpn: decode each frame by fixed-point (Jacobi) iteration; the same codes
+    parallel_decoding: bool = False  # vpn: decode each frame by fixed-point (Jacobi) iteration; the same codes
+    # (off: with trained weights it needs ~24 passes for a frame's 128 codes, slower than the cached path)
     # minimum-Bayes-risk frame choice (0: off): K rollouts sampled at mbr_temperature estimate each
     # frame's expected SSIM for the argmax frame, a blank frame and the last context frame; the best is drawn
     mbr_samples: int = 0
