@@ -171,7 +171,7 @@ def test_vpn_cached_and_parallel_generation_equal_naive(temperature):
     args = (q.global_codes, q.cumulative_codewords)
     out, passes = {}, []
     for name, run in [("cached", lambda: prior.generate(context, 3, choosers(temperature), *args, parallel=False)),
-                      ("parallel", lambda: prior.generate(context, 3, choosers(temperature), *args, stats=passes)),
+                      ("parallel", lambda: prior.generate(context, 3, choosers(temperature), *args, parallel=True, stats=passes)),
                       ("naive", lambda: prior.generate_naive(context, 3, choosers(temperature), *args))]:
         torch.manual_seed(7)
         out[name] = run()

@@ -72,7 +72,7 @@ def measure(model, glob: torch.Tensor, frames: int, naive_steps: int) -> dict:
         prior.generate(glob, 1, *args, **sequential)  # warm-up
         cached = timed(lambda: prior.generate(glob, frames, *args, **sequential)) / frames
         passes: list[int] = []
-        parallel = timed(lambda: prior.generate(glob, frames, *args, stats=passes)) / frames if vpn else None
+        parallel = timed(lambda: prior.generate(glob, frames, *args, parallel=True, stats=passes)) / frames if vpn else None
         step = timed(lambda: [model.prior_logits(volume) for _ in range(naive_steps)]) / naive_steps
     hh, ww = glob.shape[-2:]
     return {"naive": step * hh * ww * q.levels, "cached": cached, "parallel": parallel,

@@ -3,18 +3,20 @@
 The split of Video Pixel Networks (Kalchbrenner et al. 2016, arXiv 1610.00527): a ConvLSTM
 stream reads every past frame whole (no mask is needed in time) and its state at frame ``t``
 conditions a masked spatial PixelCNN over frame ``t``'s codes, in raster order and level order
-inside a position (group masks A / B, as :mod:`vpbench_shrvqvae.prior`). Its inputs are the
-frozen codewords of the autoencoder, not learned embeddings of code indices: level ``g`` of a
-position enters as the quantised latent after levels ``1..g`` (the sum of the path's
-codewords), projected per level, so the prior starts from the autoencoder's geometry.
+inside a position (group masks A / B, as :mod:`vpbench_shrvqvae.prior`). Its inputs start
+from the frozen codewords of the autoencoder: level ``g`` of a position enters as the quantised
+latent after levels ``1..g`` (the sum of the path's codewords), projected per level, plus a
+learned embedding of the code index (codewords alone leave deeper-level codes hard to tell
+apart: RESULTS.md). A 3x3 conv of the last frame's inputs is added to the stream's condition.
 
 Departures from VPN: codes instead of pixels, a ConvLSTM instead of their convolutional LSTM
 with dilated encoders, and the conditioning added to the gates of Gated PixelCNN blocks (van
 den Oord et al. 2016, conditional form) instead of VPN's multiplicative units.
 
 Generation: :meth:`VPNPrior.generate` advances the stream once per frame and evaluates the
-spatial network at one position per step from cached layer inputs of earlier positions;
-:meth:`VPNPrior.generate_naive` re-runs the whole model on the whole clip at every step. Both
+spatial network at one position per step from cached layer inputs of earlier positions, or
+(``parallel``) decodes the frame by fixed-point iteration over whole-frame passes;
+:meth:`VPNPrior.generate_naive` re-runs the whole model on the whole clip at every step. All
 give identical codes (tested).
 """
 
@@ -217,7 +219,7 @@ class VPNPrior(nn.Module):
 
     @torch.no_grad()
     def generate(self, context: torch.Tensor, n_out: int, choose: Callable, to_global: Callable,
-                 lookup: Callable, parallel: bool = True, stats: list | None = None) -> torch.Tensor:
+                 lookup: Callable, parallel: bool = False, stats: list | None = None) -> torch.Tensor:
         """Future local codes ``(B, n_out, n, H, W)`` after the context's global codes
         ``(B, T0, n, H, W)``. ``choose(logits (N, classes), level, parent_global or None, noise
         (N, classes)) -> local (N,)`` picks codes; ``to_global`` walks the tree (local ``(..., n)``
