@@ -30,6 +30,7 @@ from torch import nn
 
 from vpbench.errors import ConfigError
 from vpbench.protocols import DataSpec, Stage
+from vpbench_baselines.simvp import repeated_calls
 from vpbench_baselines.translators import drop_path
 
 
@@ -215,13 +216,7 @@ class PredFormer(nn.Module):
         return y.permute(0, 1, 4, 2, 5, 3, 6).reshape(b, t, ch, h, w)
 
     def rollout(self, context: torch.Tensor, n_out: int) -> torch.Tensor:
-        n_in = context.shape[1]
-        frames, made = context, []
-        while sum(m.shape[1] for m in made) < n_out:
-            pred = self(frames[:, -n_in:])
-            made.append(pred)
-            frames = torch.cat([frames, pred], 1)
-        return torch.cat(made, 1)[:, :n_out]
+        return repeated_calls(self, context, n_out)
 
     def training_step(self, batch, stage: str) -> dict:
         context, future = batch

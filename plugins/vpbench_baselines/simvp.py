@@ -218,13 +218,7 @@ class SimVP(nn.Module):
         return y.reshape(b, t, ch, h, w)
 
     def rollout(self, context: torch.Tensor, n_out: int) -> torch.Tensor:
-        n_in = context.shape[1]
-        frames, made = context, []
-        while sum(p.shape[1] for p in made) < n_out:
-            pred = self(frames[:, -n_in:])
-            made.append(pred)
-            frames = torch.cat([frames, pred], 1)
-        return torch.cat(made, 1)[:, :n_out]
+        return repeated_calls(self, context, n_out)
 
     def training_step(self, batch, stage: str) -> dict:
         context, future = batch
@@ -258,6 +252,18 @@ def openstl_key(key: str) -> str:
     for pattern, replacement in OPENSTL_KEYS:
         key = re.sub(pattern, replacement, key)
     return key
+
+
+def repeated_calls(model: nn.Module, context: torch.Tensor, n_out: int) -> torch.Tensor:
+    """``n_out`` frames from a model mapping ``n_in`` frames to the next ``n_in``: called again on
+    the latest ``n_in`` frames (its own outputs included) until the horizon is covered."""
+    n_in = context.shape[1]
+    frames, made = context, []
+    while sum(p.shape[1] for p in made) < n_out:
+        pred = model(frames[:, -n_in:])
+        made.append(pred)
+        frames = torch.cat([frames, pred], 1)
+    return torch.cat(made, 1)[:, :n_out]
 
 
 def divergence_regularisation(pred: torch.Tensor, target: torch.Tensor, tau: float = 0.1,
