@@ -14,6 +14,7 @@ from vpbench import config as C
 from vpbench.errors import ConfigError, DataError
 from vpbench.evaluate import check_prediction, predict
 from vpbench.plugins import get_harness
+from vpbench.protocols import member
 from vpbench.runtime import seed_everything
 
 HARNESS = get_harness()
@@ -77,8 +78,7 @@ def test_model_training_steps_return_a_differentiable_loss(name):
     assert len({s.name for s in stages}) == len(stages)
     ctx, fut = batch(data)
     for stage in stages:
-        if hasattr(model, "on_stage_start"):
-            model.on_stage_start(stage.name)
+        member(model, "on_stage_start")(stage.name)
         model.train()
         losses = model.training_step((ctx, fut), stage.name)
         loss = losses["loss"]

@@ -25,6 +25,7 @@ from vpbench.budget import parse_budget
 from vpbench.compare import paired_differences
 from vpbench.errors import ConfigError
 from vpbench.events import Events
+from vpbench.protocols import member
 
 
 @dataclass
@@ -46,8 +47,8 @@ def label(values: dict[str, str]) -> str:
 
 def shared_stage(model_cls: type, varied: list[str]) -> str | None:
     """The latest stage such that every varied field only affects it and later stages."""
-    late = getattr(model_cls, "late_fields", {})
-    predict = set(getattr(model_cls, "predict_fields", ()))  # these affect no stage at all
+    late = member(model_cls, "late_fields")
+    predict = set(member(model_cls, "predict_fields"))  # these affect no stage at all
     names = [s for s in late if all(f in late[s] or f in predict for f in varied)]
     if not names:
         return None
@@ -82,7 +83,7 @@ def run_ablation(harness, model: str, axes: dict[str, list[str]], out: Path, *, 
     for variant in variants:  # every config is checked before anything trains
         variant_sets = list(sets or []) + [f"model.{k}={v}" for k, v in variant.values.items()]
         variant.run = runs.prepare(harness, model, sets=variant_sets, out=out / _dirname(variant.label), **common)
-    predict_only = bool(shared_fields) and all(f in getattr(model_cls, "predict_fields", ()) for f in shared_fields)
+    predict_only = bool(shared_fields) and all(f in member(model_cls, "predict_fields") for f in shared_fields)
     data = runs.build_dataset(variants[0].run, events)  # variants vary model fields only: one dataset
     base_sets = list(sets or [])
     if until is not None and not predict_only and parse_budget(variants[0].run.config.train.budget) is not None:

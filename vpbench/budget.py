@@ -34,7 +34,7 @@ import torch
 
 from vpbench import io
 from vpbench.errors import ConfigError, DataError, PluginError, RunError, blamed, one_line
-from vpbench.protocols import train_mode
+from vpbench.protocols import member, train_mode
 
 RECORD = "training.json"
 RECORD_FORMAT = 1
@@ -146,8 +146,7 @@ def probe(model: torch.nn.Module, dataset: Any, config: Any, device: torch.devic
             if steps == 0:
                 out.append(StageProbe(stage.name, bs, 0))
                 continue
-            if hasattr(work, "on_stage_start"):
-                work.on_stage_start(stage.name)
+            member(work, "on_stage_start")(stage.name)
             params = list(stage.params())
             chosen = {id(p) for p in params}
             for p in work.parameters():
@@ -177,8 +176,7 @@ def probe(model: torch.nn.Module, dataset: Any, config: Any, device: torch.devic
                                   f"(checked before training): {one_line(exc)}") from exc
             for p in work.parameters():
                 p.grad = None
-            if hasattr(work, "on_stage_end"):
-                work.on_stage_end(stage.name)
+            member(work, "on_stage_end")(stage.name)
             out.append(StageProbe(stage.name, bs, flops, seconds))
         if batch is None:
             batch = _first_clips(split, min(2, len(split)), config.dataset_name)

@@ -16,6 +16,7 @@ from vpbench.config import Protocol, RunConfig
 from vpbench.errors import RunError, VPBenchError
 from vpbench.evaluate import clips_scored, paired_difference
 from vpbench.events import Events
+from vpbench.protocols import member
 from vpbench.report.markdown import HORIZON_SECTION, run_report
 from vpbench.report.tables import fmt_value, markdown_table
 
@@ -216,7 +217,7 @@ def protocol_rows(runs_: list, datasets: list, harness: Any) -> list[list[str]]:
         else:
             here = training_budget(model_cls, cfg.model, data.spec)
         paper = "no paper preset"
-        if "paper" in {k.split("@")[0] for k in getattr(model_cls, "presets", {})}:
+        if "paper" in {k.split("@")[0] for k in member(model_cls, "presets")}:
             ref = cfgmod.resolve(cfg.model_name, model_cls, harness.datasets.get, dataset=cfg.dataset_name,
                                  preset="paper")
             paper = ", ".join(f"{k} {v:,}" for k, v in training_budget(model_cls, ref.model, data.spec).items()) or "-"

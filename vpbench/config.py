@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 from vpbench.errors import ConfigError
+from vpbench.protocols import member
 from vpbench.registry import suggest
 
 
@@ -373,7 +374,7 @@ def resolve(
     file_layer = load_file(config_file) if config_file else {}
     set_layer = parse_sets(model_sets(sets, model_name, models))
     preset = preset or file_layer.get("preset") or "none"
-    presets = getattr(model_cls, "presets", {})
+    presets = member(model_cls, "presets")
     # the dataset decides which preset@dataset entry applies, so find it first
     dataset_name = (
         (protocol.dataset_name if protocol is not None else None)

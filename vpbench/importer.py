@@ -22,6 +22,7 @@ import torch
 from vpbench import io
 from vpbench.errors import ConfigError, DataError, PluginError, RunError, one_line
 from vpbench.events import Events
+from vpbench.protocols import implements, member
 
 PREFIXES = ("module.", "model.")
 
@@ -79,9 +80,9 @@ def import_checkpoint(harness: Any, source: str, path: str | Path, model: str, *
     events = events or Events()
     path = Path(path)
     run = runs.prepare(harness, model, dataset=dataset, preset=preset, sets=sets, out=out, data_dir=data_dir)
-    convert = getattr(run.model_cls, "import_state_dict", None)
-    if convert is None:
+    if not implements(run.model_cls, "import_state_dict"):
         raise ConfigError(f"model '{model}' cannot import checkpoints (it has no import_state_dict)")
+    convert = member(run.model_cls, "import_state_dict")
     state = read_state_dict(path)
     data = runs.build_dataset(run, events)
     net = runs.build_model(run, data)

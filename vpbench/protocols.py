@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Mapping, Protocol, runtime_checkable
 
 import torch
 
-from vpbench.errors import RegistryError
+from vpbench.errors import ConfigError, RegistryError
+from vpbench.events import Events
 
 
 @dataclass(frozen=True)
@@ -57,8 +60,6 @@ class Stage:
     frozen: Callable[[], Iterable[torch.nn.Module]] | None = None  # sub-modules held in eval mode in this stage
 
     def __post_init__(self) -> None:
-        from vpbench.errors import ConfigError
-
         what = f"stage '{self.name}'"
         if self.steps < 0:
             raise ConfigError(f"{what}: steps must be >= 0, got {self.steps}")
@@ -83,18 +84,19 @@ def train_mode(model: torch.nn.Module, stage: Stage) -> None:
 
 @runtime_checkable
 class VideoModel(Protocol):
-    """What a model class provides (it is usually a ``torch.nn.Module`` subclass).
+    """The members every model class must have (it is usually a ``torch.nn.Module`` subclass).
 
-    Class attributes: ``name``, ``version``, ``description``, ``Config`` (a frozen dataclass
-    with defaults for every field) and ``presets`` (``{"smoke": {...}, "cpu": {...},
-    "paper": {...}, "paper@kth": {...}}``: nested overrides of the run config, the
-    ``@dataset`` form applying on top for one dataset).
+    ``Config`` is a frozen dataclass with a default for every field; ``presets`` maps
+    ``smoke``/``cpu``/``paper`` (and ``paper@kth`` for one dataset) to nested overrides of the
+    run config. The optional members are those of :class:`Model`.
     """
 
     name: ClassVar[str]
     version: ClassVar[str]
     Config: ClassVar[type]
-    presets: ClassVar[Mapping[str, Mapping[str, Any]]]
+
+    def __init__(self, config: Any, spec: DataSpec) -> None:
+        """Build the network for one data protocol (``spec``) from the model's ``Config``."""
 
     def stages(self) -> list[Stage]:
         """Training stages in order; ``[]`` for a model that needs no training."""
@@ -108,18 +110,19 @@ class VideoModel(Protocol):
 
 @runtime_checkable
 class VideoDataset(Protocol):
-    """What a dataset class provides.
+    """The members every dataset class must have; the optional ones are those of :class:`Dataset`.
 
-    Class attributes ``name``, ``version``, ``description`` and ``Config`` (a frozen
-    dataclass); ``__init__(config, root)`` where ``root`` is the data directory;
-    ``spec`` (a :class:`DataSpec`), ``split(name)`` for ``train``, ``val`` and ``test``
-    returning a map-style ``torch.utils.data.Dataset`` of ``(context, future)`` pairs, and
-    ``info()``: provenance, licence, citation and protocol as a dict of strings.
+    ``split(name)`` for ``train``, ``val`` and ``test`` returns a map-style
+    ``torch.utils.data.Dataset`` of ``(context, future)`` pairs; ``info()`` gives provenance,
+    licence, citation and protocol as a dict of strings.
     """
 
     name: ClassVar[str]
     version: ClassVar[str]
     Config: ClassVar[type]
+
+    def __init__(self, config: Any, root: Path) -> None:
+        """Open the dataset under the data directory ``root`` (cheap: heavy work goes in ``prepare``)."""
 
     @property
     def spec(self) -> DataSpec: ...
@@ -130,8 +133,8 @@ class VideoDataset(Protocol):
 
 
 @runtime_checkable
-class Metric(Protocol):
-    """A per-frame video metric.
+class VideoMetric(Protocol):
+    """The members every metric object must have; the optional ones are those of :class:`Metric`.
 
     ``per_frame(pred, target)`` takes ``(B, T, C, H, W)`` tensors and returns ``(B, T)``
     scores; aggregates are means over clips and frames. ``higher_is_better`` gives the
@@ -146,7 +149,88 @@ class Metric(Protocol):
     def per_frame(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor: ...
 
 
+class Model:
+    """Optional base class of a model: the optional members with their defaults.
+
+    A model need not subclass it (``class MyModel(vpbench.Model, torch.nn.Module)`` or a plain
+    ``torch.nn.Module`` both work): the harness reads every optional member through
+    :func:`member`, which falls back to these defaults.
+    """
+
+    description: ClassVar[str] = ""
+    presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    late_fields: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    predict_fields: ClassVar[tuple[str, ...]] = ()
+    ablation_shortcuts: ClassVar[Mapping[str, str]] = {}
+
+    def on_stage_start(self, stage: str) -> None:
+        """Before stage ``stage`` trains (again on resume): freeze, unfreeze, switch modes; never change weights."""
+
+    def on_stage_end(self, stage: str) -> None:
+        """After stage ``stage`` trained (or was skipped on resume); never change weights."""
+
+    @classmethod
+    def import_state_dict(cls, source: str, state_dict: dict, config: Any) -> dict:
+        """Another toolkit's state dict (``source``, e.g. ``openstl``) renamed to this model's keys."""
+        raise ConfigError(f"model '{getattr(cls, 'name', cls.__name__)}' cannot import weights from {source}: "
+                          "it defines no import_state_dict")
+
+
+class Dataset:
+    """Optional base class of a dataset: the optional members with their defaults (see :class:`Model`)."""
+
+    description: ClassVar[str] = ""
+
+    def prepare(self, events: Events | None = None) -> None:
+        """One-off work before the splits are read (decoding, caching, cutting windows), with progress."""
+
+    def download(self, events: Events | None = None, optional: bool = False) -> list[Path]:
+        """Fetch the dataset's files into the data root (resumable, sha256-checked); the paths written."""
+        return []
+
+
+class Metric:
+    """Optional base class of a metric: the optional members with their defaults (see :class:`Model`)."""
+
+    description: str = ""
+
+
+BASES: dict[str, type] = {"model": Model, "dataset": Dataset, "metric": Metric}
+REQUIRED: dict[str, type] = {"model": VideoModel, "dataset": VideoDataset, "metric": VideoMetric}
+
+
+def _declared(kind: str, name: str) -> Any:
+    try:
+        return BASES[kind].__dict__[name]
+    except KeyError:
+        raise AttributeError(f"'{name}' is not an optional {kind} member declared in vpbench.protocols") from None
+
+
+def member(obj: Any, name: str, kind: str = "model") -> Any:
+    """``obj.name`` (``obj`` an instance or a class), or the declared default of that optional member."""
+    default = _declared(kind, name)
+    if hasattr(obj, name):
+        return getattr(obj, name)
+    owner = obj if isinstance(obj, type) else type(obj)
+    if isinstance(default, classmethod):
+        return default.__get__(None, owner)
+    if callable(default) and not isinstance(obj, type):  # a method: the no-op bound to ``obj``
+        return default.__get__(obj, owner)
+    return default
+
+
+def implements(obj: Any, name: str, kind: str = "model") -> bool:
+    """Whether ``obj`` defines the optional member ``name`` itself (not the base class's default)."""
+    default = _declared(kind, name)
+    owner = obj if isinstance(obj, type) else type(obj)
+    for klass in owner.__mro__:
+        if name in klass.__dict__:
+            return klass.__dict__[name] is not default
+    return not isinstance(obj, type) and name in getattr(obj, "__dict__", {})
+
+
 SPLITS = ("train", "val", "test")
+OPTION_RE = re.compile(r"^[a-z][a-z0-9-]*$")
 
 
 def _require(obj: Any, attrs: Iterable[str], kind: str) -> None:
@@ -155,7 +239,7 @@ def _require(obj: Any, attrs: Iterable[str], kind: str) -> None:
         raise RegistryError(f"{kind} {obj!r} lacks {', '.join(missing)}")
 
 
-def _require_config(cls: Any) -> None:
+def _require_config(cls: Any) -> set[str]:
     config = getattr(cls, "Config", None)
     if not (isinstance(config, type) and dataclasses.is_dataclass(config)):
         raise RegistryError(f"{cls.__name__}.Config must be a dataclass")
@@ -163,31 +247,61 @@ def _require_config(cls: Any) -> None:
         config()
     except TypeError as exc:
         raise RegistryError(f"{cls.__name__}.Config needs a default for every field ({exc})") from None
+    return {f.name for f in dataclasses.fields(config)}
+
+
+def _field_names(cls: Any, what: str, names: Any, fields: set[str]) -> None:
+    if isinstance(names, str) or not isinstance(names, Iterable) or not all(isinstance(n, str) for n in names):
+        raise RegistryError(f"{cls.__name__}.{what} must list config field names, got {names!r}")
+    unknown = sorted(set(names) - fields)
+    if unknown:
+        raise RegistryError(f"{cls.__name__}.{what} names {', '.join(unknown)}, not a field of "
+                            f"{cls.__name__}.Config (fields: {', '.join(sorted(fields))})")
 
 
 def validate_model(cls: Any) -> str:
+    """Check a model class: its required members and that its optional ones are well formed."""
     if not isinstance(cls, type):
         raise RegistryError(f"models are registered as classes, got {type(cls).__name__}")
     _require(cls, ("name", "version", "Config", "stages", "training_step", "predict"), "model")
-    _require_config(cls)
-    presets = getattr(cls, "presets", {})
-    if not isinstance(presets, Mapping):
+    fields = _require_config(cls)
+    if not isinstance(member(cls, "presets"), Mapping):
         raise RegistryError(f"{cls.__name__}.presets must be a mapping")
+    late = member(cls, "late_fields")
+    if not isinstance(late, Mapping):
+        raise RegistryError(f"{cls.__name__}.late_fields must map stage names to config fields")
+    for stage, names in late.items():
+        _field_names(cls, f"late_fields[{stage!r}]", names, fields)
+    _field_names(cls, "predict_fields", member(cls, "predict_fields"), fields)
+    shortcuts = member(cls, "ablation_shortcuts")
+    if not isinstance(shortcuts, Mapping) or not all(isinstance(k, str) and OPTION_RE.match(k) for k in shortcuts):
+        raise RegistryError(f"{cls.__name__}.ablation_shortcuts must map option names (like 'lambda') to config fields")
+    _field_names(cls, "ablation_shortcuts", list(shortcuts.values()), fields)
+    for name in ("on_stage_start", "on_stage_end", "import_state_dict"):
+        if not callable(member(cls, name)):
+            raise RegistryError(f"{cls.__name__}.{name} must be callable")
     return cls.name
 
 
 def validate_dataset(cls: Any) -> str:
+    """Check a dataset class: its required members and that its optional ones are methods."""
     if not isinstance(cls, type):
         raise RegistryError(f"datasets are registered as classes, got {type(cls).__name__}")
     _require(cls, ("name", "version", "Config", "spec", "split", "info"), "dataset")
     _require_config(cls)
+    for name in ("prepare", "download"):
+        if not callable(member(cls, name, "dataset")):
+            raise RegistryError(f"{cls.__name__}.{name} must be a method")
     return cls.name
 
 
 def validate_metric(obj: Any) -> str:
+    """Check a metric object's members."""
     _require(obj, ("name", "version", "higher_is_better", "unit", "per_frame"), "metric")
     if not callable(obj.per_frame):
         raise RegistryError(f"metric {obj.name}: per_frame must be callable")
+    if not isinstance(member(obj, "description", "metric"), str):
+        raise RegistryError(f"metric {obj.name}: description must be a string")
     return obj.name
 
 

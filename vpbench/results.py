@@ -23,6 +23,7 @@ from typing import Any, Iterator
 
 from vpbench import io
 from vpbench.errors import RunError
+from vpbench.protocols import member
 
 EVALS = "evals"
 _STAGING, _REPLACED = ".staging-", ".replaced-"
@@ -33,7 +34,7 @@ def eval_key(config: Any, model_cls: type, metrics: list, n_split: int) -> dict[
     from vpbench.config import to_dict
     from vpbench.evaluate import clips_scored
 
-    predict = {f: to_dict(getattr(config.model, f)) for f in getattr(model_cls, "predict_fields", ())
+    predict = {f: to_dict(getattr(config.model, f)) for f in member(model_cls, "predict_fields")
                if hasattr(config.model, f)}
     return {"split": config.eval.split, "clips": clips_scored(n_split, config.eval.max_clips),
             "metrics": {m.name: str(getattr(m, "version", "")) for m in sorted(metrics, key=lambda m: m.name)},

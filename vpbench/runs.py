@@ -35,6 +35,7 @@ from vpbench.errors import ConfigError, PluginError, RunError, VPBenchError, one
 from vpbench.evaluate import COLUMNS, cost_rows, derived_metrics, score, tidy
 from vpbench.events import Events
 from vpbench.plugins import Harness
+from vpbench.protocols import member
 from vpbench.provenance import device_description, provenance
 from vpbench.runtime import seed_everything, select_device
 from vpbench.train import Trainer
@@ -86,7 +87,7 @@ def training_key_of(data: dict[str, Any], model_cls: type | None = None) -> dict
         data.pop(key, None)
     model = data.get("model")
     if isinstance(model, dict):
-        for key in getattr(model_cls, "predict_fields", ()):
+        for key in member(model_cls, "predict_fields"):
             model.pop(key, None)
     return data
 
@@ -177,8 +178,7 @@ def build_dataset(run: Run, events: Events | None = None) -> Any:
     cfg = run.config
     dataset = _plugin_call(run, "dataset", cfg.dataset_name, "loading", run.dataset_cls, cfg.data,
                            data_root(run.data_dir))
-    if hasattr(dataset, "prepare"):
-        _plugin_call(run, "dataset", cfg.dataset_name, "preparing its data", dataset.prepare, events)
+    _plugin_call(run, "dataset", cfg.dataset_name, "preparing its data", member(dataset, "prepare", "dataset"), events)
     return dataset
 
 

@@ -29,7 +29,7 @@ from vpbench import io
 from vpbench.config import RunConfig
 from vpbench.errors import DataError, PluginError, RunError, TrainingError, blamed, one_line
 from vpbench.events import Events
-from vpbench.protocols import Stage, train_mode
+from vpbench.protocols import Stage, member, train_mode
 from vpbench.runtime import native_bf16_cpu, rng_state, set_rng_state
 
 CHECKPOINT_FORMAT = 1
@@ -219,8 +219,7 @@ class Trainer:
     # -- one stage -------------------------------------------------------------------------
     def _fit_stage(self, index: int, stage: Stage, start: int, ckpt: dict | None) -> bool:
         model, cfg = self.model, self.cfg
-        if hasattr(model, "on_stage_start"):
-            self._model_code(f"starting stage '{stage.name}'", model.on_stage_start, stage.name)
+        self._model_code(f"starting stage '{stage.name}'", member(model, "on_stage_start"), stage.name)
         params = list(self._model_code(f"listing the parameters of stage '{stage.name}'", lambda: list(stage.params())))
         chosen = {id(p) for p in params}
         for p in model.parameters():  # exactly the stage's parameters get gradients
@@ -312,8 +311,7 @@ class Trainer:
             if cfg.train.select_best and best["step"] not in (-1, step):
                 model.load_state_dict(torch.load(self._best_path(index), weights_only=False))
                 self.events.message(f"stage '{stage.name}': restored best weights from step {best['step']}")
-        if hasattr(model, "on_stage_end"):
-            self._model_code(f"ending stage '{stage.name}'", model.on_stage_end, stage.name)
+        self._model_code(f"ending stage '{stage.name}'", member(model, "on_stage_end"), stage.name)
         account()
         self._save_checkpoint(index + 1, 0, model, None, None, None, {"loss": math.inf, "step": -1})
         self._save_record()

@@ -43,15 +43,16 @@ def download(
     """Download (resumable, sha256-checked) the files of a dataset into the data root."""
     from vpbench.data.root import data_root
     from vpbench.plugins import get_harness
+    from vpbench.protocols import implements, member
 
     harness = get_harness()
     cls = harness.datasets.get(name)
     dataset = cls(cls.Config(), data_root(data_dir))
-    if not hasattr(dataset, "download"):
+    if not implements(dataset, "download", "dataset"):
         c.console().print(f"{name} needs no download ({dataset.info().get('status', 'embedded')})")
         return
     with c.rich_events() as events:
-        paths = dataset.download(events, optional=optional)
+        paths = member(dataset, "download", "dataset")(events, optional=optional)
     for path in paths or []:
         c.console().print(f"ok: {path}", highlight=False)
 

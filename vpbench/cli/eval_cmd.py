@@ -23,11 +23,12 @@ def eval_(
     from vpbench import runs
     from vpbench.errors import ConfigError
     from vpbench.plugins import get_harness
+    from vpbench.protocols import member
 
     harness = get_harness()
     run_ = runs.load_run(harness, run_dir, device=device, data_dir=data_dir)
     overrides = cfgmod.parse_sets(set_)
-    predict_fields = tuple(getattr(run_.model_cls, "predict_fields", ()))
+    predict_fields = tuple(member(run_.model_cls, "predict_fields"))
     model_over = overrides.pop("model", {}) or {}
     if set(overrides) - {"eval"} or set(model_over) - set(predict_fields):
         allowed = ", ".join(f"model.{f}" for f in predict_fields)

@@ -13,6 +13,7 @@ def plugins() -> None:
     """List loaded plugins, every model, dataset and metric they registered (with its
     description), and plugins that failed."""
     from vpbench.plugins import get_harness
+    from vpbench.protocols import member
 
     harness = get_harness()
     table = Table(title="vpbench plugins")
@@ -35,7 +36,7 @@ def plugins() -> None:
         for r in harness.records:
             for name in getattr(r.registered, attr):
                 obj = registry.get(name)
-                parts.add_row(name, kind, r.name, escape(str(getattr(obj, "description", "") or "")))
+                parts.add_row(name, kind, r.name, escape(str(member(obj, "description", kind) or "")))
     c.console().print(parts)
     for r in harness.failures:
         c.console().print(f"[red]failed:[/] {escape(f'{r.name} ({r.distribution} {r.version}): {r.error}')}",
