@@ -221,3 +221,88 @@ def test_cli_plugins_fits_80_columns_with_every_name_whole_and_described():
         assert name in cells, name  # never cut to "predrnnv…"
     row = next(line for line in out.output.splitlines() if line.startswith("│ copylast "))
     assert row.split("│")[4].strip().startswith("repeat")  # copylast's description, however it wraps
+
+
+def test_hooks_are_called_through_pluggy_one_plugin_at_a_time(tmp_path):
+    """VPBENCH_TRACE_PLUGINS traces each plugin's register call, naming the plugin."""
+    import os
+
+    env = dict(os.environ, VPBENCH_TRACE_PLUGINS="1", VPBENCH_DISABLE_PLUGIN_AUTOLOAD="1")
+    out = subprocess.run([sys.executable, "-c", "from vpbench.plugins import get_harness; get_harness()"],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr
+    calls = [line.strip() for line in out.stderr.splitlines() if line.strip().startswith("register: <register")]
+    assert "register: <register datasets of plugin 'builtin:digits'>" in calls
+    assert "register: <register metrics of plugin 'builtin:basic'>" in calls
+    assert "register: <register models of plugin 'builtin:trivial'>" in calls
+    # one call per (plugin, hook) it implements: digits registers datasets only
+    assert not any("plugin 'builtin:digits'" in c and "datasets" not in c for c in calls)
+    assert len(calls) == len(set(calls))
+
+
+def test_frozen_registries_refuse_late_registration(harness):
+    from vpbench.builtin.trivial import CopyLast
+
+    class Late(CopyLast):
+        name = "late_model"
+
+    @vpbench.hookimpl
+    def vpbench_register_models(register):
+        register(Late)
+
+    harness.freeze()
+    record = harness.add_plugin(types.SimpleNamespace(vpbench_register_models=vpbench_register_models),
+                                PluginRecord("late", "vpbench-late", "1"))
+    assert "late_model" not in harness.models
+    assert "model registry is frozen" in record.error and "vpbench-late" in record.error
+    with pytest.raises(RegistryError, match="frozen"):
+        harness.models.remove("copylast")
+    assert "copylast" in harness.models
+
+
+def test_registry_transaction_and_removal():
+    reg = Registry("metric", lambda obj: obj.name)
+    reg.add(types.SimpleNamespace(name="kept"), Source("p", "d"))
+    with pytest.raises(ValueError), reg.transaction():
+        reg.add(types.SimpleNamespace(name="staged"), Source("p", "d"))
+        raise ValueError("the plugin broke half-way")
+    assert reg.names() == ["kept"]
+    assert reg.remove("kept").name == "kept" and len(reg) == 0
+    with pytest.raises(RegistryError, match="unknown metric 'kept'"):
+        reg.remove("kept")
+
+
+@pytest.mark.parametrize("attr, value, message", [
+    ("late_fields", {"train": ("no_such_field",)}, "late_fields['train'] names no_such_field, not a field"),
+    ("predict_fields", ("nope",), "predict_fields names nope, not a field"),
+    ("predict_fields", "hidden", "predict_fields must list config field names"),
+    ("ablation_shortcuts", {"width": "nope"}, "ablation_shortcuts names nope"),
+    ("ablation_shortcuts", {"--width": "hidden"}, "must map option names"),
+    ("on_stage_start", "not callable", "on_stage_start must be callable"),
+])
+def test_optional_model_members_are_checked_at_registration(attr, value, message):
+    from tests.models import TwoStage
+
+    bad = type("Bad", (TwoStage,), {attr: value})
+    with pytest.raises(RegistryError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        validate_model(bad)
+    validate_model(type("Good", (TwoStage,), {"predict_fields": ("hidden",)}))
+
+
+def test_optional_members_fall_back_to_the_declared_defaults():
+    from vpbench.protocols import Dataset, Model, implements, member
+
+    class Plain:  # subclasses nothing
+        pass
+
+    class Sub(Dataset):
+        def download(self, events=None, optional=False):
+            return ["file"]
+
+    assert member(Plain, "late_fields") == {} and member(Plain, "predict_fields") == ()
+    assert member(Plain(), "on_stage_start")("train") is None
+    assert member(Sub(), "download", "dataset")() == ["file"]
+    assert implements(Sub, "download", "dataset") and not implements(Sub, "prepare", "dataset")
+    assert not implements(Plain, "import_state_dict") and not implements(type("M", (Model,), {}), "on_stage_end")
+    with pytest.raises(AttributeError, match="'on_epoch' is not an optional model member"):
+        member(Plain, "on_epoch")

@@ -15,9 +15,11 @@ Environment variables:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
+import types
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -123,6 +125,7 @@ class Harness:
     def add_plugin(self, plugin: Any, record: PluginRecord) -> PluginRecord:
         """Register ``plugin`` with pluggy, then call its hooks; failures go on the record."""
         self.records.append(record)
+        plugin = _hashable(plugin, record.name)
         try:
             self.pm.register(plugin, name=record.name)
             self.pm.check_pending()
@@ -137,37 +140,47 @@ class Harness:
             record.error = f"registration failed: {one_line(exc)}"
         return record
 
+    def _implements(self, plugin: Any, name: str) -> bool:
+        return any(impl.plugin is plugin for impl in getattr(self.pm.hook, name).get_hookimpls())
+
+    def _hook(self, name: str, plugin: Any) -> Any:
+        """The hook ``name`` of ``plugin`` alone, called through pluggy (so tracing sees it)."""
+        others = [p for p in self.pm.get_plugins() if p is not plugin]
+        return self.pm.subset_hook_caller(name, remove_plugins=others)
+
     def _collect(self, plugin: Any, record: PluginRecord) -> None:
         """Call the plugin's register hooks; commit what it registered only if all succeed."""
-        staged: dict[str, list[Any]] = {kind: [] for kind in KINDS}
+        staged: dict[str, _Register] = {kind: _Register(record.name, kind) for kind in KINDS}
         for kind in KINDS:
-            hook = getattr(self.pm.hook, f"vpbench_register_{kind}")
-            for impl in hook.get_hookimpls():
-                if impl.plugin is plugin:
-                    impl.function(register=staged[kind].append)
+            if self._implements(plugin, f"vpbench_register_{kind}"):
+                self._hook(f"vpbench_register_{kind}", plugin)(register=staged[kind])
         registries = {"models": self.models, "datasets": self.datasets, "metrics": self.metrics}
-        added: list[tuple[Registry, str]] = []
         try:
-            for kind in KINDS:
-                for obj in staged[kind]:
-                    name = registries[kind].add(obj, record.source)
-                    added.append((registries[kind], name))
-                    getattr(record.registered, kind).append(name)
+            with contextlib.ExitStack() as stack:
+                for registry in registries.values():
+                    stack.enter_context(registry.transaction())
+                for kind in KINDS:
+                    for obj in staged[kind]:
+                        getattr(record.registered, kind).append(registries[kind].add(obj, record.source))
         except Exception:
-            for registry, name in added:
-                registry._entries.pop(name, None)
             record.registered = Registered()
             raise
 
+    def freeze(self) -> None:
+        """No registrations after this (the CLI freezes once plugins and their commands are loaded)."""
+        for registry in (self.models, self.datasets, self.metrics):
+            registry.freeze()
+
     def register_commands(self, app: Any) -> None:
         """Let plugins add CLI commands; a failing plugin is recorded, not fatal."""
-        for impl in self.pm.hook.vpbench_register_commands.get_hookimpls():
+        for record in self.records:
+            plugin = self.pm.get_plugin(record.name)
+            if plugin is None or record.error is not None or not self._implements(plugin, "vpbench_register_commands"):
+                continue
             try:
-                impl.function(app=app)
+                self._hook("vpbench_register_commands", plugin)(app=app)
             except Exception as exc:
-                for record in self.records:
-                    if record.name == impl.plugin_name and record.error is None:
-                        record.error = f"adding commands failed: {one_line(exc)}"
+                record.error = f"adding commands failed: {one_line(exc)}"
 
     # -- queries -------------------------------------------------------------------------
     @property
@@ -177,6 +190,34 @@ class Harness:
     def source_of(self, kind: str, name: str) -> Source:
         registry = {"model": self.models, "dataset": self.datasets, "metric": self.metrics}[kind]
         return registry.entry(name).source
+
+
+class _Register(list):
+    """The ``register`` callback handed to one plugin's hook: collects what it registers."""
+
+    def __init__(self, plugin: str, kind: str) -> None:
+        super().__init__()
+        self.plugin, self.kind = plugin, kind
+
+    def __call__(self, obj: Any) -> None:
+        self.append(obj)
+
+    def __repr__(self) -> str:
+        return f"<register {self.kind} of plugin '{self.plugin}'>"
+
+
+def _hashable(plugin: Any, name: str) -> Any:
+    """``plugin``, or a module holding its attributes when it cannot be hashed (pluggy keys
+    plugins by identity in sets; e.g. a ``types.SimpleNamespace`` of hook functions)."""
+    try:
+        hash(plugin)
+        return plugin
+    except TypeError:
+        module = types.ModuleType(f"vpbench_plugin_{name}")
+        for attr in dir(plugin):
+            if not attr.startswith("__"):
+                setattr(module, attr, getattr(plugin, attr))
+        return module
 
 
 _HARNESS: Harness | None = None

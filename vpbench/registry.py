@@ -6,6 +6,7 @@ sources named; an unknown name gets near-miss suggestions ("did you mean shrvqva
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import re
 from dataclasses import dataclass
@@ -56,8 +57,40 @@ class Registry(Generic[T]):
         self.kind = kind
         self._validate = validate
         self._entries: dict[str, Entry[T]] = {}
+        self._frozen = False
+
+    def freeze(self) -> None:
+        """No more additions or removals (the CLI freezes the registries once plugins are loaded)."""
+        self._frozen = True
+
+    @property
+    def frozen(self) -> bool:
+        return self._frozen
+
+    def _check_open(self, what: str) -> None:
+        if self._frozen:
+            raise RegistryError(f"the {self.kind} registry is frozen: {what} is only possible while plugins load "
+                                "(register through the vpbench_register_* hooks)")
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Everything added inside the block is removed again if the block raises."""
+        before = dict(self._entries)
+        try:
+            yield
+        except BaseException:
+            self._entries = before
+            raise
+
+    def remove(self, name: str) -> Entry[T]:
+        """Take ``name`` out of the registry (an unknown name raises, with suggestions)."""
+        self._check_open(f"removing {self.kind} '{name}'")
+        entry = self.entry(name)
+        del self._entries[name]
+        return entry
 
     def add(self, obj: T, source: Source) -> str:
+        self._check_open(f"registering a {self.kind} ({source})")
         try:
             name = self._validate(obj)
         except RegistryError as exc:

@@ -76,7 +76,9 @@ def main() -> None:
     from vpbench.plugins import get_harness
 
     try:
-        get_harness().register_commands(app)
+        harness = get_harness()
+        harness.register_commands(app)
+        harness.freeze()
     except VPBenchError as exc:  # pragma: no cover - loading never raises VPBenchError today
         err_console().print(f"[bold red]error:[/] {exc}")
         sys.exit(2)
