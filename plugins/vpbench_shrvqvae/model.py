@@ -198,6 +198,8 @@ class SHRVQVAE(nn.Module):
     # config fields that change only how the trained model predicts: they are not part of the run's
     # identity, so `--set model.mbr_samples=8` evaluates the trained weights again instead of retraining
     predict_fields = ("temperature", "cached", "parallel_decoding", "mbr_samples", "mbr_temperature")
+    # `vpbench ablate -m shrvqvae --lambda 0,1` is `--grid lam=0,1`
+    ablation_shortcuts = {"lambda": "lam", "levels": "levels", "codebook-size": "codebook_size", "quantizer": "quantizer"}
 
     def __init__(self, config: SHRVQVAEConfig, spec: DataSpec):
         super().__init__()
