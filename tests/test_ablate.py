@@ -24,7 +24,7 @@ def test_shared_stage_follows_the_models_late_fields():
 
 
 def test_lambda_ablation_shares_stages_one_and_two(in_tmp):
-    result = invoke("ablate", "--lambda", "0,1", *FAST, "--out", "abl")
+    result = invoke("ablate", "-m", "shrvqvae", "--lambda", "0,1", *FAST, "--out", "abl")
     assert result.exit_code == 0, result.output
     table = pd.read_csv(in_tmp / "abl" / "results.csv", dtype={"horizon": str})
     assert set(table["variant"]) == {"lam=0", "lam=1"}
@@ -51,7 +51,7 @@ def test_lambda_ablation_shares_stages_one_and_two(in_tmp):
 
     shutil.rmtree(in_tmp / "abl" / "lam-1")
     base_mtime = (in_tmp / "abl" / "base-until-joint" / "checkpoints" / "last.pt").stat().st_mtime_ns
-    again = invoke("ablate", "--lambda", "0,1", *FAST, "--out", "abl")
+    again = invoke("ablate", "-m", "shrvqvae", "--lambda", "0,1", *FAST, "--out", "abl")
     assert again.exit_code == 0, again.output
     assert "stages before 'joint' are already trained" in again.output
     assert (in_tmp / "abl" / "base-until-joint" / "checkpoints" / "last.pt").stat().st_mtime_ns == base_mtime
@@ -60,25 +60,53 @@ def test_lambda_ablation_shares_stages_one_and_two(in_tmp):
 
 
 def test_an_interrupted_variant_continues_with_resume(in_tmp):
-    result = invoke("ablate", "--grid", "levels=1,2", *FAST, "--out", "abl")
+    result = invoke("ablate", "-m", "shrvqvae", "--grid", "levels=1,2", *FAST, "--out", "abl")
     assert result.exit_code == 0, result.output
     done = torch.load(in_tmp / "abl" / "levels-2" / "model.pt", weights_only=False)["model"]
     (in_tmp / "abl" / "levels-2" / "model.pt").unlink()  # as if stopped after its last checkpoint
-    again = invoke("ablate", "--grid", "levels=1,2", *FAST, "--out", "abl")
+    again = invoke("ablate", "-m", "shrvqvae", "--grid", "levels=1,2", *FAST, "--out", "abl")
     assert again.exit_code == 2 and "unfinished training" in again.output
-    resumed = invoke("ablate", "--grid", "levels=1,2", *FAST, "--out", "abl", "--resume")
+    resumed = invoke("ablate", "-m", "shrvqvae", "--grid", "levels=1,2", *FAST, "--out", "abl", "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert "levels=1" in resumed.output and "already trained" in resumed.output  # the finished variant is kept
     weights = torch.load(in_tmp / "abl" / "levels-2" / "model.pt", weights_only=False)["model"]
     assert all(torch.equal(done[k], weights[k]) for k in done)
 
 
+def test_model_shortcuts_resolve_to_config_fields():
+    from vpbench.ablate import parse_axes
+    from vpbench.errors import ConfigError
+    from vpbench.plugins import get_harness
+
+    # the options come from the plugin, and the axes keep the model's declared order
+    assert parse_axes(SHRVQVAE, None, ["--lambda", "0,1"]) == {"lam": ["0", "1"]}
+    assert list(parse_axes(SHRVQVAE, ["hidden=8,16"], ["--quantizer=tree,flat", "--lambda", "0, 1"])) == [
+        "lam", "quantizer", "hidden"]
+    assert parse_axes(SHRVQVAE, ["model.tau=0.5,1"]) == {"tau": ["0.5", "1"]}
+    with pytest.raises(ConfigError) as err:
+        parse_axes(SHRVQVAE, None, ["--foo", "1,2"])
+    assert str(err.value) == ("no such option --foo for model 'shrvqvae': its shortcuts are --lambda, --levels, "
+                              "--codebook-size, --quantizer; or use --grid FIELD=a,b")
+    with pytest.raises(ConfigError, match="no such option --lambda for model 'copylast': it declares no ablation "
+                                          "shortcuts; or use --grid FIELD=a,b"):
+        parse_axes(get_harness().models.get("copylast"), None, ["--lambda", "0,1"])
+    with pytest.raises(ConfigError, match="--lambda needs values"):
+        parse_axes(SHRVQVAE, None, ["--lambda"])
+    with pytest.raises(ConfigError, match="model.lam is given twice"):
+        parse_axes(SHRVQVAE, ["lam=2"], ["--lambda", "0,1"])
+
+
 def test_ablate_errors_are_one_line(in_tmp):
-    result = invoke("ablate", *FAST)
-    assert result.exit_code == 2 and "nothing to ablate" in result.output
-    result = invoke("ablate", "--grid", "nonsense=1,2", *FAST)
+    result = invoke("ablate", "--lambda", "0,1", *FAST)
+    assert result.exit_code == 2 and "error: vpbench ablate needs --model/-m MODEL, one of blank," in result.output
+    assert "shrvqvae" in result.output and "Traceback" not in result.output
+    result = invoke("ablate", "-m", "shrvqvae", "--foo", "1,2", *FAST)
+    assert result.exit_code == 2 and "no such option --foo for model 'shrvqvae': its shortcuts are --lambda" in result.output
+    result = invoke("ablate", "-m", "shrvqvae", *FAST)
+    assert result.exit_code == 2 and "nothing to ablate: give --grid FIELD=a,b or --lambda" in result.output
+    result = invoke("ablate", "-m", "shrvqvae", "--grid", "nonsense=1,2", *FAST)
     assert result.exit_code == 2 and "has no config field 'nonsense'" in result.output
-    result = invoke("ablate", "--quantizer", "tree,bush", *FAST, "--out", "bad")
+    result = invoke("ablate", "-m", "shrvqvae", "--quantizer", "tree,bush", *FAST, "--out", "bad")
     assert result.exit_code == 2 and "'bush' is not one of tree, residual, flat" in result.output
     assert not (in_tmp / "bad").exists()  # nothing trained before the bad value was found
 
@@ -94,7 +122,7 @@ def test_prediction_only_fields_share_the_whole_training(in_tmp):
     assert config_hash(cfg("model.mbr_samples=8", "model.temperature=1.5"), SHRVQVAE) == config_hash(cfg(), SHRVQVAE)
     assert config_hash(cfg("model.lam=0.5"), SHRVQVAE) != config_hash(cfg(), SHRVQVAE)
     assert shared_stage(SHRVQVAE, ["lam", "mbr_samples"]) == "joint"  # decoding options affect no stage
-    result = invoke("ablate", "--grid", "mbr_samples=0,2", *FAST, "--out", "abl")
+    result = invoke("ablate", "-m", "shrvqvae", "--grid", "mbr_samples=0,2", *FAST, "--out", "abl")
     assert result.exit_code == 0, result.output
     assert "prediction-only change" in result.output
     w0 = torch.load(in_tmp / "abl" / "mbr_samples-0" / "model.pt", weights_only=False)["model"]
@@ -122,7 +150,7 @@ def test_a_budgeted_ablation_shares_early_stages_only_where_the_plans_agree(in_t
     budget = sum(s.steps * s.flops_per_step for s in record.stages)
 
     # tau changes no step's cost: every variant plans the same early steps, which are shared
-    result = invoke("ablate", "--grid", "tau=0.5,1", *FAST, "--budget", str(budget), "--out", "tau")
+    result = invoke("ablate", "-m", "shrvqvae", "--grid", "tau=0.5,1", *FAST, "--budget", str(budget), "--out", "tau")
     assert result.exit_code == 0, result.output
     assert "stages before 'joint' shared from" in result.output
     (base,) = [p for p in (in_tmp / "tau").iterdir() if p.name.startswith("base-until-joint")]
@@ -131,7 +159,7 @@ def test_a_budgeted_ablation_shares_early_stages_only_where_the_plans_agree(in_t
         assert [s.steps_taken for s in load_record(in_tmp / "tau" / variant).stages] == [30, 20, 8]
 
     # lambda 0 skips the decoder in the joint stage: a cheaper step, so another plan; no sharing
-    result = invoke("ablate", "--lambda", "0,1", *FAST, "--budget", str(budget), "--out", "lam")
+    result = invoke("ablate", "-m", "shrvqvae", "--lambda", "0,1", *FAST, "--budget", str(budget), "--out", "lam")
     assert result.exit_code == 0, result.output
     assert "each variant trains every stage itself" in result.output
     lam0, lam1 = load_record(in_tmp / "lam" / "lam-0"), load_record(in_tmp / "lam" / "lam-1")
@@ -148,3 +176,9 @@ def test_the_default_ablation_directory_names_the_dataset_the_preset_chooses():
     assert "ablate-shrvqvae-mmnist-cpu-" in str(default_dir(harness, "shrvqvae", preset="cpu"))
     assert "ablate-shrvqvae-digits-smoke-" in str(default_dir(harness, "shrvqvae", preset="smoke"))
     assert "ablate-shrvqvae-kth-paper-" in str(default_dir(harness, "shrvqvae", preset="paper", dataset="kth"))
+
+
+def test_ablate_help_names_the_installed_models_shortcuts():
+    result = invoke("ablate", "--help")
+    assert result.exit_code == 0
+    assert "shrvqvae: --lambda, --levels, --codebook-size, --quantizer" in " ".join(result.output.split())

@@ -36,6 +36,72 @@ class Variant:
     probe: Any = None  # its check (vpbench.budget.Probe), when done before training
 
 
+def values(text: str) -> list[str]:
+    """``"0, 1,"`` -> ``["0", "1"]``."""
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def shortcut_options(model_cls: type) -> list[str]:
+    """The model's own ablate options (``Model.ablation_shortcuts``), e.g. ``["--lambda"]``."""
+    return [f"--{name}" for name in member(model_cls, "ablation_shortcuts")]
+
+
+def parse_axes(model_cls: type, grid: list[str] | None = None, extra: list[str] | None = None) -> dict[str, list[str]]:
+    """The model fields an ablation varies, with their values as given: from ``--grid FIELD=a,b``
+    items (``model.FIELD=a,b`` too) and from the model's shortcut options in ``extra`` (the
+    command line's other arguments, e.g. ``["--lambda", "0,1"]``), each resolved through the
+    model's ``ablation_shortcuts``. Shortcut axes come first, in the model's declared order."""
+    shortcuts = member(model_cls, "ablation_shortcuts")
+    given: dict[str, list[str]] = {}
+    for option, text in _options(model_cls, extra or []):
+        given[shortcuts[option]] = values(text)
+    axes = {field: given[field] for field in shortcuts.values() if field in given}
+    for item in grid or []:
+        field, sep, text = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--grid expects field=v1,v2, got {item!r}")
+        field = field.strip()
+        section, dot, rest = field.partition(".")
+        if dot:  # --grid model.hidden=32,64, spelled like --set
+            if section != "model":
+                raise ConfigError(f"--grid {item}: an ablation varies model fields (model.FIELD=a,b), not {section}.*")
+            field = rest
+        if field in axes:
+            raise ConfigError(f"model.{field} is given twice (--grid {item} and another option); give it once")
+        axes[field] = values(text)
+    if not axes:
+        offer = shortcut_options(model_cls)
+        raise ConfigError("nothing to ablate: give --grid FIELD=a,b" + (f" or {', '.join(offer)} (e.g. {offer[0]} a,b)"
+                                                                        if offer else ""))
+    return axes
+
+
+def _options(model_cls: type, extra: list[str]) -> list[tuple[str, str]]:
+    """``(shortcut, values)`` pairs of ``--NAME VALUES`` / ``--NAME=VALUES`` arguments."""
+    shortcuts = member(model_cls, "ablation_shortcuts")
+    model = getattr(model_cls, "name", model_cls.__name__)
+    out, i = [], 0
+    while i < len(extra):
+        arg = extra[i]
+        if not arg.startswith("-"):
+            raise ConfigError(f"unexpected argument {arg!r}: vpbench ablate takes options (--grid FIELD=a,b, ...)")
+        name, eq, text = arg.lstrip("-").partition("=")
+        if name not in shortcuts:
+            offer = (f"its shortcuts are {', '.join(shortcut_options(model_cls))}" if shortcuts
+                     else "it declares no ablation shortcuts")
+            raise ConfigError(f"no such option --{name} for model '{model}': {offer}; or use --grid FIELD=a,b")
+        if not eq:
+            if i + 1 == len(extra) or extra[i + 1].startswith("--"):
+                raise ConfigError(f"--{name} needs values, e.g. --{name} a,b")
+            i += 1
+            text = extra[i]
+        if any(option == name for option, _ in out):
+            raise ConfigError(f"--{name} is given twice; give its values once, e.g. --{name} a,b")
+        out.append((name, text))
+        i += 1
+    return out
+
+
 def grid(axes: dict[str, list[str]]) -> list[dict[str, str]]:
     keys = list(axes)
     return [dict(zip(keys, combo)) for combo in itertools.product(*(axes[k] for k in keys))]
@@ -71,7 +137,7 @@ def run_ablation(harness, model: str, axes: dict[str, list[str]], out: Path, *, 
                  events: Events | None = None) -> tuple[pd.DataFrame, pd.DataFrame, list[Variant]]:
     events = events or Events()
     if not axes or not all(axes.values()):
-        raise ConfigError("give at least one grid, e.g. --lambda 0,1")
+        raise ConfigError("give at least one grid, e.g. --grid FIELD=a,b")
     model_cls = harness.models.get(model)
     for field in axes:
         if field not in {f for f in model_cls.Config.__dataclass_fields__}:

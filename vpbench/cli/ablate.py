@@ -1,4 +1,4 @@
-"""``vpbench ablate --lambda 0,1``: one table over a grid of config values."""
+"""``vpbench ablate -m MODEL --grid FIELD=a,b``: one table over a grid of model config values."""
 
 from __future__ import annotations
 
@@ -7,17 +7,37 @@ from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
+from typer.core import TyperCommand
 
 from vpbench.cli import common as c
 
+SHORTCUTS_HELP = ("A model may offer its own options for its fields (its ablation_shortcuts): "
+                  "`vpbench ablate -m shrvqvae --lambda 0,1` is `--grid lam=0,1`.")
+
+
+class AblateCommand(TyperCommand):
+    """The ablate command; its help lists the shortcut options of the installed models."""
+
+    def format_help(self, ctx, formatter):
+        self.epilog = SHORTCUTS_HELP + _installed_shortcuts()
+        return super().format_help(ctx, formatter)
+
+
+def _installed_shortcuts() -> str:
+    from vpbench.ablate import shortcut_options
+    from vpbench.plugins import get_harness
+
+    models = get_harness().models
+    lines = [f"{name}: {', '.join(shortcut_options(models.get(name)))}" for name in models.names()
+             if shortcut_options(models.get(name))]
+    return (" Installed: " + "; ".join(lines) + ".") if lines else ""
+
 
 def ablate(
-    model: Annotated[str, typer.Option("--model", "-m", help="Model plugin to ablate.")] = "shrvqvae",
-    lam: Annotated[Optional[str], typer.Option("--lambda", help="Joint-stage weights, e.g. 0,1 (model.lam).")] = None,
-    levels: Annotated[Optional[str], typer.Option("--levels", help="Levels of the codebook tree, e.g. 1,2,3.")] = None,
-    codebook_size: Annotated[Optional[str], typer.Option("--codebook-size", help="Codewords per codebook, e.g. 8,16,32.")] = None,
-    quantizer: Annotated[Optional[str], typer.Option("--quantizer", help="tree, residual and/or flat.")] = None,
-    grid: Annotated[Optional[list[str]], typer.Option("--grid", help="Any model field: --grid field=v1,v2 (repeatable).")] = None,
+    ctx: typer.Context,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model plugin to ablate (required).")] = None,
+    grid: Annotated[Optional[list[str]], typer.Option("--grid", help="A model field and its values: --grid field=v1,v2 "
+                                                                      "(repeatable).")] = None,
     dataset: c.Dataset = None,
     preset: c.Preset = None,
     config: c.ConfigFile = None,
@@ -30,37 +50,21 @@ def ablate(
     resume: Annotated[bool, typer.Option("--resume", help="Continue unfinished trainings of the variants.")] = False,
 ) -> None:
     """Train and evaluate one variant per grid point; shared early stages are trained once."""
-    from vpbench.ablate import default_dir, run_ablation
+    from vpbench.ablate import default_dir, parse_axes, run_ablation
     from vpbench.errors import ConfigError
     from vpbench.plugins import get_harness
     from vpbench.report.tables import fmt_value
 
-    def values(text: str) -> list[str]:
-        return [v.strip() for v in text.split(",") if v.strip()]
-
-    axes: dict[str, list[str]] = {}
-    for field, text in (("lam", lam), ("levels", levels), ("codebook_size", codebook_size), ("quantizer", quantizer)):
-        if text:
-            axes[field] = values(text)
-    for item in grid or []:
-        field, sep, text = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--grid expects field=v1,v2, got {item!r}")
-        field = field.strip()
-        section, dot, rest = field.partition(".")
-        if dot:  # --grid model.hidden=32,64, spelled like --set
-            if section != "model":
-                raise ConfigError(f"--grid {item}: an ablation varies model fields (model.FIELD=a,b), not {section}.*")
-            field = rest
-        axes[field] = values(text)
-    if not axes:
-        raise ConfigError("nothing to ablate: give e.g. --lambda 0,1 or --grid field=a,b")
+    harness = get_harness()
+    if model is None:
+        raise ConfigError(f"vpbench ablate needs --model/-m MODEL, one of {', '.join(harness.models.names())}")
+    axes = parse_axes(harness.models.get(model), grid, ctx.args)
     if budget is not None:
         set_ = list(set_ or []) + [f"train.budget={budget}"]
-    out_dir = Path(out) if out else default_dir(get_harness(), model, dataset=dataset, preset=preset,
-                                                config_file=config, sets=set_)
+    out_dir = Path(out) if out else default_dir(harness, model, dataset=dataset, preset=preset, config_file=config,
+                                                sets=set_)
     with c.rich_events() as events:
-        table, diffs, variants = run_ablation(get_harness(), model, axes, out_dir, dataset=dataset, preset=preset,
+        table, diffs, variants = run_ablation(harness, model, axes, out_dir, dataset=dataset, preset=preset,
                                               config_file=config, sets=set_, seed=seed, device=device,
                                               data_dir=data_dir, resume=resume, events=events)
     c.print_results(table, title=f"ablation of {model}")
@@ -74,4 +78,5 @@ def ablate(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("ablate")(ablate)
+    app.command("ablate", cls=AblateCommand,
+                context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(ablate)
