@@ -1,0 +1,193 @@
+"""``vpbench check`` and :mod:`vpbench.testing`: the conformance suite catches broken plugins."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import types
+
+import torch
+
+import vpbench
+from tests.conftest import EXAMPLE_PLUGIN, ROOT, write_dist_info
+from tests.models import TwoStage
+from vpbench import testing
+from vpbench.metrics.basic import _PixelSum
+from vpbench.plugins import PluginRecord
+
+
+def _outcomes(harness, target):
+    return {str(o.case): o for o in map(testing.outcome, testing.cases(target, harness=harness))}
+
+
+def _plugin(harness, name, models=(), metrics=()):
+    @vpbench.hookimpl
+    def vpbench_register_models(register):
+        for m in models:
+            register(m)
+
+    @vpbench.hookimpl
+    def vpbench_register_metrics(register):
+        for m in metrics:
+            register(m)
+
+    record = harness.add_plugin(types.SimpleNamespace(vpbench_register_models=vpbench_register_models,
+                                                      vpbench_register_metrics=vpbench_register_metrics),
+                                PluginRecord(name, f"vpbench-{name}", "1"))
+    assert record.error is None, record.error
+
+
+class WrongShape(TwoStage):
+    name = "wrongshape"
+
+    def predict(self, context, n_out):
+        return super().predict(context, n_out)[:, :1]
+
+
+class WritesInput(TwoStage):
+    name = "writesinput"
+
+    def predict(self, context, n_out):
+        out = super().predict(context, n_out)
+        context.zero_()
+        return out
+
+
+class GreyOnly(TwoStage):
+    """Declines colour frames with a ConfigError: a skip, not a failure."""
+
+    name = "greyonly"
+
+    def __init__(self, config, spec):
+        if spec.channels != 1:
+            from vpbench.errors import ConfigError
+
+            raise ConfigError("grey frames only")
+        super().__init__(config, spec)
+
+
+def test_good_plugin_passes_every_model_check_on_digits_and_colour(harness):
+    _plugin(harness, "good", models=[TwoStage])
+    out = _outcomes(harness, "good")
+    assert len(out) == 10 and {o.status for o in out.values()} == {"passed"}
+    assert "model:twostage:predicts the contract shape and range@rgb" in out
+
+
+def test_broken_models_fail_the_check_that_names_them(harness):
+    _plugin(harness, "bad", models=[WrongShape, WritesInput, GreyOnly])
+    out = _outcomes(harness, "bad")
+    shape = out["model:wrongshape:predicts the contract shape and range@digits"]
+    assert shape.status == "failed" and "predict returned shape (2, 1, 1, 32, 32), expected (2, 3, 1, 32, 32)" in shape.message
+    pure = out["model:writesinput:leaves its input unchanged@digits"]
+    assert pure.status == "failed" and "wrote into its input" in pure.message
+    assert out["model:writesinput:predicts the contract shape and range@digits"].status == "passed"
+    grey = out["model:greyonly:never sees the future@rgb"]
+    assert grey.status == "skipped" and "grey frames only" in grey.message
+    assert out["model:greyonly:never sees the future@digits"].status == "passed"
+
+
+def test_a_metric_with_the_wrong_direction_fails(harness):
+    mse = _PixelSum("mse_up", 2, "mean")
+    mse.higher_is_better = True  # wrong: lower MSE is better
+    _plugin(harness, "metricbug", metrics=[mse])
+    out = _outcomes(harness, "metricbug")
+    best = out["metric:mse_up:scores identical frames best@1ch"]
+    assert best.status == "failed" and "identical frames score worse" in best.message
+    assert out["metric:mse_up:scores every frame@3ch"].status == "passed"
+
+
+def test_a_plugin_that_failed_to_load_is_one_failing_case_not_an_empty_suite(harness):
+    record = harness.add_plugin(types.SimpleNamespace(vpbench_register_models=lambda register: None),
+                                PluginRecord("nohooks", "vpbench-nohooks", "1"))
+    record.error = "import of vpbench_nohooks failed: ModuleNotFoundError: No module named 'torchvision'"
+    (case,) = testing.cases("vpbench-nohooks", harness=harness)
+    o = testing.outcome(case)
+    assert o.status == "failed" and "could not be loaded" in o.message and "torchvision" in o.message
+
+
+def test_vpbench_check_cli_on_an_installed_plugin(tmp_path):
+    """`vpbench check` finds the example plugin by its entry-point name; a broken one exits 1."""
+    write_dist_info(tmp_path, "vpbench-example", "0.1.0", {"example": "vpbench_example"})
+    (tmp_path / "vpbench_broken.py").write_text("raise RuntimeError('boom at import')\n")
+    write_dist_info(tmp_path, "vpbench-broken", "9.9", {"broken": "vpbench_broken"})
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(EXAMPLE_PLUGIN), str(ROOT)]), COLUMNS="200")
+    env.pop("VPBENCH_DISABLE_PLUGIN_AUTOLOAD", None)
+    ok = subprocess.run([sys.executable, "-m", "vpbench", "check", "example"], capture_output=True, text=True,
+                        env=env, cwd=tmp_path, timeout=300)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "10 passed, 0 failed, 0 skipped (1 objects)" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "vpbench", "check", "vpbench-broken"], capture_output=True, text=True,
+                         env=env, cwd=tmp_path, timeout=300)
+    assert bad.returncode == 1 and "could not be loaded" in bad.stdout and "boom at import" in bad.stdout
+    assert "0 passed, 1 failed" in bad.stdout
+
+
+def test_checks_of_a_colour_model_run_on_colour_frames(harness):
+    seen = []
+
+    class Spy(TwoStage):
+        name = "spy"
+
+        def predict(self, context, n_out):
+            seen.append(tuple(context.shape))
+            return super().predict(context, n_out)
+
+    _plugin(harness, "spy", models=[Spy])
+    testing.outcome(next(c for c in testing.cases("spy", harness=harness) if c.on == "rgb" and "shape" in c.check))
+    assert seen == [(2, 4, 3, 32, 32)]
+
+
+def test_models_are_checked_on_their_own_plugins_dataset(harness):
+    """A plugin that brings a dataset gets its models checked on that dataset's layout."""
+    from dataclasses import dataclass
+
+    from vpbench import Dataset, DataSpec
+
+    @dataclass(frozen=True)
+    class TwoChannelConfig:
+        n_clips: int = 3
+
+    class TwoChannel(Dataset):
+        name, version, Config = "twochannel", "1", TwoChannelConfig
+
+        def __init__(self, config, root):
+            self.config = config
+
+        @property
+        def spec(self):
+            return DataSpec(3, 2, 2, 16, 24)
+
+        def split(self, name):
+            gen = torch.Generator().manual_seed(len(name))
+            return [(torch.rand(3, 2, 16, 24, generator=gen), torch.rand(2, 2, 16, 24, generator=gen))
+                    for _ in range(self.config.n_clips)]
+
+        def info(self):
+            return {"source": "generated", "licence": "CC0", "citation": "-", "protocol": "3 -> 2"}
+
+    seen = []
+
+    class Spy(TwoStage):
+        name = "spyown"
+
+        def predict(self, context, n_out):
+            seen.append((tuple(context.shape), n_out))
+            return super().predict(context, n_out)
+
+    @vpbench.hookimpl
+    def vpbench_register_models(register):
+        register(Spy)
+
+    @vpbench.hookimpl
+    def vpbench_register_datasets(register):
+        register(TwoChannel)
+
+    harness.add_plugin(types.SimpleNamespace(vpbench_register_models=vpbench_register_models,
+                                             vpbench_register_datasets=vpbench_register_datasets),
+                       PluginRecord("own", "vpbench-own", "1"))
+    out = _outcomes(harness, "own")
+    assert {o.status for o in out.values()} == {"passed"}, {k: o.message for k, o in out.items() if o.status != "passed"}
+    assert {c.split("@")[1] for c in out if c.startswith("model:")} == {"digits", "twochannel", "rgb"}
+    assert "dataset:twochannel:indexes deterministically" in out
+    assert ((2, 3, 2, 16, 24), 2) in seen
