@@ -7,6 +7,7 @@ import subprocess
 import sys
 import types
 
+import pytest
 import torch
 
 import vpbench
@@ -191,3 +192,51 @@ def test_models_are_checked_on_their_own_plugins_dataset(harness):
     assert {c.split("@")[1] for c in out if c.startswith("model:")} == {"digits", "twochannel", "rgb"}
     assert "dataset:twochannel:indexes deterministically" in out
     assert ((2, 3, 2, 16, 24), 2) in seen
+
+
+def test_new_plugin_refuses_bad_names_and_never_overwrites(tmp_path):
+    from vpbench.errors import ConfigError
+    from vpbench.scaffold import new_plugin
+
+    with pytest.raises(ConfigError, match="use a lower-case identifier"):
+        new_plugin("My-Plugin", tmp_path)
+    target = new_plugin("demo", tmp_path)
+    (target / "README.md").write_text("my notes")
+    with pytest.raises(ConfigError, match="already exists"):
+        new_plugin("demo", tmp_path)
+    assert (target / "README.md").read_text() == "my notes"
+    assert '[project.entry-points.vpbench]\ndemo = "vpbench_demo"' in (target / "pyproject.toml").read_text()
+
+
+def _pip_install_flags() -> list[str]:
+    """Build without isolation when this Python can (offline, fast), else let pip fetch setuptools."""
+    import importlib.util
+
+    return ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []
+
+
+@pytest.mark.slow
+def test_new_plugin_installs_and_passes_check_in_a_fresh_virtual_environment(tmp_path):
+    """`vpbench new-plugin demo && pip install ./demo && vpbench check demo`, with vpbench itself
+    installed from its wheel into the new environment (torch comes from the system site)."""
+    env_dir = tmp_path / "env"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(env_dir)], check=True,
+                   timeout=120)
+    python = str(env_dir / "bin" / "python")
+    pip = [python, "-m", "pip", "install", "-q", "--no-deps", *_pip_install_flags()]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VPBENCH_DISABLE_PLUGIN_AUTOLOAD",
+                                                           "VPBENCH_LOAD_PLUGINS")}
+    env["COLUMNS"] = "200"
+
+    def sh(*cmd, cwd=tmp_path):
+        out = subprocess.run(list(cmd), capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+        assert out.returncode == 0, f"{' '.join(cmd)}: {out.stdout[-2000:]}{out.stderr[-2000:]}"
+        return out.stdout
+
+    sh(*pip, str(ROOT))
+    assert str(env_dir) in sh(python, "-c", "import vpbench.testing; print(vpbench.testing.__file__)")
+    sh(str(env_dir / "bin" / "vpbench"), "new-plugin", "demo")
+    sh(*pip, "./demo")
+    out = sh(str(env_dir / "bin" / "vpbench"), "check", "demo")
+    assert "16 passed, 0 failed, 0 skipped (2 objects)" in out
+    assert "passed" in sh(python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests", cwd=tmp_path / "demo")

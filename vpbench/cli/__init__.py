@@ -62,10 +62,23 @@ app = typer.Typer(
 
 
 def _register_builtin_commands() -> None:
-    from vpbench.cli import ablate, check, compare, data, eval_cmd, import_cmd, plugins_cmd, predict, profile_cmd, report_cmd, run
+    from vpbench.cli import (
+        ablate,
+        check,
+        compare,
+        data,
+        eval_cmd,
+        import_cmd,
+        new_plugin,
+        plugins_cmd,
+        predict,
+        profile_cmd,
+        report_cmd,
+        run,
+    )
 
-    for module in (run, eval_cmd, predict, compare, ablate, profile_cmd, plugins_cmd, check, report_cmd, data,
-                   import_cmd):
+    for module in (run, eval_cmd, predict, compare, ablate, profile_cmd, plugins_cmd, check, new_plugin, report_cmd,
+                   data, import_cmd):
         module.register(app)
 
 
