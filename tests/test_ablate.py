@@ -114,7 +114,7 @@ def test_ablate_errors_are_one_line(in_tmp):
 def test_prediction_only_fields_share_the_whole_training(in_tmp):
     from vpbench import config as C
     from vpbench.builtin.digits import Digits
-    from vpbench.runs import config_hash
+    from vpbench.rundir import config_hash
 
     def cfg(*sets):
         return C.resolve("shrvqvae", SHRVQVAE, lambda n: Digits, preset="smoke", sets=list(sets))

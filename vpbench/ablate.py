@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from vpbench import io, runs
+from vpbench import io, results, rundir, runs
 from vpbench.budget import parse_budget
 from vpbench.compare import paired_differences
 from vpbench.errors import ConfigError
@@ -129,7 +129,7 @@ def default_dir(harness, model: str, *, dataset=None, preset=None, config_file=N
 
     resolved = cfgmod.resolve(model, harness.models.get(model), harness.datasets.get, dataset=dataset, preset=preset,
                               config_file=config_file, sets=sets)
-    return runs.timestamped_dir(f"ablate-{model}-{resolved.dataset_name}-{preset or 'none'}")
+    return rundir.timestamped_dir(f"ablate-{model}-{resolved.dataset_name}-{preset or 'none'}")
 
 
 def run_ablation(harness, model: str, axes: dict[str, list[str]], out: Path, *, dataset=None, preset=None,
@@ -159,7 +159,7 @@ def run_ablation(harness, model: str, axes: dict[str, list[str]], out: Path, *, 
         with runs.lock(variant.run, events):
             tables.append(_train_and_evaluate(harness, model, variant, variants, data, until, shared_fields,
                                               predict_only, base_sets, common, out, events, resume))
-        per_clip[variant.label] = runs.read_per_clip(variant.run.eval_dir)
+        per_clip[variant.label] = results.read_per_clip(variant.run.eval_dir)
     table = pd.concat(tables, ignore_index=True)
     diffs = differences(per_clip, variants, harness, variants[0].run.config)
     write(out, table, diffs, variants)
@@ -258,7 +258,9 @@ def differences(per_clip: dict[str, dict], variants: list[Variant], harness, con
 
 
 def write(out: Path, table: pd.DataFrame, diffs: pd.DataFrame, variants: list[Variant]) -> None:
-    from vpbench.report.markdown import HORIZON_SECTION, run_report
+    """results.csv / differences.csv / horizon.png / report.md of the ablation."""
+    from vpbench.compare import budget_statement
+    from vpbench.report.markdown import HORIZON_SECTION, section, write_report
     from vpbench.report.plots import horizon_plot
     from vpbench.report.tables import fmt_value, markdown_table
 
@@ -266,11 +268,11 @@ def write(out: Path, table: pd.DataFrame, diffs: pd.DataFrame, variants: list[Va
     io.write_text(out / "results.csv", table.to_csv(index=False))
     io.write_text(out / "differences.csv", diffs.to_csv(index=False))
     prov = runs.run_provenance(variants[0].run)
+    prov["budget"] = budget_statement(variants[0].run.config.train.budget, "variant")
     horizon_plot(table, out / "horizon.png", title="ablation")
     rows = [[r.variant, r.metric, fmt_value(r.diff), f"[{fmt_value(r.ci_low)}, {fmt_value(r.ci_high)}]"]
             for r in diffs.itertuples()]
-    extra = (f"## Differences to `{variants[0].label}` (paired over the same test clips)\n\n"
-             + markdown_table(["variant", "metric", "diff", "95% CI"], rows))
-    io.write_text(out / "report.md", run_report(table, prov, {v.label: v.run.config.to_dict() for v in variants},
-                                                title="vpbench ablation", extra=extra,
-                                                media=HORIZON_SECTION))
+    differences = section(f"Differences to `{variants[0].label}` (paired over the same test clips)",
+                          markdown_table(["variant", "metric", "diff", "95% CI"], rows))
+    write_report(out / "report.md", "vpbench ablation", prov, table=table, sections=[differences],
+                 media=HORIZON_SECTION, config={v.label: v.run.config.to_dict() for v in variants})

@@ -11,13 +11,13 @@ import numpy as np
 import pandas as pd
 from rich.table import Table
 
-from vpbench import io
+from vpbench import io, results, rundir
 from vpbench.config import Protocol, RunConfig
 from vpbench.errors import RunError, VPBenchError
 from vpbench.evaluate import clips_scored, paired_difference
 from vpbench.events import Events
 from vpbench.protocols import member
-from vpbench.report.markdown import HORIZON_SECTION, run_report
+from vpbench.report import markdown
 from vpbench.report.tables import fmt_value, markdown_table
 
 
@@ -115,7 +115,7 @@ def run_comparison(harness: Any, models: list[str], *, dataset: str | None = Non
             with runs.lock(run_, events):
                 model = runs.train(run_, data, resume=resume, events=events, probed=probes.get(name))
                 tables.append(runs.evaluate(run_, model, data, events=events))
-            per_clip[name] = runs.read_per_clip(run_.eval_dir)
+            per_clip[name] = results.read_per_clip(run_.eval_dir)
             predictions[name] = (run_.examples if run_.examples is not None
                                  else runs.example_predictions(run_, model, data))
         except VPBenchError as exc:
@@ -127,7 +127,7 @@ def run_comparison(harness: Any, models: list[str], *, dataset: str | None = Non
         raise RunError("every model of the comparison failed: " + "; ".join(f"{k}: {v}" for k, v in failures.items()))
     table = pd.concat(tables, ignore_index=True)
     cfg = prepared[0].config
-    out_dir = Path(out) if out else runs.timestamped_dir(f"compare-{cfg.dataset_name}-{cfg.preset}")
+    out_dir = Path(out) if out else rundir.timestamped_dir(f"compare-{cfg.dataset_name}-{cfg.preset}")
     ref = next(m for m in models if m in per_clip)
     if ref != models[0]:
         events.message(f"{models[0]} failed: paired differences are against {ref}")
@@ -232,14 +232,15 @@ PROTOCOL_HEADERS = ["model", "preset", "optimiser steps here", "steps in the pap
                     "batch"]
 
 
-def budget_statement(budget: str | None) -> str:
+def budget_statement(budget: str | None, each: str = "model") -> str:
+    """The report's budget line: the training budget every ``each`` (model, variant) shared, if any."""
     from vpbench.budget import parse_budget
 
     parsed = parse_budget(budget or "")
     if parsed is None:
-        return ("none shared: each model trained for its preset's steps; read quality differences together with "
+        return (f"none shared: each {each} trained for its preset's steps; read quality differences together with "
                 "the training FLOPs and time in the cost table")
-    return (f"{parsed.describe()} for every learned model (--budget {budget}): each model's stage steps were scaled "
+    return (f"{parsed.describe()} for every learned {each} (--budget {budget}): each {each}'s stage steps were scaled "
             "by one factor to spend it (steps, counted FLOPs and measured time in the cost table)")
 
 
@@ -274,24 +275,24 @@ def write_comparison(out_dir: Path, table: pd.DataFrame, paired: pd.DataFrame, r
 
     horizon_plot(table, out_dir / "horizon.png", title=f"{runs_[0].config.dataset_name}")
     ref = reference or runs_[0].config.model_name
-    extra = ""
+    sections = []
     if failures:
-        extra += ("## Failed\n\n" + markdown_table(["model", "result"], [[k, f"failed: {v}"] for k, v in failures.items()])
-                  + "\n\n")
-    extra += ("## Paired differences\n\n"
-              f"Each model minus `{ref}` on the same test clips (per-clip means over the predicted frames), "
-              "with a 95% paired bootstrap CI; the verdict says whether the model is significantly better "
-              f"or worse than `{ref}` (the CI excludes 0). Metrics that could not be computed are left out.\n\n"
-              + markdown_table(PAIRED_HEADERS, _paired_rows(paired)))
+        sections.append(markdown.section("Failed", markdown_table(["model", "result"],
+                                                                  [[k, f"failed: {v}"] for k, v in failures.items()])))
+    sections.append(markdown.section(
+        "Paired differences",
+        f"Each model minus `{ref}` on the same test clips (per-clip means over the predicted frames), "
+        "with a 95% paired bootstrap CI; the verdict says whether the model is significantly better "
+        f"or worse than `{ref}` (the CI excludes 0). Metrics that could not be computed are left out.",
+        markdown_table(PAIRED_HEADERS, _paired_rows(paired))))
     best = best_rows(table, paired, ref)
     if best:
-        extra += ("\n\n## Best per metric\n\n" + markdown_table(["metric", "best", "value", "vs reference"], best))
+        sections.append(markdown.section("Best per metric", markdown_table(["metric", "best", "value", "vs reference"],
+                                                                           best)))
     if datasets:
-        extra += ("\n\n## How this differs from the published protocol\n\n"
-                  + markdown_table(PROTOCOL_HEADERS, protocol_rows(runs_, datasets, harness)))
-    if note:
-        extra += "\n\n## Notes\n\n" + note.strip() + "\n"
-    media = HORIZON_SECTION
+        sections.append(markdown.section("How this differs from the published protocol",
+                                         markdown_table(PROTOCOL_HEADERS, protocol_rows(runs_, datasets, harness))))
+    media = markdown.HORIZON_SECTION
     if examples:
         from vpbench.report.media import save_comparison
 
@@ -301,8 +302,8 @@ def write_comparison(out_dir: Path, table: pd.DataFrame, paired: pd.DataFrame, r
             save_comparison(png, gif, context, truth, preds)
             media += f"![clip {i}](examples/{png.name})\n\n![clip {i} animated](examples/{gif.name})\n\n"
     configs = {r.config.model_name: r.config.to_dict() for r in runs_}
-    report = run_report(table, prov, configs, title="vpbench comparison", extra=extra, media=media)
-    io.write_text(out_dir / "report.md", report)
+    markdown.write_report(out_dir / "report.md", "vpbench comparison", prov, table=table, sections=sections,
+                          notes=note, media=media, config=configs)
 
 
 def best_rows(table: pd.DataFrame, paired: pd.DataFrame, reference: str) -> list[list[str]]:

@@ -96,8 +96,8 @@ def import_checkpoint(harness: Any, source: str, path: str | Path, model: str, *
     with runs.lock(run, events):
         if (run.run_dir / "model.pt").is_file():
             raise RunError(f"{run.run_dir} already holds a trained model; choose another --out")
-        runs._prepare_run_dir(run, resume=False, fresh=False, events=events)
-        runs._save_weights(net, run)
+        runs.prepare_run_dir(run, events=events)
+        runs.save_weights(net, run)
         io.write_json(run.run_dir / "imported.json", {"source": source, "file": str(path), "sha256": sha256(path),
                                                       "tensors": len(state)})
     events.message(f"{model}: {len(state)} tensors from {path} ({source}) -> {run.run_dir}")

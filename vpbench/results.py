@@ -9,6 +9,9 @@ A set is written into a staging directory beside the sets and moved into place w
 only when every file of it is written, so a crash or a full disk half-way leaves the previous
 set whole and consistent (never results from one evaluation with a report from another). The
 run's ``report.md`` is an index of its sets.
+
+This module also reads and writes the files of a set (``results.csv``, ``results.json``,
+``per_clip.npz``, ``horizon.png``, ``report.md``) and of a combined report.
 """
 
 from __future__ import annotations
@@ -21,8 +24,11 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
+import pandas as pd
+
 from vpbench import io
-from vpbench.errors import RunError
+from vpbench.errors import RunError, one_line
 from vpbench.protocols import member
 
 EVALS = "evals"
@@ -128,16 +134,102 @@ def find_set(path: Path, name: str | None = None) -> Path:
     return found[-1]
 
 
+def write_set(out_dir: Path, table: pd.DataFrame, per_clip: dict[str, np.ndarray], *, provenance: dict[str, Any],
+              config: dict[str, Any], key: dict[str, Any], title: str, examples: int) -> None:
+    """The files of one result set in ``out_dir``: results.csv, results.json (provenance, config,
+    evaluation key, rows), per_clip.npz, horizon.png and report.md (linking ``examples`` strips)."""
+    from vpbench.report.plots import horizon_plot
+
+    io.write_text(out_dir / "results.csv", table.to_csv(index=False))
+    io.write_json(out_dir / "results.json", {
+        "provenance": provenance, "config": config, "evaluation": key,
+        "rows": json.loads(table.to_json(orient="records")),
+    })
+    with io.atomic_path(out_dir / "per_clip.npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **per_clip)
+    horizon_plot(table, out_dir / "horizon.png", title=title)
+    write_set_report(out_dir, table, provenance, config, examples)
+
+
+def write_set_report(out_dir: Path, table: pd.DataFrame, provenance: dict[str, Any], config: dict[str, Any] | None,
+                     examples: int) -> None:
+    from vpbench.report.markdown import example_links, write_report
+
+    write_report(out_dir / "report.md", "vpbench results", provenance, table=table, media=example_links(examples),
+                 config=config)
+
+
+def rerender(path: Path, name: str | None = None) -> tuple[Path, pd.DataFrame]:
+    """Draw the plot and write the report.md of a result set again from its results.csv/json
+    (``path`` and ``name`` as for :func:`find_set`; a run directory's index too); the set and its table."""
+    from vpbench.report.plots import horizon_plot
+
+    where = find_set(Path(path), name)
+    table, meta = read_results(where)
+    horizon_plot(table, where / "horizon.png")
+    examples = len(list((where / "examples").glob("clip*.png")))
+    write_set_report(where, table, meta.get("provenance", {}), meta.get("config"), examples)
+    if where != Path(path):
+        write_index(Path(path))
+    return where, table
+
+
+def write_combined(out_dir: Path, paths: list[Path], name: str | None = None) -> list[tuple[Path, pd.DataFrame]]:
+    """One results.csv, horizon.png and report.md in ``out_dir`` over the result sets of ``paths``;
+    each set with its table."""
+    from vpbench.report.markdown import HORIZON_SECTION, section, write_report
+    from vpbench.report.plots import horizon_plot
+
+    found = [find_set(Path(p), name) for p in paths]
+    tables, metas = zip(*(read_results(where) for where in found))
+    combined = pd.concat(tables, ignore_index=True)
+    io.write_text(out_dir / "results.csv", combined.to_csv(index=False))
+    horizon_plot(combined, out_dir / "horizon.png")
+    sources = section("Sources", f"Combined from {len(found)} result set(s); how this was made is the first one's.",
+                      "\n".join(f"- `{where}`: `{meta.get('provenance', {}).get('command', '?')}`"
+                                for where, meta in zip(found, metas)))
+    write_report(out_dir / "report.md", "vpbench combined report", metas[0].get("provenance", {}), table=combined,
+                 sections=[sources], media=HORIZON_SECTION)
+    return list(zip(found, tables))
+
+
+def read_results(path: str | Path, name: str | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The tidy table and provenance/config (``results.json``) of a result set: ``path`` is the
+    set itself, a compare or ablation directory, or a run directory (then its set ``name``,
+    else the latest)."""
+    where = find_set(Path(path), name)
+    try:
+        table = pd.read_csv(where / "results.csv", dtype={k: str for k in ("horizon", "model_version", "dataset_version",
+                                                                          "metric_version")})
+        if not {"model", "metric", "value", "horizon"} <= set(table.columns):
+            raise ValueError("columns model, metric, horizon, value are missing")
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise RunError(f"{where / 'results.csv'} is corrupt ({one_line(exc)}); re-evaluate the run with `vpbench eval`") from None
+    try:
+        meta = json.loads((where / "results.json").read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RunError(f"{where / 'results.json'} is corrupt ({one_line(exc)}); re-evaluate the run with `vpbench eval`") from None
+    return table, meta
+
+
+def read_per_clip(path: str | Path) -> dict[str, np.ndarray]:
+    """Per-clip scores of a result set (or of a run directory's latest set)."""
+    where = find_set(Path(path))
+    npz = where / "per_clip.npz"
+    if not npz.is_file():
+        raise RunError(f"{where} has no per_clip.npz; re-evaluate it with `vpbench eval`")
+    with np.load(npz) as data:
+        return {k: data[k] for k in data.files}
+
+
 def write_index(run_dir: Path) -> None:
     """The run's report.md: what it is, what training cost, and every result set with a link,
     the latest one's main table inline."""
-    import pandas as pd
-
-    from vpbench.report.markdown import provenance_block
+    from vpbench.report.markdown import section, write_report
     from vpbench.report.tables import markdown_table, summary
 
     found = sets(run_dir)
-    lines = [f"# vpbench run {Path(run_dir).name}", ""]
     rows = []
     latest = None
     for p in found:
@@ -148,14 +240,13 @@ def write_index(run_dir: Path) -> None:
                      ", ".join(f"{k}={v}" for k, v in key.get("predict", {}).items()) or "-",
                      str(meta.get("provenance", {}).get("created", "?"))])
         latest = (p, meta)
-    if latest is not None:
-        lines += ["## How this was made", provenance_block(latest[1].get("provenance", {})), ""]
-    lines += ["## Result sets", "", "Each evaluation of this run, kept under the key of what defines it "
-              "(split, clips, metrics, samples, prediction-only fields); the newest is last.", "",
-              markdown_table(["result set", "split", "clips", "metrics", "samples", "prediction fields", "created"], rows),
-              ""]
+    blocks = [section("Result sets", "Each evaluation of this run, kept under the key of what defines it (split, clips, "
+                      "metrics, samples, prediction-only fields); the newest is last.",
+                      markdown_table(["result set", "split", "clips", "metrics", "samples", "prediction fields",
+                                      "created"], rows))]
     if latest is not None:
         table = pd.read_csv(latest[0] / "results.csv", dtype={"horizon": str})
         headers, body = summary(table, kind="quality")
-        lines += [f"## Latest results ({latest[0].name})", "", markdown_table(headers, body), ""]
-    io.write_text(Path(run_dir) / "report.md", "\n".join(lines))
+        blocks.append(section(f"Latest results ({latest[0].name})", markdown_table(headers, body)))
+    write_report(Path(run_dir) / "report.md", f"vpbench run {Path(run_dir).name}",
+                 latest[1].get("provenance", {}) if latest is not None else None, sections=blocks)

@@ -1,9 +1,13 @@
-"""Runs: resolve a config, train if needed, evaluate, and write the run directory.
+"""Runs: resolve a config, build the dataset and model, train if needed, evaluate.
+
+The run directory's identity and policy (config hash, default names, never overwriting trained
+work) are :mod:`vpbench.rundir`; the files of a result set are :mod:`vpbench.results`.
 
 A run directory holds ``config.json`` (the resolved config), ``checkpoints/`` (the resumable
 ``last.pt`` and the best weights per stage), ``model.pt`` (final weights), ``train_log.jsonl``,
-``results.csv`` / ``results.json`` (the tidy results table with provenance), ``per_clip.npz``
-(per-clip, per-horizon scores for paired comparisons) and ``report.md``.
+``training.json`` (the plan and cost of training), one result set per evaluation under
+``evals/`` (``results.csv`` / ``results.json``, ``per_clip.npz``, ``report.md``, ...) and
+``report.md`` (an index of the sets).
 
 Trained work is never lost: an unfinished run is continued only with ``--resume``, a run
 with a different config is never overwritten, and ``--fresh`` moves the old directory aside
@@ -13,8 +17,6 @@ instead of deleting it.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import hashlib
 import json
 import os
 import signal
@@ -23,12 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
 from vpbench import config as cfgmod
-from vpbench import io
+from vpbench import io, rundir
 from vpbench.budget import Probe
 from vpbench.data.root import data_root
 from vpbench.errors import ConfigError, PluginError, RunError, VPBenchError, one_line
@@ -39,9 +40,6 @@ from vpbench.protocols import member
 from vpbench.provenance import device_description, provenance
 from vpbench.runtime import seed_everything, select_device
 from vpbench.train import Trainer
-
-RUNS_DIR = Path("runs")
-NOT_TRAINING_KEYS = ("device", "eval")
 
 
 @dataclass
@@ -73,34 +71,6 @@ class Run:
         return self.dist.device if self.dist is not None else select_device(self.config.device)
 
 
-def training_key(config: cfgmod.RunConfig, model_cls: type | None = None) -> dict[str, Any]:
-    """The parts of a config that determine the trained weights: all but the device, the
-    evaluation settings and the model fields its plugin declares as prediction-only
-    (``Model.predict_fields``: decoding options such as a sampling temperature)."""
-    return training_key_of(config.to_dict(), model_cls)
-
-
-def training_key_of(data: dict[str, Any], model_cls: type | None = None) -> dict[str, Any]:
-    """:func:`training_key` of a saved config dict (``config.json``, the one in ``model.pt``)."""
-    data = json.loads(json.dumps(data))  # a deep copy
-    for key in NOT_TRAINING_KEYS:
-        data.pop(key, None)
-    model = data.get("model")
-    if isinstance(model, dict):
-        for key in member(model_cls, "predict_fields"):
-            model.pop(key, None)
-    return data
-
-
-def config_hash(config: cfgmod.RunConfig, model_cls: type | None = None) -> str:
-    text = json.dumps(training_key(config, model_cls), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:8]
-
-
-def default_run_dir(config: cfgmod.RunConfig, model_cls: type | None = None) -> Path:
-    return RUNS_DIR / f"{config.model_name}-{config.dataset_name}-{config.preset}-{config_hash(config, model_cls)}"
-
-
 def prepare(harness: Harness, model: str, *, dataset: str | None = None, preset: str | None = None,
             config_file: str | None = None, sets: list[str] | None = None, seed: int | None = None,
             device: str | None = None, out: str | Path | None = None,
@@ -116,7 +86,7 @@ def prepare(harness: Harness, model: str, *, dataset: str | None = None, preset:
         harness.metrics.get(metric)  # unknown metric names fail before any work
     if "WORLD_SIZE" not in os.environ:
         select_device(config.device)
-    run_dir = Path(out) if out else default_run_dir(config, model_cls)
+    run_dir = Path(out) if out else rundir.default_run_dir(config, model_cls)
     from vpbench import distributed
 
     return Run(harness, config, run_dir, Path(data_dir) if data_dir else None, distributed.from_env(config.device))
@@ -162,13 +132,15 @@ def _installed(harness: Harness, kind: str, name: str, run_dir: Path) -> type:
     return registry.get(name)  # an unknown name without a record: the registry's own line, with near misses
 
 
-def _plugin_call(run: Run, kind: str, name: str, what: str, fn, *args, **kwargs):
+def plugin_call(harness: Harness, kind: str, name: str, what: str, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``; an exception of the plugin's own code becomes one line naming
+    the plugin, its distribution and what it was doing."""
     try:
         return fn(*args, **kwargs)
     except VPBenchError:
         raise
     except Exception as exc:
-        source = run.harness.source_of(kind, name)
+        source = harness.source_of(kind, name)
         raise PluginError(f"{kind} '{name}' from {source} raised while {what}: {one_line(exc)}") from exc
 
 
@@ -176,9 +148,10 @@ def build_dataset(run: Run, events: Events | None = None) -> Any:
     """The dataset of ``run``; datasets with a ``prepare(events)`` step (decoding, caching,
     cutting windows) run it here, with progress."""
     cfg = run.config
-    dataset = _plugin_call(run, "dataset", cfg.dataset_name, "loading", run.dataset_cls, cfg.data,
-                           data_root(run.data_dir))
-    _plugin_call(run, "dataset", cfg.dataset_name, "preparing its data", member(dataset, "prepare", "dataset"), events)
+    dataset = plugin_call(run.harness, "dataset", cfg.dataset_name, "loading", run.dataset_cls, cfg.data,
+                          data_root(run.data_dir))
+    plugin_call(run.harness, "dataset", cfg.dataset_name, "preparing its data", member(dataset, "prepare", "dataset"),
+                events)
     return dataset
 
 
@@ -190,7 +163,7 @@ def build_model_for_spec(run: Run, spec: Any) -> torch.nn.Module:
     cfg = run.config
     seed_everything(cfg.seed)
     try:
-        model = _plugin_call(run, "model", cfg.model_name, "being built", run.model_cls, cfg.model, spec)
+        model = plugin_call(run.harness, "model", cfg.model_name, "being built", run.model_cls, cfg.model, spec)
     except ConfigError as exc:  # e.g. frames that do not divide by the model's patch: name the model
         text = str(exc)
         if f"'{cfg.model_name}'" not in text:
@@ -235,27 +208,7 @@ def stop_on_signals(trainer: Trainer):
             signal.signal(sig, handler)
 
 
-def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(set(a) | set(b)):
-            found = _first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
-            if found:
-                return found
-        return ""
-    return "" if a == b else f"{prefix.rstrip('.')}: {a!r} -> {b!r}"
-
-
-def _stamp() -> str:
-    return dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-
-
-def _move_aside(run_dir: Path) -> Path:
-    target = run_dir.with_name(f"{run_dir.name}.old-{_stamp()}")
-    run_dir.rename(target)
-    return target
-
-
-def _save_weights(model: torch.nn.Module, run: Run) -> None:
+def save_weights(model: torch.nn.Module, run: Run) -> None:
     io.torch_save({"model": model.state_dict(), "config": run.config.to_dict()}, run.run_dir / "model.pt")
 
 
@@ -277,7 +230,8 @@ def load_weights(model: torch.nn.Module, run: Run) -> None:
         raise RunError(f"{path} cannot be loaded ({one_line(exc)}); rerun `vpbench run` with --fresh") from None
     trained = state.get("config")
     if isinstance(trained, dict):  # model.pt keeps the config it was trained with
-        diff = _first_difference(training_key_of(trained, run.model_cls), training_key(run.config, run.model_cls))
+        diff = rundir.first_difference(rundir.training_key_of(trained, run.model_cls),
+                                       rundir.training_key(run.config, run.model_cls))
         if diff:
             raise RunError(f"{run.run_dir}/config.json does not match the config model.pt was trained with ({diff}); "
                            "config.json was edited: restore it, or train again with --fresh")
@@ -288,24 +242,11 @@ def lock(run: Run, events: Events | None = None):
     it for a torchrun job); half-written temporary files of a killed process are removed."""
     if not run.is_main:
         return contextlib.nullcontext()
-    return _locked_and_clean(run.run_dir, events)
-
-
-@contextlib.contextmanager
-def _locked_and_clean(run_dir: Path, events: Events | None):
-    from vpbench.lock import locked
-
-    with locked(run_dir, events.message if events is not None else None):
-        if run_dir.is_dir():
-            removed = io.remove_partials(run_dir)
-            if removed and events is not None:
-                events.message(f"removed {len(removed)} half-written temporary file(s) an interrupted write left in {run_dir}")
-        yield
+    return rundir.locked(run.run_dir, events)
 
 
 def is_trained(run: Run, until: str | None = None) -> bool:
-    done = run.run_dir / (f"trained-until-{until}.txt" if until is not None else "model.pt")
-    return done.is_file()
+    return rundir.is_trained(run.run_dir, until)
 
 
 def train(run: Run, dataset: Any, *, resume: bool = False, fresh: bool = False,
@@ -333,10 +274,10 @@ def train(run: Run, dataset: Any, *, resume: bool = False, fresh: bool = False,
 
         check_batch(cfg.train.batch_size, run.dist)
         if run.is_main:
-            _prepare_run_dir(run, resume, fresh, events)
+            prepare_run_dir(run, fresh, events)
         run.dist.barrier()
     else:
-        _prepare_run_dir(run, resume, fresh, events)
+        prepare_run_dir(run, fresh, events)
     marker = run_dir / f"trained-until-{until}.txt" if until is not None else None
     if marker is not None and marker.is_file():
         events.message(f"stages before '{until}' are already trained in {run_dir}")
@@ -367,7 +308,7 @@ def train(run: Run, dataset: Any, *, resume: bool = False, fresh: bool = False,
         raise RunError(f"training stopped by a signal; checkpoint written; continue with `--resume --out {run_dir}`")
     if run.is_main:
         if marker is None:
-            _save_weights(model, run)
+            save_weights(model, run)
         else:
             io.write_text(marker, f"trained up to stage '{until}'\n")
     if run.dist is not None:
@@ -375,25 +316,10 @@ def train(run: Run, dataset: Any, *, resume: bool = False, fresh: bool = False,
     return model
 
 
-def _prepare_run_dir(run: Run, resume: bool, fresh: bool, events: Events) -> None:
+def prepare_run_dir(run: Run, fresh: bool = False, events: Events | None = None) -> None:
     """Check an existing run directory against the config; never overwrite trained work."""
-    run_dir, cfg = run.run_dir, run.config
-    saved = run_dir / "config.json"
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not saved.is_file():  # --resume and --fresh included: a directory of someone else's files
-            raise RunError(f"{run_dir} exists and is not a vpbench run (no config.json); choose another --out")
-        if fresh:
-            events.message(f"moved the previous run to {_move_aside(run_dir)}")
-        else:
-            old = training_key(load_run(run.harness, run_dir).config, run.model_cls)
-            diff = _first_difference(old, training_key(cfg, run.model_cls))
-            if diff:
-                raise RunError(
-                    f"{run_dir} holds a run with another config ({diff}); choose another --out, "
-                    "or pass --fresh to move the old run aside"
-                )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    io.write_json(saved, cfg.to_dict())
+    rundir.prepare_dir(run.run_dir, run.config, run.model_cls, lambda: load_run(run.harness, run.run_dir).config,
+                       fresh=fresh, events=events)
 
 
 def evaluate(run: Run, model: torch.nn.Module, dataset: Any, *, events: Events | None = None,
@@ -423,7 +349,9 @@ def evaluate(run: Run, model: torch.nn.Module, dataset: Any, *, events: Events |
         costs = cost_rows(measure_costs(run, model, dataset, events, staging), meta)
         table = pd.concat([tidy(scores, metrics, meta, cfg.eval.bootstrap), costs, training_rows(run, meta)],
                           ignore_index=True)
-        write_results(run, table, scores.values, dataset, staging, key)
+        results.write_set(staging, table, scores.values, provenance=run_provenance(run, dataset),
+                          config=cfg.to_dict(), key=key, title=f"{cfg.model_name} on {cfg.dataset_name}",
+                          examples=cfg.eval.examples)
         write_examples(run, model, dataset, staging)
     run.eval_dir = run.run_dir / results.EVALS / name
     results.write_index(run.run_dir)
@@ -459,9 +387,9 @@ def measure_costs(run: Run, model: torch.nn.Module, dataset: Any, events: Events
         return rows
     if events is not None:
         events.message("profiling: FLOPs on the meta device" + (", then latency and throughput" if cfg.eval.speed else ""))
-    prof = _plugin_call(run, "model", cfg.model_name, "being profiled", profile_model, model, run.model_cls, cfg.model,
-                        dataset.spec, run.device, speed=cfg.eval.speed, max_batch=cfg.eval.max_batch,
-                        budget_s=cfg.eval.speed_budget)
+    prof = plugin_call(run.harness, "model", cfg.model_name, "being profiled", profile_model, model, run.model_cls,
+                       cfg.model, dataset.spec, run.device, speed=cfg.eval.speed, max_batch=cfg.eval.max_batch,
+                       budget_s=cfg.eval.speed_budget)
     model.eval()
     io.write_json((out_dir or run.run_dir) / "profile.json", prof.to_dict())
     return prof.rows()
@@ -526,72 +454,3 @@ def training_line(record: Any) -> str:
     return (f"{head}: {record.steps_taken:,} optimiser steps ({stages}), {record.flops:.3g} training FLOPs "
             f"(counted), {format_seconds(record.seconds)} (measured) on {record.device}; replay with "
             f"`--set train.steps={record.replay()}`")
-
-
-def write_results(run: Run, table: pd.DataFrame, per_clip: dict[str, np.ndarray], dataset: Any, out_dir: Path,
-                  key: dict[str, Any]) -> None:
-    from vpbench.report import markdown
-
-    prov = run_provenance(run, dataset)
-    io.write_text(out_dir / "results.csv", table.to_csv(index=False))
-    io.write_json(out_dir / "results.json", {
-        "provenance": prov, "config": run.config.to_dict(), "evaluation": key,
-        "rows": json.loads(table.to_json(orient="records")),
-    })
-    with io.atomic_path(out_dir / "per_clip.npz") as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **per_clip)
-    from vpbench.report.plots import horizon_plot
-
-    horizon_plot(table, out_dir / "horizon.png", title=f"{run.config.model_name} on {run.config.dataset_name}")
-    io.write_text(out_dir / "report.md", markdown.run_report(table, prov, run.config.to_dict(),
-                                                              media=media_links(run.config.eval.examples)))
-
-
-def media_links(examples: int) -> str:
-    """Markdown pointing at a run's plot and example strips (paths relative to report.md)."""
-    from vpbench.report.markdown import HORIZON_SECTION
-
-    if not examples:
-        return HORIZON_SECTION
-    lines = ["## Example predictions", "", "Rows: context, ground truth, prediction, |error|. GIFs: truth | prediction.", ""]
-    lines += [f"![clip {i}](examples/clip{i:05d}.png) ([GIF](examples/clip{i:05d}.gif))" for i in range(examples)]
-    return HORIZON_SECTION + "\n" + "\n".join(lines + [""])
-
-
-def timestamped_dir(prefix: str) -> Path:
-    """``runs/<prefix>-<YYYYmmdd-HHMMSS>``: the default home of a compare or an ablation."""
-    return RUNS_DIR / f"{prefix}-{_stamp()}"
-
-
-def read_results(path: str | Path, name: str | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The tidy table and provenance/config (``results.json``) of a result set: ``path`` is the
-    set itself, a compare or ablation directory, or a run directory (then its set ``name``,
-    else the latest)."""
-    from vpbench import results
-
-    where = results.find_set(Path(path), name)
-    try:
-        table = pd.read_csv(where / "results.csv", dtype={k: str for k in ("horizon", "model_version", "dataset_version",
-                                                                          "metric_version")})
-        if not {"model", "metric", "value", "horizon"} <= set(table.columns):
-            raise ValueError("columns model, metric, horizon, value are missing")
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise RunError(f"{where / 'results.csv'} is corrupt ({one_line(exc)}); re-evaluate the run with `vpbench eval`") from None
-    try:
-        meta = json.loads((where / "results.json").read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RunError(f"{where / 'results.json'} is corrupt ({one_line(exc)}); re-evaluate the run with `vpbench eval`") from None
-    return table, meta
-
-
-def read_per_clip(path: str | Path) -> dict[str, np.ndarray]:
-    """Per-clip scores of a result set (or of a run directory's latest set)."""
-    from vpbench import results
-
-    where = results.find_set(Path(path))
-    npz = where / "per_clip.npz"
-    if not npz.is_file():
-        raise RunError(f"{where} has no per_clip.npz; re-evaluate it with `vpbench eval`")
-    with np.load(npz) as data:
-        return {k: data[k] for k in data.files}

@@ -1,15 +1,33 @@
-"""report.md: the results table with provenance (how the numbers were made)."""
+"""report.md: one writer for every report vpbench writes (a result set, a run's index of its
+sets, a comparison, an ablation, a combined report), so each says how it was made the same way.
+
+A report is its title, ``## How this was made`` (command, git revision, versions, device, seed,
+training and budget, from the provenance), the results tables of its tidy table, its own
+sections, notes, media (plots and example strips) and the full resolved config.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from pathlib import Path
+from typing import Any, Sequence
 
 import pandas as pd
 
+from vpbench import io
 from vpbench.report.tables import horizon_table, markdown_table, summary
 
+HOW_MADE = "## How this was made"
 HORIZON_SECTION = "## Per-horizon curves\n\n![per-horizon metrics](horizon.png)\n"  # beside report.md
+RESULTS_NOTE = ("Means over test clips and predicted frames; ± is the half-width of the 95% bootstrap confidence "
+                "interval over clips. ↑ higher is better, ↓ lower is better. MSE and MAE are per-frame sums over "
+                "pixels on [0, 1] frames (OpenSTL's convention); PSNR in dB; SSIM with data_range 1 (scikit-image's "
+                "definition).")
+COST_NOTE = ("Cost: parameters; GMACs / GFLOPs for one prediction (n_in -> n_out frames, batch 1), counted with "
+             "torch.utils.flop_counter (MACs = FLOPs / 2, OpenSTL's \"FLOPs\" unit); latency at batch 1 on the run's "
+             "device. Training cost: `train_steps` optimiser steps, `train_flops` training FLOPs (one real step of "
+             "each stage counted forward + backward with the same counter, times its steps), `train_time` measured "
+             "training wall time (validation included), on the device named.")
 
 
 def provenance_block(prov: dict[str, Any]) -> str:
@@ -37,40 +55,50 @@ def provenance_block(prov: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_report(table: pd.DataFrame, prov: dict[str, Any], config: dict[str, Any] | None,
-               title: str = "vpbench results", extra: str = "", media: str = "") -> str:
-    headers, rows = summary(table, all_keys=True, kind="quality")
-    c_headers, c_rows = summary(table, all_keys=True, kind="cost")
-    h_headers, h_rows = horizon_table(table)
-    parts = [
-        f"# {title}",
-        "",
-        "## How this was made",
-        provenance_block(prov)
-        + ("\n- config: the full resolved config is written at the end of this report (Config)" if config else ""),
-        "",
-        "## Results",
-        "Means over test clips and predicted frames; ± is the half-width of the 95% bootstrap "
-        "confidence interval over clips. ↑ higher is better, ↓ lower is better. MSE and MAE are "
-        "per-frame sums over pixels on [0, 1] frames (OpenSTL's convention); PSNR in dB; SSIM "
-        "with data_range 1 (scikit-image's definition).",
-        "",
-        markdown_table(headers, rows),
-        "",
-    ]
-    if c_rows:
-        parts += ["Cost: parameters; GMACs / GFLOPs for one prediction (n_in -> n_out frames, batch 1), counted "
-                  "with torch.utils.flop_counter (MACs = FLOPs / 2, OpenSTL's \"FLOPs\" unit); latency at batch 1 "
-                  "on the run's device. Training cost: `train_steps` optimiser steps, `train_flops` training FLOPs "
-                  "(one real step of each stage counted forward + backward with the same counter, times its steps), "
-                  "`train_time` measured training wall time (validation included), on the device named.", "",
-                  markdown_table(c_headers, c_rows), ""]
-    if extra:
-        parts += [extra, ""]
-    if h_rows:
-        parts += ["## Per predicted frame", "", markdown_table(h_headers, h_rows), ""]
+def section(heading: str, *blocks: str) -> str:
+    """A ``## heading`` section of paragraphs and tables."""
+    return "\n\n".join([f"## {heading}", *blocks])
+
+
+def example_links(examples: int) -> str:
+    """The media of a result set: its per-horizon plot and its first ``examples`` strips and GIFs."""
+    if not examples:
+        return HORIZON_SECTION
+    lines = ["## Example predictions", "", "Rows: context, ground truth, prediction, |error|. GIFs: truth | prediction.", ""]
+    lines += [f"![clip {i}](examples/clip{i:05d}.png) ([GIF](examples/clip{i:05d}.gif))" for i in range(examples)]
+    return HORIZON_SECTION + "\n" + "\n".join(lines + [""])
+
+
+def compose(title: str, provenance: dict[str, Any] | None, *, table: pd.DataFrame | None = None,
+            sections: Sequence[str] = (), notes: str = "", media: str = "", config: dict[str, Any] | None = None) -> str:
+    """The markdown of a report: ``# title``; how it was made; the quality and cost tables of
+    ``table``; ``sections`` (markdown blocks, each opening with its ``## heading``); ``notes``;
+    the per-frame table; ``media``; the full ``config``."""
+    how = provenance_block(provenance) if provenance else "- not recorded (no result set yet)"
+    if config:
+        how += "\n- config: the full resolved config is written at the end of this report (Config)"
+    parts = [f"# {title}", "", HOW_MADE, how, ""]
+    if table is not None:
+        headers, rows = summary(table, all_keys=True, kind="quality")
+        c_headers, c_rows = summary(table, all_keys=True, kind="cost")
+        parts += ["## Results", RESULTS_NOTE, "", markdown_table(headers, rows), ""]
+        if c_rows:
+            parts += [COST_NOTE, "", markdown_table(c_headers, c_rows), ""]
+    for block in sections:
+        parts += [block.rstrip("\n"), ""]
+    if notes.strip():
+        parts += [section("Notes", notes.strip()), ""]
+    if table is not None:
+        h_headers, h_rows = horizon_table(table)
+        if h_rows:
+            parts += ["## Per predicted frame", "", markdown_table(h_headers, h_rows), ""]
     if media:
         parts += [media]
     if config is not None:
         parts += ["## Config", "", "```json", json.dumps(config, indent=2), "```", ""]
     return "\n".join(parts)
+
+
+def write_report(path: str | Path, title: str, provenance: dict[str, Any] | None, **parts: Any) -> None:
+    """Write ``report.md`` at ``path`` (atomically); ``parts`` as for :func:`compose`."""
+    io.write_text(path, compose(title, provenance, **parts))

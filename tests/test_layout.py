@@ -1,0 +1,74 @@
+"""Where things live: a plugin-free core, one report writer, one way to open a dataset, and the
+library (not the CLI) deciding what a command accepts."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from tests.cli_helpers import invoke
+from tests.conftest import ROOT
+
+PLUGIN_PACKAGES = ("vpbench_shrvqvae", "vpbench_baselines")
+FAST = ["--set", "data.n_train=8", "--set", "data.n_val=2", "--set", "data.n_test=4", "--set", "eval.bootstrap=20",
+        "--set", "eval.speed=false", "--set", "eval.examples=1"]
+
+
+def test_the_core_imports_no_in_repo_plugin():
+    offenders = []
+    for path in sorted((ROOT / "vpbench").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            offenders += [f"{path.relative_to(ROOT)}:{node.lineno} imports {n}" for n in names
+                          if n.split(".")[0] in PLUGIN_PACKAGES]
+    assert not offenders
+
+
+def test_run_identity_lives_in_rundir_and_names_runs_as_before():
+    from vpbench import config as C
+    from vpbench import rundir, runs
+    from vpbench.plugins import get_harness
+
+    harness = get_harness()
+    cfg = C.resolve("copylast", harness.models.get("copylast"), harness.datasets.get)
+    # the directory name of the same config must not change: --resume and compare find runs by it
+    assert rundir.default_run_dir(cfg, harness.models.get("copylast")) == Path("runs/copylast-digits-none-5eba652f")
+    assert not hasattr(runs, "config_hash") and not hasattr(runs, "read_results")  # one home each
+
+
+def test_every_report_is_written_by_the_one_writer(in_tmp, monkeypatch):
+    from vpbench.report import markdown
+
+    written = []
+    compose = markdown.compose
+
+    def spy(title, provenance, **parts):
+        written.append(compose(title, provenance, **parts))
+        return written[-1]
+
+    monkeypatch.setattr(markdown, "compose", spy)
+    assert invoke("run", "copylast", *FAST, "--out", "r").exit_code == 0
+    assert invoke("eval", "r", "--split", "val").exit_code == 0
+    assert invoke("compare", "copylast", "blank", *FAST, "--note", "a note", "--out", "cmp").exit_code == 0
+    result = invoke("ablate", "-m", "blank", "--grid", "value=0,0.5", *FAST, "--out", "abl")
+    assert result.exit_code == 0, result.output
+    assert invoke("report", "r").exit_code == 0
+    assert invoke("report", "r", "--out", "one").exit_code == 0
+    reports = sorted(in_tmp.rglob("report.md"))
+    kinds = {p.read_text().splitlines()[0] for p in reports}
+    assert kinds == {"# vpbench results", "# vpbench comparison", "# vpbench ablation", "# vpbench combined report"} | {
+        f"# vpbench run {p.parent.name}" for p in reports if (p.parent / "evals").is_dir()}
+    for path in reports:
+        text = path.read_text()
+        assert text in written, path  # composed by the writer, not by hand
+        how = text.split("## How this was made\n", 1)[1].split("\n## ", 1)[0]
+        for line in ("- command: `vpbench ", "- git revision: `", "- versions: python", "- device: cpu", "- seed: 0"):
+            assert line in how, (path, line)
+    for name in ("cmp", "abl"):
+        text = (in_tmp / name / "report.md").read_text()
+        assert "- budget: none shared" in text and "## Config\n\n```json" in text
