@@ -6,8 +6,11 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 from tests.cli_helpers import invoke
 from tests.conftest import ROOT
+from vpbench.errors import ConfigError
 
 PLUGIN_PACKAGES = ("vpbench_shrvqvae", "vpbench_baselines")
 FAST = ["--set", "data.n_train=8", "--set", "data.n_val=2", "--set", "data.n_test=4", "--set", "eval.bootstrap=20",
@@ -72,3 +75,28 @@ def test_every_report_is_written_by_the_one_writer(in_tmp, monkeypatch):
     for name in ("cmp", "abl"):
         text = (in_tmp / name / "report.md").read_text()
         assert "- budget: none shared" in text and "## Config\n\n```json" in text
+
+
+def test_eval_overrides_take_eval_keys_and_prediction_fields_only():
+    from vpbench import config as C
+    from vpbench.builtin.digits import Digits
+    from vpbench.builtin.trivial import CopyLast
+    from vpbench.runs import eval_overrides
+    from vpbench_shrvqvae.model import SHRVQVAE
+
+    cfg = C.resolve("shrvqvae", SHRVQVAE, lambda n: Digits, preset="smoke")
+    new = eval_overrides(cfg, SHRVQVAE, ["eval.max_clips=5", "model.temperature=1.5"], split="val")
+    assert (new.eval.max_clips, new.eval.split, new.model.temperature) == (5, "val", 1.5)
+    assert new.train == cfg.train and new.data == cfg.data and cfg.eval.split == "test"  # a new config
+    fields = "model.temperature, model.cached, model.parallel_decoding, model.mbr_samples, model.mbr_temperature"
+    for key in ("train.batch_size=2", "model.lam=0"):
+        with pytest.raises(ConfigError) as err:
+            eval_overrides(cfg, SHRVQVAE, [key])
+        assert str(err.value) == (f"vpbench eval cannot change {key.split('=')[0]}: it accepts only eval.* overrides "
+                                  f"and {fields} (training keys would need a new run)")
+    plain = C.resolve("copylast", CopyLast, lambda n: Digits)
+    with pytest.raises(ConfigError, match=r"^vpbench eval cannot change data.n_test: it accepts only eval.\* overrides "
+                                          r"\(training keys would need a new run\)$"):
+        eval_overrides(plain, CopyLast, ["data.n_test=3"])
+    with pytest.raises(ConfigError, match="unknown config key 'eval.nonsense'"):
+        eval_overrides(plain, CopyLast, ["eval.nonsense=1"])
