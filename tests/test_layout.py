@@ -100,3 +100,12 @@ def test_eval_overrides_take_eval_keys_and_prediction_fields_only():
         eval_overrides(plain, CopyLast, ["data.n_test=3"])
     with pytest.raises(ConfigError, match="unknown config key 'eval.nonsense'"):
         eval_overrides(plain, CopyLast, ["eval.nonsense=1"])
+
+
+def test_a_note_is_its_text_or_a_files_contents(tmp_path):
+    from vpbench.compare import read_note
+
+    (tmp_path / "n.md").write_text("from a file")
+    assert read_note(None) == "" and read_note("plain") == "plain" and read_note(f"@{tmp_path / 'n.md'}") == "from a file"
+    with pytest.raises(ConfigError, match="--note @nowhere.md: cannot read the file"):
+        read_note("@nowhere.md")

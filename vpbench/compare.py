@@ -13,7 +13,7 @@ from rich.table import Table
 
 from vpbench import io, results, rundir
 from vpbench.config import Protocol, RunConfig
-from vpbench.errors import RunError, VPBenchError
+from vpbench.errors import ConfigError, RunError, VPBenchError
 from vpbench.evaluate import clips_scored, paired_difference
 from vpbench.events import Events
 from vpbench.protocols import member
@@ -32,6 +32,16 @@ class Outcome:
     out_dir: Path
     protocol: Protocol
     reference: str
+
+
+def read_note(note: str | None) -> str:
+    """The text of ``--note``: the text itself, or the contents of the file ``@FILE``."""
+    if not note or not note.startswith("@"):
+        return note or ""
+    try:
+        return Path(note[1:]).read_text()
+    except OSError as exc:
+        raise ConfigError(f"--note {note}: cannot read the file ({exc.strerror})") from None
 
 
 def protocol_changes(own: RunConfig, shared: RunConfig) -> list[str]:
@@ -73,6 +83,8 @@ def run_comparison(harness: Any, models: list[str], *, dataset: str | None = Non
     from vpbench import runs
     from vpbench.config import Protocol, resolve
 
+    if len(set(models)) != len(models):
+        raise ConfigError("each model may appear once in vpbench compare")
     events = events or Events()
     sets = list(sets or []) + ([f"train.budget={budget}"] if budget else [])
     common = dict(preset=preset, config_file=config_file, sets=sets, seed=seed, device=device, models=models)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -31,21 +30,10 @@ def compare(
     the same training budget; print one table and the paired differences against the first."""
     from rich.markup import escape
 
-    from vpbench.compare import run_comparison
-    from vpbench.errors import ConfigError
-
-    if len(set(models)) != len(models):
-        raise ConfigError("each model may appear once in vpbench compare")
-    note_text = ""
-    if note:
-        if note.startswith("@"):
-            try:
-                note_text = Path(note[1:]).read_text()
-            except OSError as exc:
-                raise ConfigError(f"--note {note}: cannot read the file ({exc.strerror})") from None
-        else:
-            note_text = note
+    from vpbench.compare import read_note, run_comparison
     from vpbench.plugins import get_harness
+
+    note_text = read_note(note)
 
     with c.rich_events() as events:
         outcome = run_comparison(get_harness(), models, dataset=dataset, preset=preset, config_file=config, sets=set_,
