@@ -4,11 +4,12 @@ library (not the CLI) deciding what a command accepts."""
 from __future__ import annotations
 
 import ast
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.cli_helpers import invoke
+from tests.cli_helpers import invoke, register
 from tests.conftest import ROOT
 from vpbench.errors import ConfigError
 
@@ -109,3 +110,37 @@ def test_a_note_is_its_text_or_a_files_contents(tmp_path):
     assert read_note(None) == "" and read_note("plain") == "plain" and read_note(f"@{tmp_path / 'n.md'}") == "from a file"
     with pytest.raises(ConfigError, match="--note @nowhere.md: cannot read the file"):
         read_note("@nowhere.md")
+
+
+@dataclass(frozen=True)
+class BrokenConfig:
+    size: int = 8
+
+
+class Broken:
+    """A dataset whose constructor fails."""
+
+    name = "brokendata"
+    version = "1"
+    Config = BrokenConfig
+    spec = None
+
+    def __init__(self, config, root):
+        raise RuntimeError("the disk is on fire")
+
+    def split(self, name):
+        raise NotImplementedError
+
+    def info(self):
+        return {}
+
+
+@pytest.mark.parametrize("command", [["data", "info", "brokendata"], ["data", "download", "brokendata"],
+                                     ["profile", "copylast", "--dataset", "brokendata"],
+                                     ["run", "copylast", "--dataset", "brokendata", "--out", "r"]])
+def test_every_command_opens_datasets_one_way(in_tmp, command):
+    register("brokendata", datasets=(Broken,))
+    result = invoke(*command)
+    assert result.exit_code == 2, result.output
+    assert "dataset 'brokendata' from " in result.output
+    assert "raised while loading: RuntimeError: the disk is on fire" in result.output

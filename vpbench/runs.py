@@ -145,15 +145,23 @@ def plugin_call(harness: Harness, kind: str, name: str, what: str, fn, *args, **
         raise PluginError(f"{kind} '{name}' from {source} raised while {what}: {one_line(exc)}") from exc
 
 
-def build_dataset(run: Run, events: Events | None = None) -> Any:
-    """The dataset of ``run``; datasets with a ``prepare(events)`` step (decoding, caching,
-    cutting windows) run it here, with progress."""
-    cfg = run.config
-    dataset = plugin_call(run.harness, "dataset", cfg.dataset_name, "loading", run.dataset_cls, cfg.data,
-                          data_root(run.data_dir))
-    plugin_call(run.harness, "dataset", cfg.dataset_name, "preparing its data", member(dataset, "prepare", "dataset"),
-                events)
+def open_dataset(harness: Harness, name: str, config: Any = None, root: str | Path | None = None, *,
+                 events: Events | None = None, prepare: bool = True) -> Any:
+    """The dataset plugin ``name`` with ``config`` (default: its own defaults) on the data root
+    ``root`` (default: ``$VPBENCH_DATA`` or ``datasets/``). Its ``prepare(events)`` step
+    (decoding, caching, cutting windows) runs here, with progress, unless ``prepare`` is false
+    (to read its spec or info only). Every dataset vpbench uses is opened here."""
+    cls = harness.datasets.get(name)
+    dataset = plugin_call(harness, "dataset", name, "loading", cls, cls.Config() if config is None else config,
+                          data_root(root))
+    if prepare:
+        plugin_call(harness, "dataset", name, "preparing its data", member(dataset, "prepare", "dataset"), events)
     return dataset
+
+
+def build_dataset(run: Run, events: Events | None = None) -> Any:
+    """The dataset of ``run``, prepared."""
+    return open_dataset(run.harness, run.config.dataset_name, run.config.data, run.data_dir, events=events)
 
 
 def build_model(run: Run, dataset: Any) -> torch.nn.Module:

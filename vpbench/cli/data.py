@@ -18,13 +18,13 @@ def info(
     data_dir: c.DataDir = None,
 ) -> None:
     """Show a dataset's protocol, provenance, licence, citation and what is on disk."""
-    from vpbench.data.root import data_root
     from vpbench.plugins import get_harness
+    from vpbench.runs import open_dataset
 
     harness = get_harness()
-    cls = harness.datasets.get(name)
-    dataset = cls(cls.Config(), data_root(data_dir))
-    table = Table(title=f"dataset {name} (version {cls.version}, {harness.source_of('dataset', name)})", show_header=False)
+    dataset = open_dataset(harness, name, root=data_dir, prepare=False)
+    version = harness.datasets.get(name).version
+    table = Table(title=f"dataset {name} (version {version}, {harness.source_of('dataset', name)})", show_header=False)
     table.add_column("key", style="bold")
     table.add_column("value")
     spec = dataset.spec
@@ -41,13 +41,11 @@ def download(
     optional: Annotated[bool, typer.Option("--optional", help="Also fetch optional files (Moving MNIST's official test set).")] = False,
 ) -> None:
     """Download (resumable, sha256-checked) the files of a dataset into the data root."""
-    from vpbench.data.root import data_root
     from vpbench.plugins import get_harness
     from vpbench.protocols import implements, member
+    from vpbench.runs import open_dataset
 
-    harness = get_harness()
-    cls = harness.datasets.get(name)
-    dataset = cls(cls.Config(), data_root(data_dir))
+    dataset = open_dataset(get_harness(), name, root=data_dir, prepare=False)
     if not implements(dataset, "download", "dataset"):
         c.console().print(f"{name} needs no download ({dataset.info().get('status', 'embedded')})")
         return

@@ -28,7 +28,7 @@ def profile(
     harness = get_harness()
     run_ = runs.prepare(harness, model, dataset=dataset, preset=preset, config_file=config, sets=set_, device=device)
     cfg = run_.config
-    spec = run_.dataset_cls(cfg.data, None).spec  # the frame shape only; no data is read
+    spec = runs.open_dataset(harness, cfg.dataset_name, cfg.data, prepare=False).spec  # the frame shape only
     built = runs.build_model_for_spec(run_, spec)
     prof = profile_model(built, run_.model_cls, cfg.model, spec, run_.device, speed=speed,
                          max_batch=cfg.eval.max_batch, budget_s=cfg.eval.speed_budget)
