@@ -37,10 +37,11 @@ class RemoteFile:
     sha256: str | None = None
     size: int | None = None
     note: str = field(default="", compare=False)
+    md5: str | None = None  # where the publisher gives only an MD5 (Fashion-MNIST): checked too
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+def sha256_file(path: Path, algorithm: str = "sha256") -> str:
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as fh:
         while chunk := fh.read(CHUNK):
             digest.update(chunk)
@@ -61,6 +62,13 @@ def expected_sha256(remote: RemoteFile, directory: Path) -> str | None:
 
 def verify(path: Path, remote: RemoteFile, directory: Path) -> None:
     """Raise :class:`DataError` when ``path`` does not have the expected sha256."""
+    if remote.md5 is not None:
+        actual_md5 = sha256_file(path, "md5")
+        if actual_md5 != remote.md5:
+            raise DataError(
+                f"{path} has md5 {actual_md5[:16]}..., expected {remote.md5[:16]}... (published); the file is corrupt or "
+                f"another version. Move it away and run `vpbench data download` again (or fetch {remote.urls[0]})"
+            )
     expected = expected_sha256(remote, directory)
     if expected is None:
         return
@@ -114,6 +122,10 @@ def fetch(remote: RemoteFile, directory: Path, events: Events | None = None, tim
             continue
         actual = sha256_file(partial)
         expected = expected_sha256(remote, directory)
+        if remote.md5 is not None and sha256_file(partial, "md5") != remote.md5:
+            partial.unlink()
+            raise DataError(f"{remote.name} from {url} does not have the published md5 {remote.md5[:16]}...; the "
+                            "download was discarded (nothing else was touched). Try again later or another mirror")
         if expected is not None and actual != expected:
             partial.unlink()
             raise DataError(
