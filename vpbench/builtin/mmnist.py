@@ -105,6 +105,18 @@ class MovingMNIST:
     version = "1"
     description = "Moving MNIST: MNIST digits with Srivastava dynamics; official test set when present"
     Config = MMNISTConfig
+    # The glyph source and the fixed test set (mfmnist reuses this class with Fashion-MNIST's).
+    GLYPH_FILES = MNIST_FILES
+    OFFICIAL = OFFICIAL_TEST
+    glyph_dir_name = "mnist"
+    official_dir_name = "mmnist"
+    glyphs_name = "MNIST"
+    glyph_word = "digits"
+    info_source = ("MNIST (LeCun & Cortes) IDX files; official Moving MNIST test set from the Toronto "
+                   "unsupervised-video page")
+    info_licence = "MNIST: CC BY-SA 3.0"
+    info_citation = ("Srivastava, Mansimov, Salakhutdinov, Unsupervised Learning of Video Representations "
+                     "using LSTMs, ICML 2015")
 
     def __init__(self, config: MMNISTConfig | None = None, root: str | Path | None = None):
         from vpbench.data.root import data_root
@@ -120,21 +132,22 @@ class MovingMNIST:
     # -- files ----------------------------------------------------------------------------
     @property
     def mnist_dir(self) -> Path:
-        return self.root / "mnist"
+        return self.root / self.glyph_dir_name
 
     @property
     def official_path(self) -> Path:
-        return self.root / "mmnist" / OFFICIAL_TEST.name
+        return self.root / self.official_dir_name / self.OFFICIAL.name
 
     def digits(self, part: str) -> np.ndarray:
         """MNIST ``train`` or ``test`` digit images, ``(N, 28, 28)`` uint8, checksum verified."""
         if part not in self._digits:
-            remote = MNIST_FILES[f"{part}-images"]
+            remote = self.GLYPH_FILES[f"{part}-images"]
             path = self.mnist_dir / remote.name
             if not path.is_file():
+                checksum = f"sha256 {remote.sha256}" if remote.sha256 else f"md5 {remote.md5}"
                 raise DataError(
-                    f"MNIST file {remote.name} is missing in {self.mnist_dir}; run `vpbench data download mmnist` "
-                    f"or put it there by hand ({remote.urls[0]}, sha256 {remote.sha256})"
+                    f"{self.glyphs_name} file {remote.name} is missing in {self.mnist_dir}; run `vpbench data download "
+                    f"{self.name}` or put it there by hand ({remote.urls[0]}, {checksum})"
                 )
             dl.verify(path, remote, self.mnist_dir)
             self._digits[part] = read_idx(path)
@@ -146,9 +159,10 @@ class MovingMNIST:
             return False
         present = self.official_path.is_file()
         if mode == "official" and not present:
+            checksum = f" (sha256 {self.OFFICIAL.sha256})" if self.OFFICIAL.sha256 else ""
             raise DataError(
-                f"the official Moving MNIST test set is missing: put {OFFICIAL_TEST.urls[0]} at {self.official_path} "
-                f"(sha256 {OFFICIAL_TEST.sha256}), run `vpbench data download mmnist --optional`, or set "
+                f"the official {self.description.split(':')[0]} test set is missing: put {self.OFFICIAL.urls[0]} at "
+                f"{self.official_path}{checksum}, run `vpbench data download {self.name} --optional`, or set "
                 "data.test_set=generated"
             )
         return present
@@ -158,20 +172,21 @@ class MovingMNIST:
         """Check (and load) every file the splits need before any work starts."""
         self.digits("train")
         if self.uses_official_test():
-            dl.verify(self.official_path, OFFICIAL_TEST, self.official_path.parent)
+            dl.verify(self.official_path, self.OFFICIAL, self.official_path.parent)
             if events is not None:
-                events.message(f"mmnist test split: official {self.official_path}")
+                events.message(f"{self.name} test split: official {self.official_path}")
         else:
             self.digits("test")
             if events is not None:
-                events.message("mmnist test split: GENERATED from MNIST test digits (official mnist_test_seq.npy absent)")
+                events.message(f"{self.name} test split: GENERATED from {self.glyphs_name} test images (official "
+                               f"{self.OFFICIAL.name} absent)")
 
     def split(self, name: str):
         if name not in SPLITS:
             raise ConfigError(f"unknown split '{name}'; use one of {', '.join(SPLITS)}")
         c = self.config
         if name == "test" and self.uses_official_test():
-            dl.verify(self.official_path, OFFICIAL_TEST, self.official_path.parent)
+            dl.verify(self.official_path, self.OFFICIAL, self.official_path.parent)
             return OfficialTest(self.official_path, c.n_in, c.n_out, c.n_test)
         digits = self.digits("test" if name == "test" else "train")
         length = {"train": c.n_train, "val": c.n_val, "test": c.n_test}[name]
@@ -179,29 +194,32 @@ class MovingMNIST:
 
     def download(self, events: Events | None = None, optional: bool = False) -> list[Path]:
         """The MNIST IDX files; with ``optional``, also the official 819 MB test set."""
-        paths = [dl.fetch(remote, self.mnist_dir, events) for remote in MNIST_FILES.values()]
+        paths = [dl.fetch(remote, self.mnist_dir, events) for remote in self.GLYPH_FILES.values()]
         if optional:
-            paths.append(dl.fetch(OFFICIAL_TEST, self.official_path.parent, events))
+            paths.append(self.fetch_official(events))
         return paths
+
+    def fetch_official(self, events: Events | None = None) -> Path:
+        return dl.fetch(self.OFFICIAL, self.official_path.parent, events)
 
     def info(self) -> dict[str, str]:
         c = self.config
+        g, official = self.glyphs_name, self.OFFICIAL.name
         if c.test_set == "generated" or (c.test_set == "auto" and not self.official_path.is_file()):
-            test = (f"generated test set: {c.n_test} seeded clips from MNIST test digits (official "
-                    f"mnist_test_seq.npy not used; numbers are close to, not identical with, published ones)")
+            test = (f"generated test set: {c.n_test} seeded clips from {g} test {self.glyph_word} (official "
+                    f"{official} not used; numbers are close to, not identical with, published ones)")
         else:
-            test = f"official mnist_test_seq.npy ({self.official_path}), first {min(c.n_test, 10000)} clips"
-        present = [r.name for r in MNIST_FILES.values() if (self.mnist_dir / r.name).is_file()]
+            test = f"official {official} ({self.official_path}), first {min(c.n_test, 10000)} clips"
+        present = [r.name for r in self.GLYPH_FILES.values() if (self.mnist_dir / r.name).is_file()]
         return {
-            "source": "MNIST (LeCun & Cortes) IDX files; official Moving MNIST test set from the Toronto "
-            "unsupervised-video page",
-            "licence": "MNIST: CC BY-SA 3.0",
-            "citation": "Srivastava, Mansimov, Salakhutdinov, Unsupervised Learning of Video Representations "
-            "using LSTMs, ICML 2015",
-            "protocol": f"{c.n_digits} digits, 64x64, {c.n_in} -> {c.n_out}; train {c.n_train} clips generated on "
-            f"demand from MNIST train digits, val {c.n_val} fixed clips (train digits, own seed stream)",
+            "source": self.info_source,
+            "licence": self.info_licence,
+            "citation": self.info_citation,
+            "protocol": f"{c.n_digits} {self.glyph_word}, 64x64, {c.n_in} -> {c.n_out}; train {c.n_train} clips "
+            f"generated on demand from {g} train {self.glyph_word}, val {c.n_val} fixed clips (train "
+            f"{self.glyph_word}, own seed stream)",
             "test set": test,
-            "files": f"{len(present)}/4 MNIST files in {self.mnist_dir}; official test set "
+            "files": f"{len(present)}/4 {g} files in {self.mnist_dir}; official test set "
             f"{'present' if self.official_path.is_file() else 'absent'}",
         }
 
