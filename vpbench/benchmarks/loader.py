@@ -3,9 +3,11 @@
     python -m vpbench.benchmarks.loader [--data-dir ../shared/data] [--seconds 5]
 
 For each dataset it iterates a DataLoader (batch 16, shuffled indices, 0 and 2 workers) for a
-few seconds and prints clips/s. KTH is measured on a synthetic copy (real KTH file names and
-annotations, generated AVIs) decoded into the same uint8 cache as the real thing, so the
-number is the cached-read path a training run sees. Reference: a small conv model's training
+few seconds and prints clips/s. The OpenSTL datasets (taxibj, human, kitticaltech, bair,
+weatherbench) are measured on synthetic caches of their frame shape and dtype, read through the
+same memory-mapped ``Windows`` their splits return; mfmnist is the mmnist generator. KTH is
+measured on a synthetic copy (real KTH file names and annotations, generated AVIs) decoded into
+the same uint8 cache as the real thing. Every number is the cached-read path a training run sees. Reference: a small conv model's training
 step on 16 clips, so the ratio says whether loading can be the bottleneck.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +78,37 @@ def synthetic_kth(root: Path, annotations: Path) -> Path:
     return root
 
 
+# The OpenSTL datasets read clips from memory-mapped caches (vpbench.data.arrays.Windows): the
+# benchmark times that path on synthetic caches of each dataset's frame shape, dtype and clip length.
+CACHED = (  # name, frames (C, H, W), dtype, n_in, n_out, frames per source, how windows are cut
+    ("taxibj 2x32x32 (float16 cache)", (2, 32, 32), np.float16, 4, 4, 8, "clips"),
+    ("human 3x256x256 (uint8 cache)", (3, 256, 256), np.uint8, 4, 4, 40, "rows"),
+    ("kitticaltech 3x128x160 (uint8 cache)", (3, 128, 160), np.uint8, 10, 1, 400, "clips"),
+    ("bair 3x64x64 (uint8 cache)", (3, 64, 64), np.uint8, 4, 12, 30, "stride1"),
+    ("weatherbench t2m 1x32x64 (float16 cache)", (1, 32, 64), np.float16, 12, 12, 2000, "stride1"),
+)
+
+
+def synthetic_cached(root: Path, shape, dtype, n_in: int, n_out: int, per_source: int, how: str):
+    """A Windows dataset over a synthetic cache like the dataset's own (4 sources)."""
+    from vpbench.data.arrays import Windows, save_npy
+
+    rng = np.random.default_rng(0)
+    arrays, windows, clip = {}, [], n_in + n_out
+    for k in range(4):
+        frames = rng.integers(0, 255, (per_source, *shape)).astype(dtype)
+        if dtype != np.uint8:
+            frames = (frames.astype(np.float32) / 255).astype(dtype)
+        arrays[str(k)] = save_npy(root / f"{k}.npy", frames)
+        if how == "rows":  # Human3.6M: frames 5 apart, cached as consecutive rows
+            windows += [(str(k), tuple(range(s, s + clip))) for s in range(0, per_source - clip + 1)]
+        elif how == "clips":
+            windows += [(str(k), s) for s in range(0, per_source - clip + 1, clip)]
+        else:
+            windows += [(str(k), s) for s in range(0, per_source - clip + 1)]
+    return Windows(arrays, windows, n_in, n_out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[3] / "shared" / "data"))
@@ -96,6 +130,23 @@ def main() -> None:
         kth = KTH(KTHConfig(train_persons=(1, 2), val_persons=(16,), test_persons=(17,)), root)
         kth.prepare()
         datasets.append(("kth 128x128 (cached, synthetic AVIs)", kth))
+    if (data_dir / "mnist").is_dir():
+        # mfmnist is the same generator on other glyphs: timed on the MNIST digits when Fashion-MNIST is absent
+        from vpbench.builtin.mfmnist import MovingFashionMNIST
+        from vpbench.builtin.mmnist import MMNISTConfig
+
+        fashion = MovingFashionMNIST(None, data_dir)
+        if all((fashion.mnist_dir / r.name).is_file() for r in fashion.GLYPH_FILES.values()):
+            datasets.append(("mfmnist (generated train)", fashion))
+        else:
+            datasets.append(("mfmnist generator (MNIST glyphs)", MovingMNIST(MMNISTConfig(), data_dir)))
+    from vpbench.protocols import DataSpec
+
+    for k, (name, shape, dtype, n_in, n_out, per_source, how) in enumerate(CACHED):
+        folder = Path(tmp.name) / f"cached{k}"
+        split = synthetic_cached(folder, shape, dtype, n_in, n_out, per_source, how)
+        spec = DataSpec(n_in, n_out, *shape)
+        datasets.append((name, types.SimpleNamespace(split=lambda _name, s=split: s, spec=spec)))
     for name, data in datasets:
         split = data.split("train")
         step = step_clips_per_second(data.spec, args.seconds)
