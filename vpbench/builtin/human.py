@@ -235,8 +235,7 @@ class Human:
             + ", ".join(f"{p}.txt {'present' if (self.dir / f'{p}.txt').is_file() else 'absent'}" for p in ("train", "test")),
         }
         try:
-            _, windows, _ = self.prepare()
-            counts = {s: len(w) for s, w in windows.items()}
+            counts = {s: len(w) for s, w in self.clips().items()}  # from the lists: no decoding needed
             note = ""
             if c.split == "openstl":
                 both = counts["train"] + counts["val"]
