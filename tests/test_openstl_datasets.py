@@ -6,6 +6,7 @@ netCDF through xarray, Fashion-MNIST IDX files (Moving Fashion-MNIST)."""
 from __future__ import annotations
 
 import gzip
+import json
 import struct
 import sys
 from datetime import datetime, timedelta
@@ -516,3 +517,31 @@ def test_cli_run_copylast_and_info_on_each_fixture(name, tmp_path, monkeypatch, 
     assert f"copylast on {name} (test)" in result.output
     result = invoke("data", "info", name, "--data-dir", str(tmp_path / "data"))
     assert result.exit_code == 0 and "citation" in result.output, result.output
+
+
+# -- downloads -----------------------------------------------------------------------------------
+def test_downloads_unpack_archives_and_say_where_files_go(tmp_path, monkeypatch):
+    import tarfile
+    import zipfile
+
+    from vpbench.builtin import bair, human, kitticaltech, taxibj
+    from vpbench.data.download import RemoteFile
+
+    src = tmp_path / "src"
+    npz = write_taxibj_npz(src)
+    with zipfile.ZipFile(tmp_path / "taxibj_dataset.zip", "w") as zf:
+        zf.write(npz, "taxibj/dataset.npz")
+    monkeypatch.setattr(taxibj, "RELEASE", RemoteFile("taxibj_dataset.zip", ((tmp_path / "taxibj_dataset.zip").as_uri(),)))
+    root = tmp_path / "root"
+    assert taxibj.TaxiBJ(None, root).download() == [root / "taxibj" / "dataset.npz"]
+    assert (root / "taxibj" / "dataset.npz").read_bytes() == npz.read_bytes()
+    assert "taxibj_dataset.zip" in json.loads((root / "taxibj" / "archives" / "checksums.json").read_text())
+    write_bair(src)
+    with tarfile.open(tmp_path / "bair.tar", "w") as tf:
+        tf.add(src / "softmotion30_44k", "softmotion30_44k")
+    monkeypatch.setattr(bair, "ARCHIVE", RemoteFile("bair.tar", ((tmp_path / "bair.tar").as_uri(),)))
+    paths = bair.BAIR(None, root).download()
+    assert len(paths) == 3 and len(bair.BAIR(None, root).split("test")) == 30
+    for cls, where in ((human.Human, "human/images"), (kitticaltech.KittiCaltech, "kitti_hkl")):
+        with pytest.raises(DataError, match=f"no (direct|checksummed) download.*{where}"):
+            cls(None, root).download()
