@@ -102,3 +102,18 @@ def test_expected_ssim_is_the_mean_scikit_image_ssim_over_samples():
                 assert abs(ours[c, b, t] - ref) < 1e-4
     with pytest.raises(ValueError, match="differ in frame shape"):
         expected_ssim(candidates, samples[:, :1])
+
+
+def test_ssim_is_the_same_whatever_the_chunking():
+    """SSIM runs a cache-sized chunk of frames at a time; a frame's score never depends on its
+    neighbours in the batch (70 frames of 64x64 span three chunks)."""
+    from vpbench.metrics.basic import CHUNK_PIXELS, ssim_per_frame
+
+    g = torch.Generator().manual_seed(4)
+    target = torch.rand(7, 10, 1, 64, 64, generator=g)
+    pred = (target + 0.2 * torch.randn(target.shape, generator=g)).clamp(0, 1)
+    assert 70 > 2 * CHUNK_PIXELS // (64 * 64)
+    together = ssim_per_frame(pred, target)
+    alone = torch.stack([torch.stack([ssim_per_frame(pred[i:i + 1, j:j + 1], target[i:i + 1, j:j + 1])[0, 0]
+                                      for j in range(10)]) for i in range(7)])
+    assert torch.equal(together, alone)

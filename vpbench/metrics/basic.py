@@ -60,6 +60,9 @@ class PSNR:
         return -10.0 * torch.log10(mse.clamp_min(self.mse_floor))
 
 
+CHUNK_PIXELS = 2**17  # frame pixels per SSIM chunk (32 frames of 64x64: ~2.6 MB of float32 statistics)
+
+
 def _box_mean(x: torch.Tensor, win_size: int) -> torch.Tensor:
     """Mean over every valid ``win_size`` x ``win_size`` window of the last two dimensions
     (separable box sums: unfold + sum is ~3x faster than avg_pool2d on CPU)."""
@@ -94,16 +97,19 @@ def ssim_per_frame(
     Local statistics use a ``win_size`` uniform window over valid positions only (the same
     numbers scikit-image keeps after cropping its filtered maps by ``(win_size - 1) // 2``),
     with the unbiased (sample) covariance. The five local means (x, y, x², y², xy) are
-    pooled in one separable pass. float32 stays within 4e-6 of scikit-image (float64) even on
+    pooled in one separable pass, a cache-sized chunk of frames at a time. float32 stays within 4e-6 of scikit-image (float64) even on
     near-constant frames (tested to 1e-4); pass ``dtype=torch.float64`` for closer agreement.
     """
     b, t, c, h, w = pred.shape
     _check_window(h, w, win_size)
     x = pred.reshape(b * t * c, 1, h, w).to(dtype)
     y = target.reshape(b * t * c, 1, h, w).to(dtype)
-    stats = _box_mean(torch.cat([x, y, x * x, y * y, x * y], dim=1), win_size)  # (N, 5, H', W')
-    s = _ssim_map(*stats.unbind(1), win_size, data_range, k1, k2)
-    return s.mean(dim=(1, 2)).reshape(b, t, c).mean(-1).float()
+    chunk = max(1, CHUNK_PIXELS // (h * w))
+    out = []
+    for xi, yi in zip(x.split(chunk), y.split(chunk)):  # chunks whose statistics stay in cache: ~4x faster
+        stats = _box_mean(torch.cat([xi, yi, xi * xi, yi * yi, xi * yi], dim=1), win_size)  # (n, 5, H', W')
+        out.append(_ssim_map(*stats.unbind(1), win_size, data_range, k1, k2).mean(dim=(1, 2)))
+    return torch.cat(out).reshape(b, t, c).mean(-1).float()
 
 
 def expected_ssim(
