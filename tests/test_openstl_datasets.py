@@ -476,6 +476,15 @@ def test_mfmnist_is_the_mmnist_generator_on_fashion_images(tmp_path, unpinned_fa
     assert torch.equal(future[:, 0], torch.from_numpy(official[10:, 3]).float() / 255)
 
 
+def test_mfmnist_says_its_official_test_set_comes_in_a_tar(tmp_path, unpinned_fashion):
+    from vpbench.builtin.mfmnist import MFMNISTConfig, MovingFashionMNIST
+
+    write_fashion(tmp_path)
+    data = MovingFashionMNIST(MFMNISTConfig(test_set="official"), tmp_path)
+    with pytest.raises(DataError, match=r"unpack fmnist_test_seq.npy from \S+fmnist_test_seq.npy.tar into \S+mfmnist"):
+        data.prepare()
+
+
 def test_mfmnist_checks_the_published_md5(tmp_path):
     from vpbench.builtin.mfmnist import MovingFashionMNIST
 

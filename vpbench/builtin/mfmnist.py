@@ -69,6 +69,9 @@ class MovingFashionMNIST(MovingMNIST):
                      "Algorithms, arXiv:1708.07747, 2017; Tan et al., OpenSTL, NeurIPS 2023 Datasets and Benchmarks; "
                      "Srivastava et al., ICML 2015 (dynamics)")
 
+    def official_hint(self) -> str:
+        return f"unpack {self.OFFICIAL.name} from {OFFICIAL_TAR.urls[0]} into {self.official_path.parent}"
+
     def fetch_official(self, events: Events | None = None) -> Path:
         """OpenSTL ships the test set as a tar holding ``fmnist_test_seq.npy``."""
         if self.official_path.is_file():

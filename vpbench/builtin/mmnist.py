@@ -153,6 +153,10 @@ class MovingMNIST:
             self._digits[part] = read_idx(path)
         return self._digits[part]
 
+    def official_hint(self) -> str:
+        """Where the official test set comes from and where it goes."""
+        return f"put {self.OFFICIAL.urls[0]} at {self.official_path}"
+
     def uses_official_test(self) -> bool:
         mode = self.config.test_set
         if mode == "generated":
@@ -161,8 +165,8 @@ class MovingMNIST:
         if mode == "official" and not present:
             checksum = f" (sha256 {self.OFFICIAL.sha256})" if self.OFFICIAL.sha256 else ""
             raise DataError(
-                f"the official {self.description.split(':')[0]} test set is missing: put {self.OFFICIAL.urls[0]} at "
-                f"{self.official_path}{checksum}, run `vpbench data download {self.name} --optional`, or set "
+                f"the official {self.description.split(':')[0]} test set is missing: {self.official_hint()}"
+                f"{checksum}, run `vpbench data download {self.name} --optional`, or set "
                 "data.test_set=generated"
             )
         return present
