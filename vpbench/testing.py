@@ -180,13 +180,10 @@ def _build(harness: Harness, name: str, on: str, root: Path | None, seed: int = 
 
 
 def _open_dataset(harness: Harness, name: str, config: Any, root: Path | None) -> Any:
-    from vpbench.data.root import data_root
+    from vpbench.runs import open_dataset
 
-    cls = harness.datasets.get(name)
     try:
-        data = cls(config if config is not None else cls.Config(), data_root(root))
-        member(data, "prepare", "dataset")(None)
-        return data
+        return open_dataset(harness, name, config, root)
     except (DataError, ConfigError) as exc:
         raise CheckSkipped(f"dataset {name} needs data or settings not available here: {exc}") from None
 

@@ -186,7 +186,7 @@ class SHRVQVAE(nn.Module):
     Config = SHRVQVAEConfig
 
     # config fields that influence only this stage and later ones: an ablation over them
-    # trains the earlier stages once and shares them (`vpbench ablate --lambda 0,1`)
+    # trains the earlier stages once and shares them (`vpbench ablate -m shrvqvae --lambda 0,1`)
     late_fields = {
         "prior": ("prior", "stream_hidden", "stream_layers", "stream_kernel", "prior_embed", "prior_hidden",
                   "prior_blocks", "kernel_time", "kernel_space", "first_kernel_space", "attn_every", "attn_heads",
