@@ -144,3 +144,21 @@ def test_every_command_opens_datasets_one_way(in_tmp, command):
     assert result.exit_code == 2, result.output
     assert "dataset 'brokendata' from " in result.output
     assert "raised while loading: RuntimeError: the disk is on fire" in result.output
+
+
+def test_report_keeps_a_comparisons_report_and_combines_the_same_model_twice(in_tmp):
+    """`vpbench report CMP` must not replace a comparison's report (paired differences and all)
+    with a plain results report; `report RUN CMP --out X` with the same model in both names the
+    source of each row instead of failing."""
+    assert invoke("run", "copylast", *FAST, "--out", "r").exit_code == 0
+    assert invoke("compare", "copylast", "blank", *FAST, "--out", "cmp").exit_code == 0
+    before = (in_tmp / "cmp" / "report.md").read_bytes()
+    result = invoke("report", "cmp")
+    assert result.exit_code == 0 and "report.md kept: a comparison's report" in result.output
+    assert (in_tmp / "cmp" / "report.md").read_bytes() == before and b"## Paired differences" in before
+    result = invoke("report", "r", "cmp", "--out", "both")
+    assert result.exit_code == 0, result.output
+    text = (in_tmp / "both" / "report.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| copylast |")]
+    assert len({row.split(" | ")[1] for row in rows}) == 2 and any("(cmp)" in row for row in rows)
+    assert [line.split(" | ")[1] for line in text.splitlines() if line.startswith("| blank | ")][0] == "none (cmp)"

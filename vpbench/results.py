@@ -167,12 +167,42 @@ def rerender(path: Path, name: str | None = None) -> tuple[Path, pd.DataFrame]:
 
     where = find_set(Path(path), name)
     table, meta = read_results(where)
+    if composite(where):  # its report has paired differences only its own command can recompute
+        return where, table
     horizon_plot(table, where / "horizon.png")
     examples = len(list((where / "examples").glob("clip*.png")))
     write_set_report(where, table, meta.get("provenance", {}), meta.get("config"), examples)
     if where != Path(path):
         write_index(Path(path))
     return where, table
+
+
+def composite(where: Path) -> str | None:
+    """``"comparison"`` or ``"ablation"`` for a directory written by ``compare`` or ``ablate``, else None."""
+    if (Path(where) / "paired.csv").is_file():
+        return "comparison"
+    if (Path(where) / "differences.csv").is_file():
+        return "ablation"
+    return None
+
+
+def _distinct_rows(tables: list[pd.DataFrame], found: list[Path]) -> list[pd.DataFrame]:
+    """The tables of several result sets, with ``variant`` naming the source where the same
+    model and variant appear in more than one (so each row of the combined table stays one row)."""
+    keys = ["model", "variant", "dataset", "split", "metric", "horizon"]
+    seen: dict[tuple, int] = {}
+    clash: set[int] = set()
+    for i, table in enumerate(tables):
+        for key in set(map(tuple, table[keys].astype(str).itertuples(index=False))):
+            if key in seen and seen[key] != i:
+                clash |= {i, seen[key]}
+            seen.setdefault(key, i)
+    out = []
+    for i, (table, where) in enumerate(zip(tables, found)):
+        if i in clash:
+            table = table.assign(variant=table["variant"].astype(str) + f" ({where.name})")
+        out.append(table)
+    return out
 
 
 def write_combined(out_dir: Path, paths: list[Path], name: str | None = None) -> list[tuple[Path, pd.DataFrame]]:
@@ -183,6 +213,7 @@ def write_combined(out_dir: Path, paths: list[Path], name: str | None = None) ->
 
     found = [find_set(Path(p), name) for p in paths]
     tables, metas = zip(*(read_results(where) for where in found))
+    tables = _distinct_rows(list(tables), found)
     combined = pd.concat(tables, ignore_index=True)
     io.write_text(out_dir / "results.csv", combined.to_csv(index=False))
     horizon_plot(combined, out_dir / "horizon.png")

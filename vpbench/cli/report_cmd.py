@@ -27,6 +27,10 @@ def report(
     for run_dir in run_dirs:
         where, table = results.rerender(Path(run_dir), eval_set)
         c.print_results(table, title=str(where), horizon=horizon)
+        kind = results.composite(where)
+        if kind:
+            c.console().print(f"{where}/report.md kept: a {kind}'s report is written by the command at its top "
+                              "(rerun it: trained runs are reused), or combine with --out DIR", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
