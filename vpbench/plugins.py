@@ -45,6 +45,7 @@ BUILTIN_PLUGINS = (
     "vpbench.builtin.trivial",
     "vpbench.metrics.basic",
     "vpbench.metrics.lpips",
+    "vpbench.metrics.fvd",
 )
 BUILTIN_DIST = "vpbench"
 KINDS = ("models", "datasets", "metrics")

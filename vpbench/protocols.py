@@ -4,7 +4,8 @@ Frames are float tensors shaped ``(B, T, C, H, W)`` with values in ``[0, 1]``. A
 yields ``(context, future)`` pairs shaped ``(n_in, C, H, W)`` and ``(n_out, C, H, W)``; the
 loader adds the batch dimension. A model predicts ``future = model.predict(context, n_out)``
 from the context alone. A metric scores every predicted frame, ``(B, T)``, so the evaluator can
-report per-horizon values and confidence intervals over clips.
+report per-horizon values and confidence intervals over clips; a set-level metric (FVD) embeds
+whole clips and scores the predicted set against the true one (:class:`VideoSetMetric`).
 """
 
 from __future__ import annotations
@@ -149,6 +150,26 @@ class VideoMetric(Protocol):
     def per_frame(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor: ...
 
 
+@runtime_checkable
+class VideoSetMetric(Protocol):
+    """The members every set-level metric must have (FVD); the optional ones are those of :class:`SetMetric`.
+
+    A set metric scores two *sets* of clips, not frames: ``features(clips)`` embeds a batch of
+    ``(B, T, C, H, W)`` clips as ``(B, D)`` features (the evaluator streams batches through it
+    and keeps only the features), ``score(pred_feats, true_feats)`` gives one number for the
+    predicted set against the true set. It has no per-frame or per-clip values.
+    """
+
+    name: str
+    version: str
+    higher_is_better: bool
+    unit: str
+
+    def features(self, clips: torch.Tensor) -> torch.Tensor: ...
+
+    def score(self, pred_feats: torch.Tensor, true_feats: torch.Tensor) -> float: ...
+
+
 class Model:
     """Optional base class of a model: the optional members with their defaults.
 
@@ -195,8 +216,25 @@ class Metric:
     description: str = ""
 
 
-BASES: dict[str, type] = {"model": Model, "dataset": Dataset, "metric": Metric}
-REQUIRED: dict[str, type] = {"model": VideoModel, "dataset": VideoDataset, "metric": VideoMetric}
+class SetMetric:
+    """Optional base class of a set-level metric: the optional members with their defaults."""
+
+    description: str = ""
+    min_frames: int = 1  # the shortest clip ``features`` takes; a shorter protocol is a ConfigError before scoring
+
+    def details(self) -> dict[str, str]:
+        """What the scores depend on beyond ``version`` (e.g. the weight file's sha256), recorded with the results."""
+        return {}
+
+
+BASES: dict[str, type] = {"model": Model, "dataset": Dataset, "metric": Metric, "set_metric": SetMetric}
+REQUIRED: dict[str, type] = {"model": VideoModel, "dataset": VideoDataset, "metric": VideoMetric,
+                             "set_metric": VideoSetMetric}
+
+
+def is_set_metric(obj: Any) -> bool:
+    """Whether a registered metric is set-level (``features`` + ``score``) rather than per-frame."""
+    return not hasattr(obj, "per_frame") and hasattr(obj, "features") and hasattr(obj, "score")
 
 
 def _declared(kind: str, name: str) -> Any:
@@ -296,7 +334,18 @@ def validate_dataset(cls: Any) -> str:
 
 
 def validate_metric(obj: Any) -> str:
-    """Check a metric object's members."""
+    """Check a metric object's members: a per-frame metric, or a set-level one (``features`` + ``score``)."""
+    if is_set_metric(obj):
+        _require(obj, ("name", "version", "higher_is_better", "unit"), "set metric")
+        for name, fn in (("features", obj.features), ("score", obj.score), ("details", member(obj, "details", "set_metric"))):
+            if not callable(fn):
+                raise RegistryError(f"metric {obj.name}: {name} must be callable")
+        if not isinstance(member(obj, "description", "set_metric"), str):
+            raise RegistryError(f"metric {obj.name}: description must be a string")
+        min_frames = member(obj, "min_frames", "set_metric")
+        if not isinstance(min_frames, int) or isinstance(min_frames, bool) or min_frames < 1:
+            raise RegistryError(f"metric {obj.name}: min_frames must be an integer >= 1, got {min_frames!r}")
+        return obj.name
     _require(obj, ("name", "version", "higher_is_better", "unit", "per_frame"), "metric")
     if not callable(obj.per_frame):
         raise RegistryError(f"metric {obj.name}: per_frame must be callable")
