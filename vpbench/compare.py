@@ -14,7 +14,7 @@ from rich.table import Table
 from vpbench import io, results, rundir
 from vpbench.config import Protocol, RunConfig
 from vpbench.errors import ConfigError, RunError, VPBenchError
-from vpbench.evaluate import clips_scored, paired_difference
+from vpbench.evaluate import clips_scored, paired_difference, paired_set_difference
 from vpbench.events import Events
 from vpbench.protocols import member
 from vpbench.report import markdown
@@ -118,7 +118,7 @@ def run_comparison(harness: Any, models: list[str], *, dataset: str | None = Non
                 raise
             failures[name] = str(exc)
             events.message(f"{name}: failed: {exc}")
-    tables, per_clip, predictions = [], {}, {}
+    tables, per_clip, features, predictions = [], {}, {}, {}
     for run_ in prepared:
         name = run_.config.model_name
         if name in failures:
@@ -128,6 +128,7 @@ def run_comparison(harness: Any, models: list[str], *, dataset: str | None = Non
                 model = runs.train(run_, data, resume=resume, events=events, probed=probes.get(name))
                 tables.append(runs.evaluate(run_, model, data, events=events))
             per_clip[name] = results.read_per_clip(run_.eval_dir)
+            features[name] = results.read_features(run_.eval_dir)
             predictions[name] = (run_.examples if run_.examples is not None
                                  else runs.example_predictions(run_, model, data))
         except VPBenchError as exc:
@@ -143,7 +144,7 @@ def run_comparison(harness: Any, models: list[str], *, dataset: str | None = Non
     ref = next(m for m in models if m in per_clip)
     if ref != models[0]:
         events.message(f"{models[0]} failed: paired differences are against {ref}")
-    paired = paired_table(per_clip, ref, harness, cfg.eval.bootstrap, cfg.seed)
+    paired = paired_table(per_clip, ref, harness, cfg.eval.bootstrap, cfg.seed, features)
     split = data.split(cfg.eval.split)
     examples = [(*split[i], {name: preds[i] for name, preds in predictions.items()})
                 for i in range(min(len(p) for p in predictions.values()))] if predictions else []
@@ -172,12 +173,37 @@ def paired_differences(per_clip: dict[str, dict[str, np.ndarray]], reference: st
     return out
 
 
+def paired_set_differences(features: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], reference: str,
+                           harness: Any, resamples: int = 1000, seed: int = 0) -> list[tuple[str, str, dict[str, float]]]:
+    """``(name, metric, difference)`` for the set-level metrics (FVD), which have no per-clip values:
+    the difference of the two models' set scores on the same clips, with a paired bootstrap CI
+    (each resample scores both models on the same resampled clips). Left out where the clips
+    differ or a metric could not be computed."""
+    ref = features.get(reference, {})
+    out = []
+    for name, sets in features.items():
+        if name == reference:
+            continue
+        for metric, (pred, true) in sets.items():
+            if metric not in ref or metric not in harness.metrics or ref[metric][0].shape != pred.shape:
+                continue
+            if pred.size == 0 or not (np.isfinite(pred).all() and np.isfinite(ref[metric][0]).all()):
+                continue
+            out.append((name, metric, paired_set_difference(harness.metrics.get(metric), ref[metric], (pred, true),
+                                                            resamples, seed)))
+    return out
+
+
 def paired_table(per_clip: dict[str, dict[str, np.ndarray]], reference: str, harness: Any,
-                 resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
+                 resamples: int = 1000, seed: int = 0,
+                 features: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] | None = None) -> pd.DataFrame:
     """For each model and metric: mean of (model - reference) over paired clips, 95% CI,
-    and whether the model is significantly better or worse (CI excludes 0)."""
+    and whether the model is significantly better or worse (CI excludes 0); for set-level
+    metrics the difference of the set scores with a paired bootstrap CI over clips."""
     rows = []
-    for model, metric, d in paired_differences(per_clip, reference, resamples, seed):
+    diffs = paired_differences(per_clip, reference, resamples, seed)
+    diffs += paired_set_differences(features or {}, reference, harness, resamples, seed)
+    for model, metric, d in diffs:
         higher = bool(harness.metrics.get(metric).higher_is_better) if metric in harness.metrics else False
         if d["ci_low"] > 0 or d["ci_high"] < 0:
             verdict = "better" if (d["diff"] > 0) == higher else "worse"

@@ -70,11 +70,17 @@ class EvalConfig:
     speed: bool = True  # time latency (batch 1) and throughput (largest batch) on the run's device
     speed_budget: float = 5.0  # seconds the speed measurement may take per batch size
     max_batch: int = 64  # largest batch tried for throughput
+    # set-level metrics (FVD): how the two sets of clips are formed (README "Metric conventions")
+    fvd_include_context: bool | None = None  # prepend the n_in context frames; None: the dataset's published convention
+    fvd_frames: int = 0  # clip length: the first N frames of each clip; 0 = all of them (never padded)
+    fvd_resize: int = 224  # frames resized to N x N (bilinear) before the features; 0 = native size
+    fvd_clips: int = 0  # clips per draw (BAIR's protocol: 256); 0 = every scored clip
+    fvd_repeats: int = 1  # draws of fvd_clips clips (without replacement): mean and standard deviation
 
     def __post_init__(self) -> None:
         _positive(self, "batch_size")
-        _non_negative(self, "max_clips", "bootstrap", "examples")
-        _positive(self, "speed_budget", "max_batch", "samples")
+        _non_negative(self, "max_clips", "bootstrap", "examples", "fvd_frames", "fvd_resize", "fvd_clips")
+        _positive(self, "speed_budget", "max_batch", "samples", "fvd_repeats")
         if not self.metrics:
             raise ConfigError("eval.metrics must name at least one metric")
 

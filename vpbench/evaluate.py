@@ -9,6 +9,13 @@ reachable from what the model receives), and is checked against the contract: sh
 Aggregates are means over clips and frames; 95% confidence intervals come from a percentile
 bootstrap over test clips (clip-level means), and comparisons of two models on the same clips
 are paired (bootstrap of per-clip differences).
+
+Set-level metrics (FVD) are streamed too: each batch's predicted and true clips (formed by the
+:class:`SetProtocol`: context frames or not, clip length, resize) go through ``features`` and
+only the ``(clips, D)`` features are kept. The score is computed once at the end (the mean over
+``repeats`` draws of ``clips`` clips), its CI by a percentile bootstrap over clips (the same
+resampled clips in both sets), and a paired comparison is a paired bootstrap of the difference
+of two models' scores on the same resampled clips (:func:`paired_set_difference`).
 """
 
 from __future__ import annotations
@@ -20,9 +27,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from vpbench.errors import MetricUnavailable, PluginError, one_line
+from vpbench.errors import ConfigError, MetricUnavailable, PluginError, one_line
 from vpbench.events import Events
-from vpbench.protocols import DataSpec
+from vpbench.protocols import DataSpec, is_set_metric, member
 
 RANGE_TOLERANCE = 1e-4
 COLUMNS = [
@@ -34,11 +41,83 @@ COLUMNS = [
 
 @dataclass
 class Scores:
-    """Per-clip, per-horizon scores of each metric: ``{name: (clips, n_out) array}``."""
+    """Per-clip, per-horizon scores of each metric: ``{name: (clips, n_out) array}``; for each
+    set-level metric the ``(clips, D)`` features of the predicted and of the true clips."""
 
     values: dict[str, np.ndarray]
     n_clips: int
     unavailable: dict[str, str] = field(default_factory=dict)  # metric -> why it is n/a
+    features: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # set metric -> (pred, true)
+    protocol: SetProtocol | None = None
+
+
+# Datasets whose published FVD protocol scores the context frames with the predictions: BAIR
+# (Unterthiner et al. 2018; SAVP): 1 context + 15 predicted = 16-frame clips. Everywhere else
+# (Moving MNIST 10 -> 10, KTH 10 -> 20/30/40, ...) FVD is computed on the predicted frames only.
+FVD_INCLUDES_CONTEXT = frozenset({"bair", "bair2", "bair_fvd"})
+
+
+@dataclass(frozen=True)
+class SetProtocol:
+    """How the clips a set-level metric sees are formed (the ``eval.fvd_*`` options, resolved)."""
+
+    include_context: bool = False  # the n_in context frames (the same in both sets) precede the n_out frames
+    frames: int = 0  # clip length: the first ``frames`` frames; 0 = all
+    resize: int = 224  # frames resized to resize x resize, bilinear (align_corners=False); 0 = native size
+    clips: int = 0  # clips per draw; 0 = every scored clip
+    repeats: int = 1  # draws without replacement (mean and standard deviation of the score)
+    include_context_source: str = "set"  # "set" (eval.fvd_include_context) or the dataset convention it came from
+    samples: int = 1  # predictions per clip: a set metric scores the first
+
+    def describe(self) -> dict[str, Any]:
+        out = {"include_context": self.include_context, "include_context_from": self.include_context_source,
+               "frames": self.frames, "resize": self.resize, "interpolation": "bilinear" if self.resize else "none",
+               "clips": self.clips, "repeats": self.repeats}
+        if self.samples > 1:
+            out["sample"] = f"the first of {self.samples} per clip"
+        return out
+
+    def clip(self, context: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([context, frames], dim=1) if self.include_context else frames
+        if self.frames:
+            x = x[:, : self.frames]
+        from vpbench.metrics.fvd import resize_clips
+
+        return resize_clips(x, self.resize)
+
+
+def set_protocol(eval_cfg: Any, dataset_name: str, spec: DataSpec, n_clips: int, metrics: Sequence[Any]) -> SetProtocol:
+    """The resolved protocol of the set-level metrics in ``metrics``, checked before anything is scored:
+    a clip shorter than a metric's ``min_frames`` or than ``eval.fvd_frames`` is a ConfigError, never padded."""
+    include = eval_cfg.fvd_include_context
+    source = "eval.fvd_include_context"
+    if include is None:
+        include = dataset_name in FVD_INCLUDES_CONTEXT
+        source = f"the published convention of {dataset_name}" if include else "default (predictions only)"
+    length = (spec.n_in if include else 0) + spec.n_out
+    what = f"{spec.n_in} context + {spec.n_out} predicted frames" if include else f"the {spec.n_out} predicted frames"
+    if eval_cfg.fvd_frames > length:
+        raise ConfigError(f"eval.fvd_frames={eval_cfg.fvd_frames} but the clips have {length} frames ({what}, "
+                          f"eval.fvd_include_context={str(include).lower()}); clips are never padded")
+    used = eval_cfg.fvd_frames or length
+    for metric in metrics:
+        if not is_set_metric(metric):
+            continue
+        need = int(member(metric, "min_frames", "set_metric"))
+        if used < need:
+            hint = ("set eval.fvd_include_context=true to add the context frames" if not include and spec.n_in + spec.n_out >= need
+                    else "use a protocol with more frames (data.n_out)")
+            raise ConfigError(f"{metric.name} needs clips of at least {need} frames but gets {used} ({what}, "
+                              f"eval.fvd_include_context={str(include).lower()}, eval.fvd_frames={eval_cfg.fvd_frames}); "
+                              f"{hint} (clips are never padded)")
+    if eval_cfg.fvd_clips > n_clips:
+        raise ConfigError(f"eval.fvd_clips={eval_cfg.fvd_clips} but only {n_clips} clips are scored "
+                          "(eval.max_clips / the split); set eval.fvd_clips=0 for all of them")
+    if eval_cfg.fvd_repeats > 1 and not (0 < eval_cfg.fvd_clips < n_clips):
+        raise ConfigError(f"eval.fvd_repeats={eval_cfg.fvd_repeats} needs 0 < eval.fvd_clips < {n_clips} (the scored "
+                          "clips): draws of every clip would all be the same set")
+    return SetProtocol(bool(include), eval_cfg.fvd_frames, eval_cfg.fvd_resize, eval_cfg.fvd_clips,
+                       eval_cfg.fvd_repeats, source, eval_cfg.samples)
 
 
 def check_prediction(pred: Any, context: torch.Tensor, spec: DataSpec, model_name: str) -> torch.Tensor:
@@ -92,11 +171,13 @@ def score(
     dist: Any = None,
     samples: int = 1,
     seed: int = 0,
+    protocol: SetProtocol | None = None,
 ) -> Scores:
     """Scores of every metric on every clip of ``split`` (or its first ``max_clips``).
 
     With a distributed context each rank scores clips ``rank::world`` and the per-clip scores
-    of all ranks are gathered (in clip order) before anything is aggregated.
+    (and set-metric features) of all ranks are gathered (in clip order) before anything is
+    aggregated. Set-level metrics embed the first of the ``samples`` predictions of each clip.
     """
     events = events or Events()
     n = clips_scored(len(split), max_clips)
@@ -105,7 +186,11 @@ def score(
         split = torch.utils.data.Subset(split, indices)
     loader = torch.utils.data.DataLoader(split, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     model.eval()
+    protocol = protocol or SetProtocol(samples=samples)
+    set_metrics = [m for m in metrics if is_set_metric(m)]
+    metrics = [m for m in metrics if not is_set_metric(m)]
     chunks: dict[str, list[np.ndarray]] = {m.name: [] for m in metrics}
+    feats: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {m.name: ([], []) for m in set_metrics}
     unavailable: dict[str, str] = {}
     events.task_start("eval", f"evaluating {model_name}", n)
     for batch_index, (context, future) in enumerate(loader):
@@ -119,29 +204,73 @@ def score(
                 pred = predict(model, context, spec, model_name)
             for metric in metrics:
                 per_sample[metric.name].append(_metric_values(metric, pred, future, unavailable, events))
+            if k == 0 and any(m.name not in unavailable for m in set_metrics):
+                fake, real = protocol.clip(context, pred), protocol.clip(context, future)
+                for metric in set_metrics:
+                    for into, clips in zip(feats[metric.name], (fake, real)):
+                        into.append(_set_features(metric, clips, unavailable, events))
         for metric in metrics:
             stack = np.stack(per_sample[metric.name])  # (K, B, T)
             chunks[metric.name].append(stack[0])
             if samples > 1:
                 clip_means = stack.mean(axis=2)
                 best = clip_means.argmax(0) if metric.higher_is_better else clip_means.argmin(0)
+                worst = clip_means.argmin(0) if metric.higher_is_better else clip_means.argmax(0)
                 chunks.setdefault(f"{metric.name}@best{samples}", []).append(stack[best, np.arange(stack.shape[1])])
                 chunks.setdefault(f"{metric.name}@mean{samples}", []).append(stack.mean(0))
+                chunks.setdefault(f"{metric.name}@worst{samples}", []).append(stack[worst, np.arange(stack.shape[1])])
         events.task_advance("eval", len(context))
     events.task_end("eval")
     values = {k: np.concatenate(v) if v else np.zeros((0, spec.n_out)) for k, v in chunks.items()}
+    features = {k: tuple(_stack_features(part) for part in v) for k, v in feats.items()}
     if dist is not None:
-        parts = dist.gather((indices, values, unavailable))
-        order = np.concatenate([np.asarray(i, dtype=np.int64) for i, _, _ in parts])
-        values = {k: np.concatenate([v[k] for _, v, _ in parts])[np.argsort(order)] for k in values}
-        for _, _, u in parts:
+        parts = dist.gather((indices, values, unavailable, features))
+        order = np.argsort(np.concatenate([np.asarray(i, dtype=np.int64) for i, _, _, _ in parts]))
+        values = {k: np.concatenate([v[k] for _, v, _, _ in parts])[order] for k in values}
+        features = {k: tuple(np.concatenate([f[k][j] for _, _, _, f in parts])[order] for j in (0, 1))
+                    for k in features}
+        for _, _, u, _ in parts:
             unavailable.update(u)
-    return Scores(values, n, unavailable)
+    for k in features:
+        if k in unavailable:
+            features[k] = (np.full((n, 0), np.nan), np.full((n, 0), np.nan))
+    if set_metrics and samples > 1:
+        events.message(f"{', '.join(m.name for m in set_metrics)}: set-level, scored on the first of the {samples} "
+                       "samples of each clip (no best-/mean-/worst-of-K)")
+    return Scores(values, n, unavailable, features, protocol)
 
 
 def clips_scored(n_split: int, max_clips: int) -> int:
     """How many clips of a split of ``n_split`` are scored: the first ``max_clips`` (0: all)."""
     return n_split if max_clips <= 0 else min(n_split, max_clips)
+
+
+def _stack_features(parts: list[np.ndarray | None]) -> np.ndarray:
+    found = [p for p in parts if p is not None]
+    dim = found[0].shape[1] if found else 0
+    return np.concatenate([p if p is not None else np.full((0, dim), np.nan) for p in parts]) if found \
+        else np.zeros((0, 0))
+
+
+def _set_features(metric, clips: torch.Tensor, unavailable: dict[str, str], events: Events) -> np.ndarray | None:
+    """``metric.features(clips)`` as float64 ``(B, D)``, checked; None once the metric is unavailable."""
+    if metric.name in unavailable:
+        return None
+    try:
+        values = metric.features(clips)
+    except MetricUnavailable as exc:
+        unavailable[metric.name] = str(exc)
+        events.message(f"{metric.name}: n/a. {exc}")
+        return None
+    except Exception as exc:
+        raise PluginError(f"metric '{metric.name}' raised in features: {one_line(exc)}") from exc
+    if not torch.is_tensor(values) or values.dim() != 2 or values.shape[0] != clips.shape[0]:
+        shape = tuple(values.shape) if torch.is_tensor(values) else type(values).__name__
+        raise PluginError(f"metric '{metric.name}': features returned {shape}, expected ({clips.shape[0]}, D): "
+                          "one feature vector per clip")
+    if not torch.isfinite(values).all():
+        raise PluginError(f"metric '{metric.name}': features returned NaN or Inf")
+    return values.detach().double().cpu().numpy()
 
 
 def _metric_values(metric, pred, future, unavailable: dict[str, str], events: Events) -> np.ndarray:
@@ -179,11 +308,15 @@ class Derived:
 
 
 def derived_metrics(metrics: Sequence[Any], samples: int) -> list[Any]:
+    """``metrics`` plus, with ``samples`` K > 1, the best-, mean- and worst-of-K views of each
+    per-frame metric (set-level metrics score the first sample and get none)."""
     out = list(metrics)
     if samples > 1:
         for m in metrics:
-            out += [Derived(f"{m.name}@best{samples}", m.unit, m.higher_is_better, str(m.version)),
-                    Derived(f"{m.name}@mean{samples}", m.unit, m.higher_is_better, str(m.version))]
+            if is_set_metric(m):
+                continue
+            out += [Derived(f"{m.name}@{kind}{samples}", m.unit, m.higher_is_better, str(m.version))
+                    for kind in ("best", "mean", "worst")]
     return out
 
 
@@ -214,10 +347,62 @@ def paired_difference(a: np.ndarray, b: np.ndarray, resamples: int = 1000, seed:
     return {"diff": float(diff.mean()), "ci_low": lo, "ci_high": hi}
 
 
+def _set_score(metric, pred: np.ndarray, true: np.ndarray, idx: np.ndarray) -> float:
+    value = metric.score(torch.from_numpy(pred[idx]), torch.from_numpy(true[idx]))
+    return float(value)
+
+
+def set_summary(metric, pred: np.ndarray, true: np.ndarray, protocol: SetProtocol | None = None,
+                resamples: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, float]:
+    """The score of a set metric under ``protocol``: ``value`` (the mean over ``repeats`` draws of
+    ``clips`` clips without replacement; one draw of every clip by default), ``std`` over the
+    draws (NaN for one), and a percentile-bootstrap CI of one draw's score (``clips`` clips
+    resampled with replacement, the same indices in both sets). Features are ``(N, D)``."""
+    protocol = protocol or SetProtocol()
+    n = len(pred)
+    size = protocol.clips if 0 < protocol.clips < n else n
+    nan = float("nan")
+    if n < 2 or pred.shape[1] == 0 or not (np.isfinite(pred).all() and np.isfinite(true).all()):
+        return {"value": nan, "std": nan, "ci_low": nan, "ci_high": nan, "n_clips": size}
+    rng = np.random.default_rng(seed)
+    draws = [rng.choice(n, size, replace=False) for _ in range(protocol.repeats)] if size < n else [np.arange(n)]
+    scores = [_set_score(metric, pred, true, d) for d in draws]
+    lo = hi = nan
+    if resamples > 0:
+        boot = [_set_score(metric, pred, true, rng.integers(0, n, size)) for _ in range(resamples)]
+        alpha = (1 - level) / 2
+        lo, hi = (float(q) for q in np.quantile(boot, [alpha, 1 - alpha]))
+    return {"value": float(np.mean(scores)), "std": float(np.std(scores, ddof=1)) if len(scores) > 1 else nan,
+            "ci_low": lo, "ci_high": hi, "n_clips": size}
+
+
+def paired_set_difference(metric, a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray],
+                          resamples: int = 1000, seed: int = 0) -> dict[str, float]:
+    """``score(b) - score(a)`` of a set metric on the same clips, with a paired bootstrap 95% CI:
+    each resample draws clip indices once and scores both models' sets on them."""
+    (pa, ta), (pb, tb) = a, b
+    if pa.shape != pb.shape or ta.shape != tb.shape or len(pa) < 2:
+        raise ValueError(f"paired clips must match: {pa.shape} vs {pb.shape}")
+    n = len(pa)
+    every = np.arange(n)
+    diff = _set_score(metric, pb, tb, every) - _set_score(metric, pa, ta, every)
+    rng = np.random.default_rng(seed)
+    boot = []
+    for _ in range(resamples):
+        idx = rng.integers(0, n, n)
+        boot.append(_set_score(metric, pb, tb, idx) - _set_score(metric, pa, ta, idx))
+    lo, hi = (float(q) for q in np.quantile(boot, [0.025, 0.975])) if boot else (float("nan"),) * 2
+    return {"diff": float(diff), "ci_low": lo, "ci_high": hi}
+
+
 def tidy(scores: Scores, metrics: Sequence[Any], meta: dict[str, Any], resamples: int = 1000) -> pd.DataFrame:
-    """One row per metric x horizon (``all`` and 1..n_out) with value and 95% CI."""
+    """One row per metric x horizon (``all`` and 1..n_out) with value and 95% CI; a set-level
+    metric has one row (``all``), plus ``NAME@std{R}`` with the spread over R > 1 draws."""
     rows = []
     for metric in metrics:
+        if is_set_metric(metric):
+            rows += _set_rows(scores, metric, meta, resamples)
+            continue
         values = scores.values[metric.name]  # (clips, n_out)
         columns = [("all", values.mean(axis=1))]
         columns += [(str(h + 1), values[:, h]) for h in range(values.shape[1])]
@@ -229,6 +414,19 @@ def tidy(scores: Scores, metrics: Sequence[Any], meta: dict[str, Any], resamples
                 "higher_is_better": bool(metric.higher_is_better), "metric_version": str(getattr(metric, "version", "")),
             })
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _set_rows(scores: Scores, metric, meta: dict[str, Any], resamples: int) -> list[dict[str, Any]]:
+    pred, true = scores.features.get(metric.name, (np.zeros((0, 0)), np.zeros((0, 0))))
+    s = set_summary(metric, pred, true, scores.protocol, resamples, seed=meta.get("seed", 0))
+    base = {**meta, "horizon": "all", "n_clips": s["n_clips"], "unit": metric.unit,
+            "higher_is_better": bool(metric.higher_is_better), "metric_version": str(getattr(metric, "version", ""))}
+    rows = [{**base, "metric": metric.name, "value": s["value"], "ci_low": s["ci_low"], "ci_high": s["ci_high"]}]
+    repeats = scores.protocol.repeats if scores.protocol is not None else 1
+    if repeats > 1:
+        rows.append({**base, "metric": f"{metric.name}@std{repeats}", "value": s["std"], "ci_low": np.nan,
+                     "ci_high": np.nan})
+    return rows
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:

@@ -35,8 +35,10 @@ EVALS = "evals"
 _STAGING, _REPLACED = ".staging-", ".replaced-"
 
 
-def eval_key(config: Any, model_cls: type, metrics: list, n_split: int) -> dict[str, Any]:
-    """What defines an evaluation (the name of its result set is derived from it)."""
+def eval_key(config: Any, model_cls: type, metrics: list, n_split: int, protocol: Any = None) -> dict[str, Any]:
+    """What defines an evaluation (the name of its result set is derived from it). With a
+    set-level metric (FVD), its resolved protocol (:class:`vpbench.evaluate.SetProtocol`) too,
+    under ``sets``; keys without one are unchanged, so existing result sets keep their names."""
     from vpbench.config import to_dict
     from vpbench.evaluate import clips_scored
 
@@ -44,7 +46,8 @@ def eval_key(config: Any, model_cls: type, metrics: list, n_split: int) -> dict[
                if hasattr(config.model, f)}
     return {"split": config.eval.split, "clips": clips_scored(n_split, config.eval.max_clips),
             "metrics": {m.name: str(getattr(m, "version", "")) for m in sorted(metrics, key=lambda m: m.name)},
-            "samples": config.eval.samples, "predict": predict}
+            "samples": config.eval.samples, "predict": predict,
+            **({"sets": protocol.describe()} if protocol is not None else {})}
 
 
 def set_name(key: dict[str, Any]) -> str:
@@ -135,9 +138,12 @@ def find_set(path: Path, name: str | None = None) -> Path:
 
 
 def write_set(out_dir: Path, table: pd.DataFrame, per_clip: dict[str, np.ndarray], *, provenance: dict[str, Any],
-              config: dict[str, Any], key: dict[str, Any], title: str, examples: int) -> None:
+              config: dict[str, Any], key: dict[str, Any], title: str, examples: int,
+              features: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> None:
     """The files of one result set in ``out_dir``: results.csv, results.json (provenance, config,
-    evaluation key, rows), per_clip.npz, horizon.png and report.md (linking ``examples`` strips)."""
+    evaluation key, rows), per_clip.npz, horizon.png and report.md (linking ``examples`` strips);
+    with set-level metrics, features.npz (``NAME.pred`` / ``NAME.true``: ``(clips, D)`` float32,
+    what a paired comparison of set scores needs)."""
     from vpbench.report.plots import horizon_plot
 
     io.write_text(out_dir / "results.csv", table.to_csv(index=False))
@@ -148,16 +154,36 @@ def write_set(out_dir: Path, table: pd.DataFrame, per_clip: dict[str, np.ndarray
     with io.atomic_path(out_dir / "per_clip.npz") as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **per_clip)
+    if features:
+        with io.atomic_path(out_dir / FEATURES) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **{f"{name}.{part}": arr.astype(np.float32)
+                                for name, pair in features.items() for part, arr in zip(("pred", "true"), pair)})
     horizon_plot(table, out_dir / "horizon.png", title=title)
-    write_set_report(out_dir, table, provenance, config, examples)
+    write_set_report(out_dir, table, provenance, config, examples, key)
+
+
+FEATURES = "features.npz"
 
 
 def write_set_report(out_dir: Path, table: pd.DataFrame, provenance: dict[str, Any], config: dict[str, Any] | None,
-                     examples: int) -> None:
-    from vpbench.report.markdown import example_links, write_report
+                     examples: int, key: dict[str, Any] | None = None) -> None:
+    from vpbench.report.markdown import example_links, set_metric_section, write_report
 
+    sections = [set_metric_section(key["sets"], provenance.get("set_metrics", {}))] if key and key.get("sets") else []
     write_report(out_dir / "report.md", "vpbench results", provenance, table=table, media=example_links(examples),
-                 config=config)
+                 config=config, sections=sections)
+
+
+def read_features(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The set-metric features of a result set (or of a run directory's latest set): ``{metric: (pred, true)}``;
+    empty when it has none."""
+    npz = find_set(Path(path)) / FEATURES
+    if not npz.is_file():
+        return {}
+    with np.load(npz) as data:
+        names = {k.rsplit(".", 1)[0] for k in data.files}
+        return {n: (data[f"{n}.pred"].astype(np.float64), data[f"{n}.true"].astype(np.float64)) for n in names}
 
 
 def rerender(path: Path, name: str | None = None) -> tuple[Path, pd.DataFrame]:
@@ -171,7 +197,7 @@ def rerender(path: Path, name: str | None = None) -> tuple[Path, pd.DataFrame]:
         return where, table
     horizon_plot(table, where / "horizon.png")
     examples = len(list((where / "examples").glob("clip*.png")))
-    write_set_report(where, table, meta.get("provenance", {}), meta.get("config"), examples)
+    write_set_report(where, table, meta.get("provenance", {}), meta.get("config"), examples, meta.get("evaluation"))
     if where != Path(path):
         write_index(Path(path))
     return where, table

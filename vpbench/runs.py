@@ -34,10 +34,10 @@ from vpbench import io, rundir
 from vpbench.budget import Probe
 from vpbench.data.root import data_root
 from vpbench.errors import ConfigError, PluginError, RunError, VPBenchError, one_line
-from vpbench.evaluate import COLUMNS, cost_rows, derived_metrics, score, tidy
+from vpbench.evaluate import COLUMNS, clips_scored, cost_rows, derived_metrics, score, set_protocol, tidy
 from vpbench.events import Events
 from vpbench.plugins import Harness
-from vpbench.protocols import member
+from vpbench.protocols import is_set_metric, member
 from vpbench.provenance import device_description, provenance
 from vpbench.runtime import seed_everything, select_device
 from vpbench.train import Trainer
@@ -341,10 +341,15 @@ def evaluate(run: Run, model: torch.nn.Module, dataset: Any, *, events: Events |
     cfg = run.config
     metrics = [run.harness.metrics.get(name) for name in cfg.eval.metrics]
     split = dataset.split(cfg.eval.split)
-    key = results.eval_key(cfg, run.model_cls, metrics, len(split))
+    protocol = None
+    if any(is_set_metric(m) for m in metrics):  # checked before anything is predicted
+        protocol = set_protocol(cfg.eval, cfg.dataset_name, dataset.spec, clips_scored(len(split), cfg.eval.max_clips),
+                                metrics)
+    key = results.eval_key(cfg, run.model_cls, metrics, len(split), protocol)
     scores = score(model, split, dataset.spec, metrics, model_name=cfg.model_name, device=run.device,
                    batch_size=cfg.eval.batch_size, max_clips=cfg.eval.max_clips, events=events,
-                   num_workers=cfg.train.num_workers, dist=run.dist, samples=cfg.eval.samples, seed=cfg.seed)
+                   num_workers=cfg.train.num_workers, dist=run.dist, samples=cfg.eval.samples, seed=cfg.seed,
+                   protocol=protocol)
     metrics = derived_metrics(metrics, cfg.eval.samples)
     meta = {"run": run.run_dir.name, "model": cfg.model_name, "variant": variant or cfg.preset,
             "dataset": cfg.dataset_name, "split": cfg.eval.split, "seed": cfg.seed,
@@ -358,9 +363,13 @@ def evaluate(run: Run, model: torch.nn.Module, dataset: Any, *, events: Events |
         costs = cost_rows(measure_costs(run, model, dataset, events, staging), meta)
         table = pd.concat([tidy(scores, metrics, meta, cfg.eval.bootstrap), costs, training_rows(run, meta)],
                           ignore_index=True)
-        results.write_set(staging, table, scores.values, provenance=run_provenance(run, dataset),
+        provenance = run_provenance(run, dataset)
+        if protocol is not None:
+            provenance["set_metrics"] = {m.name: {k: str(v) for k, v in member(m, "details", "set_metric")().items()}
+                                         for m in metrics if is_set_metric(m)}
+        results.write_set(staging, table, scores.values, provenance=provenance,
                           config=cfg.to_dict(), key=key, title=f"{cfg.model_name} on {cfg.dataset_name}",
-                          examples=cfg.eval.examples)
+                          examples=cfg.eval.examples, features=scores.features)
         write_examples(run, model, dataset, staging)
     run.eval_dir = run.run_dir / results.EVALS / name
     results.write_index(run.run_dir)

@@ -18,6 +18,7 @@ never an empty suite.
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from vpbench import config as cfgmod
 from vpbench.errors import ConfigError, DataError, MetricUnavailable, RegistryError, VPBenchError, one_line
 from vpbench.evaluate import check_prediction, predict
 from vpbench.plugins import Harness, get_harness
-from vpbench.protocols import SPLITS, DataSpec, member
+from vpbench.protocols import SPLITS, DataSpec, is_set_metric, member
 from vpbench.registry import suggest
 from vpbench.runtime import seed_everything
 
@@ -322,6 +323,11 @@ def _dataset_info(harness: Harness, name: str, root: Path | None) -> None:
 
 # -- metrics -------------------------------------------------------------------------------------
 def metric_cases(harness: Harness, name: str) -> list[Case]:
+    if is_set_metric(harness.metrics.get(name)):
+        set_checks = [("embeds every clip", _set_shape), ("scores a set against itself best", _set_best),
+                      ("is deterministic", _set_deterministic)]
+        return [Case("metric", name, check, _bind(fn, harness, name, channels), f"{channels}ch")
+                for channels in (1, 3) for check, fn in set_checks]
     checks = [("scores every frame", _metric_shape), ("scores identical frames best", _metric_best),
               ("is deterministic", _metric_deterministic)]
     return [Case("metric", name, check, _bind(fn, harness, name, channels), f"{channels}ch")
@@ -371,6 +377,52 @@ def _metric_deterministic(harness: Harness, name: str, channels: int) -> None:
     target, near = _frames(channels, 3)
     a, b = _per_frame(harness, name, near, target), _per_frame(harness, name, near.clone(), target.clone())
     assert torch.equal(a, b), f"metric {name}: the same frames scored twice give different values"
+
+
+def _clips(harness: Harness, name: str, channels: int, seed: int) -> torch.Tensor:
+    """Four random clips of the metric's ``min_frames`` frames (at least 4), at the size the evaluator
+    gives set-level metrics by default (``eval.fvd_resize`` = 224)."""
+    frames = max(4, int(member(harness.metrics.get(name), "min_frames", "set_metric")))
+    return torch.rand(4, frames, channels, 224, 224, generator=torch.Generator().manual_seed(seed))
+
+
+def _features(harness: Harness, name: str, clips: torch.Tensor) -> torch.Tensor:
+    metric = harness.metrics.get(name)
+    try:
+        feats = metric.features(clips)
+    except MetricUnavailable as exc:
+        raise CheckSkipped(f"metric {name} is unavailable here: {exc}") from None
+    assert torch.is_tensor(feats), f"metric {name}: features returned {type(feats).__name__}, not a tensor"
+    return feats
+
+
+def _set_shape(harness: Harness, name: str, channels: int) -> None:
+    feats = _features(harness, name, _clips(harness, name, channels, 0))
+    assert feats.dim() == 2 and feats.shape[0] == 4, (
+        f"metric {name}: features returned {tuple(feats.shape)}, expected (B, D) = (4, D)")
+    assert torch.isfinite(feats).all(), f"metric {name}: features returned NaN or Inf"
+
+
+def _set_best(harness: Harness, name: str, channels: int) -> None:
+    metric = harness.metrics.get(name)
+    clips = _clips(harness, name, channels, 1)
+    feats = _features(harness, name, clips)
+    other = _features(harness, name, _clips(harness, name, channels, 2).mul(0.5))
+    same, away = float(metric.score(feats, feats.clone())), float(metric.score(other, feats))
+    sign = 1.0 if metric.higher_is_better else -1.0
+    assert math.isfinite(same), f"metric {name}: a set scored against itself gives {same}"
+    assert sign * (same - away) >= 0, (f"metric {name}: a set scored against itself ({same:.4g}) is worse than "
+                                       f"against another set ({away:.4g}) (higher_is_better={metric.higher_is_better})")
+
+
+def _set_deterministic(harness: Harness, name: str, channels: int) -> None:
+    metric = harness.metrics.get(name)
+    clips = _clips(harness, name, channels, 3)
+    a, b = _features(harness, name, clips), _features(harness, name, clips.clone())
+    assert torch.equal(a, b), f"metric {name}: the same clips embedded twice give different features"
+    other = _features(harness, name, _clips(harness, name, channels, 4))
+    assert float(metric.score(other, a)) == float(metric.score(other.clone(), a.clone())), (
+        f"metric {name}: the same sets scored twice give different values")
 
 
 def summary(outcomes: list[Outcome]) -> dict[str, int]:

@@ -102,3 +102,26 @@ def compose(title: str, provenance: dict[str, Any] | None, *, table: pd.DataFram
 def write_report(path: str | Path, title: str, provenance: dict[str, Any] | None, **parts: Any) -> None:
     """Write ``report.md`` at ``path`` (atomically); ``parts`` as for :func:`compose`."""
     io.write_text(path, compose(title, provenance, **parts))
+
+
+def set_metric_section(protocol: dict[str, Any], details: dict[str, dict[str, str]]) -> str:
+    """How the set-level metrics (FVD) formed their two sets of clips, and what their values depend on."""
+    clips = protocol.get("clips") or "every scored clip"
+    lines = [
+        f"- clips: {'context + predicted frames' if protocol.get('include_context') else 'predicted frames only'} "
+        f"(`eval.fvd_include_context={str(protocol.get('include_context')).lower()}`, from "
+        f"{protocol.get('include_context_from', '?')}); length "
+        f"{protocol.get('frames') or 'all frames'} (`eval.fvd_frames`), never padded",
+        f"- frames resized to {protocol.get('resize')}x{protocol.get('resize')} ({protocol.get('interpolation')}, "
+        "`eval.fvd_resize`)" if protocol.get("resize") else "- frames at their native size (`eval.fvd_resize=0`)",
+        f"- {clips} clips per draw (`eval.fvd_clips`), {protocol.get('repeats', 1)} draw(s) (`eval.fvd_repeats`); "
+        "the value is the mean over draws (`NAME@stdR`: their standard deviation), the CI a percentile bootstrap "
+        "over clips of one draw's score (the same resampled clips in both sets)",
+    ]
+    if protocol.get("sample"):
+        lines.append(f"- predictions: {protocol['sample']} (set-level metrics have no best-/mean-/worst-of-K)")
+    for name, info in details.items():
+        if info:
+            lines.append(f"- {name}: " + ", ".join(f"{k} `{v}`" for k, v in info.items()))
+    return section("Set-level metrics", "They score the set of predicted clips against the set of true clips: one "
+                   "value, no per-frame curve.", "\n".join(lines))
