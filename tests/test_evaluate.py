@@ -87,7 +87,7 @@ def test_predict_gets_a_private_copy_of_the_context():
     assert seen["storage"] == 2 * 64 * 4  # only the two context frames
 
 
-def test_samples_give_best_and_mean_of_k():
+def test_samples_give_best_mean_and_worst_of_k():
     from vpbench.evaluate import derived_metrics
 
     class Noisy(CopyLast):
@@ -108,8 +108,11 @@ def test_samples_give_best_and_mean_of_k():
     assert not np.allclose(first, mean)  # the four samples differ
     ssim_best = a.values["ssim@best4"].mean(1)
     assert (ssim_best >= a.values["ssim"].mean(1) - 1e-12).all()  # higher is better for SSIM
+    worst = a.values["mse@worst4"]
+    assert (worst.mean(1) >= first.mean(1) - 1e-12).all() and (worst.mean(1) >= mean.mean(1) - 1e-12).all()
+    assert (a.values["ssim@worst4"].mean(1) <= a.values["ssim"].mean(1) + 1e-12).all()
     names = [m.name for m in derived_metrics(metrics, 4)]
-    assert names == ["mse", "ssim", "mse@best4", "mse@mean4", "ssim@best4", "ssim@mean4"]
+    assert names == ["mse", "ssim", "mse@best4", "mse@mean4", "mse@worst4", "ssim@best4", "ssim@mean4", "ssim@worst4"]
     table = tidy(a, derived_metrics(metrics, 4), {"run": "r", "model": "noisy", "variant": "v", "dataset": "d",
                                                   "split": "test", "seed": 7}, resamples=50)
     assert set(table["metric"]) == set(names)
