@@ -106,7 +106,7 @@ def write_report(path: str | Path, title: str, provenance: dict[str, Any] | None
 
 def set_metric_section(protocol: dict[str, Any], details: dict[str, dict[str, str]]) -> str:
     """How the set-level metrics (FVD) formed their two sets of clips, and what their values depend on."""
-    clips = protocol.get("clips") or "every scored clip"
+    clips = f"{protocol['clips']} clips" if protocol.get("clips") else "every scored clip"
     lines = [
         f"- clips: {'context + predicted frames' if protocol.get('include_context') else 'predicted frames only'} "
         f"(`eval.fvd_include_context={str(protocol.get('include_context')).lower()}`, from "
@@ -114,7 +114,7 @@ def set_metric_section(protocol: dict[str, Any], details: dict[str, dict[str, st
         f"{protocol.get('frames') or 'all frames'} (`eval.fvd_frames`), never padded",
         f"- frames resized to {protocol.get('resize')}x{protocol.get('resize')} ({protocol.get('interpolation')}, "
         "`eval.fvd_resize`)" if protocol.get("resize") else "- frames at their native size (`eval.fvd_resize=0`)",
-        f"- {clips} clips per draw (`eval.fvd_clips`), {protocol.get('repeats', 1)} draw(s) (`eval.fvd_repeats`); "
+        f"- per draw: {clips} (`eval.fvd_clips`); {protocol.get('repeats', 1)} draw(s) (`eval.fvd_repeats`); "
         "the value is the mean over draws (`NAME@stdR`: their standard deviation), the CI a percentile bootstrap "
         "over clips of one draw's score (the same resampled clips in both sets)",
     ]
