@@ -45,8 +45,10 @@ def vpbench_register_datasets(register: Callable[[type], None]) -> None:
 def vpbench_register_metrics(register: Callable[[Any], None]) -> None:
     """Register metric objects: call ``register(metric)`` once per metric.
 
-    A metric satisfies :class:`vpbench.protocols.Metric`: ``name``, ``version``,
-    ``higher_is_better``, ``unit`` and ``per_frame(pred, target) -> (B, T)`` scores.
+    A per-frame metric satisfies :class:`vpbench.protocols.VideoMetric`: ``name``, ``version``,
+    ``higher_is_better``, ``unit`` and ``per_frame(pred, target) -> (B, T)`` scores; a set-level
+    metric (FVD) :class:`vpbench.protocols.VideoSetMetric`: ``features(clips) -> (B, D)`` and
+    ``score(pred_feats, true_feats) -> float`` instead of ``per_frame``.
     """
 
 
