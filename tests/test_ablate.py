@@ -111,6 +111,23 @@ def test_ablate_errors_are_one_line(in_tmp):
     assert not (in_tmp / "bad").exists()  # nothing trained before the bad value was found
 
 
+@pytest.mark.slow
+def test_an_ablation_of_the_prior_architecture_shares_the_autoencoder(in_tmp):
+    """``prior`` only affects the prior stage and later: the autoencoder is trained once and each
+    variant builds its own prior (different modules and keys) on top of the shared weights."""
+    result = invoke("ablate", "-m", "shrvqvae", "--grid", "prior=pixelcnn,vpn", *FAST, "--out", "abl")
+    assert result.exit_code == 0, result.output
+    assert "stages before 'prior' shared from" in result.output
+    w = {v: torch.load(in_tmp / "abl" / f"prior-{v}" / "model.pt", weights_only=False)["model"]
+         for v in ("pixelcnn", "vpn")}
+    base = torch.load(in_tmp / "abl" / "base-until-prior" / "checkpoints" / "last.pt", weights_only=False)["model"]
+    shared = [k for k in base if k.startswith(("encoder.", "quantizer."))]
+    assert shared and all(torch.equal(w["pixelcnn"][k], base[k]) and torch.equal(w["vpn"][k], base[k]) for k in shared)
+    prior_keys = {v: {k for k in w[v] if k.startswith("prior.")} for v in w}
+    assert prior_keys["pixelcnn"] and prior_keys["vpn"] and prior_keys["pixelcnn"] != prior_keys["vpn"]
+    assert len(list((in_tmp / "abl").glob("base-until-*"))) == 1
+
+
 def test_prediction_only_fields_share_the_whole_training(in_tmp):
     from vpbench import config as C
     from vpbench.builtin.digits import Digits

@@ -183,7 +183,7 @@ def _train_and_evaluate(harness, model: str, variant: Variant, variants: list[Va
                             **common)
         with runs.lock(base, events):
             _train_base(base, data, until, events)
-            _seed_from_base(base, run)
+            _seed_from_base(base, run, data, until)
         events.message(f"{variant.label}: stages before '{until}' shared from {base.run_dir}")
         trained = runs.train(run, data, resume=True, events=events, probed=variant.probe)
     else:
@@ -228,9 +228,36 @@ def _train_base(base: runs.Run, data: Any, until: str, events: Events) -> None:
     runs.train(base, data, resume=resume, events=events, until=until)
 
 
-def _seed_from_base(base: runs.Run, run: runs.Run) -> None:
-    # an existing checkpoint means the variant already started (e.g. it was interrupted): resume it
-    _copy_into(run, base.run_dir / "checkpoints" / "last.pt", "checkpoints/last.pt")
+def _seed_from_base(base: runs.Run, run: runs.Run, data: Any, until: str) -> None:
+    """Start ``run`` at stage ``until`` from the shared base's checkpoint: the weights (and buffers)
+    the earlier stages trained come from the base, the parameters only later stages train keep the
+    variant's own initialisation, so a varied field may change the later stages' modules (e.g. which
+    prior S-HR-VQVAE uses). An existing checkpoint means the variant already started: it resumes."""
+    from vpbench.train import load_checkpoint
+
+    target = run.run_dir / "checkpoints" / "last.pt"
+    if target.is_file():
+        return
+    ckpt = load_checkpoint(base.run_dir / "checkpoints" / "last.pt")
+    model = runs.build_model(run, data)
+    stages = model.stages()
+    names = [s.name for s in stages]
+    early = {id(p) for s in stages[: names.index(until)] for p in s.params()}
+    late = {id(p) for s in stages[names.index(until):] for p in s.params()} - early
+    params = dict(model.named_parameters())
+    own, theirs = model.state_dict(), ckpt["model"]
+    for name in (n for n, p in params.items() if id(p) in early):
+        if name not in theirs or tuple(theirs[name].shape) != tuple(own[name].shape):
+            raise ConfigError(f"{run.run_dir.name}: '{name}' (trained before stage '{until}') differs from the shared "
+                              f"base's, so the varied fields change an earlier stage: they must not be late_fields of "
+                              f"'{until}'")
+    keep = {n for n, p in params.items() if id(p) in late}
+    state = {k: v if k in keep or k not in theirs or tuple(theirs[k].shape) != tuple(v.shape) else theirs[k]
+             for k, v in own.items()}
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    io.write_json(run.run_dir / "config.json", run.config.to_dict())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    io.torch_save({**ckpt, "model": state}, target)
 
 
 def _share_weights(source: runs.Run, run: runs.Run) -> None:
