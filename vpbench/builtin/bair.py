@@ -34,7 +34,7 @@ import numpy as np
 from vpbench import io
 from vpbench.data import download as dl
 from vpbench.data.archive import extract
-from vpbench.data.arrays import Windows, save_npy, source_key, span_counts
+from vpbench.data.arrays import WindowedDataset, save_npy, source_key, span_counts
 from vpbench.data.tfrecord import parse_example, read_records
 from vpbench.errors import ConfigError, DataError
 from vpbench.events import Events
@@ -83,20 +83,15 @@ class BAIRConfig:
             raise ConfigError("val_files must be >= 1 (validation is never the test split)")
 
 
-class BAIR:
+class BAIR(WindowedDataset):
     """BAIR robot pushing, 3x64x64, 4 -> 12 (OpenSTL's protocol)."""
+
 
     name = "bair"
     version = "1"
     description = "BAIR robot pushing, 3x64x64, 4 -> 12 (OpenSTL's), from the original TFRecords"
     Config = BAIRConfig
-
-    def __init__(self, config: BAIRConfig | None = None, root: str | Path | None = None):
-        from vpbench.data.root import data_root
-
-        self.config = config or self.Config()
-        self.dir = (Path(root) if root is not None else data_root()) / "softmotion30_44k"
-        self._prepared: tuple[dict[str, Path], dict[str, list], dict] | None = None
+    folder = "softmotion30_44k"  # under the data root
 
     @property
     def spec(self) -> DataSpec:
@@ -173,14 +168,6 @@ class BAIR:
         self._prepared = (arrays, windows, {"trajectories": trajectories})
         events.message("bair clips: " + span_counts({s: len(w) for s, w in windows.items()}))
         return self._prepared
-
-    def split(self, name: str) -> Windows:
-        if name not in SPLITS:
-            raise ConfigError(f"unknown split '{name}'; use one of {', '.join(SPLITS)}")
-        arrays, windows, _ = self.prepare()
-        if not windows[name]:
-            raise DataError(f"bair: the {name} split has no clips of {self.config.n_in + self.config.n_out} frames")
-        return Windows(arrays, windows[name], self.config.n_in, self.config.n_out)
 
     def download(self, events: Events | None = None, optional: bool = False) -> list[Path]:
         """The 30 GB tar (resumable; its sha256 is recorded at the first download), unpacked here."""

@@ -35,7 +35,7 @@ from typing import Literal
 
 import numpy as np
 
-from vpbench.data.arrays import Windows, save_npy, span_counts
+from vpbench.data.arrays import WindowedDataset, save_npy, span_counts
 from vpbench.errors import ConfigError, DataError
 from vpbench.events import Events
 from vpbench.hookspecs import hookimpl
@@ -90,20 +90,15 @@ def parse_list(path: Path) -> list[tuple[str, int]]:
     return out
 
 
-class Human:
+class Human(WindowedDataset):
     """Human3.6M, 3x256x256, 4 -> 4 (OpenSTL's clip lists)."""
+
 
     name = "human"
     version = "1"
     description = "Human3.6M, 3x256x256, 4 -> 4 frames 5 apart (OpenSTL's clip lists or a subject split)"
     Config = HumanConfig
-
-    def __init__(self, config: HumanConfig | None = None, root: str | Path | None = None):
-        from vpbench.data.root import data_root
-
-        self.config = config or self.Config()
-        self.dir = (Path(root) if root is not None else data_root()) / "human"
-        self._prepared: tuple[dict[str, Path], dict[str, list], dict] | None = None
+    folder = "human"  # under the data root
 
     @property
     def spec(self) -> DataSpec:
@@ -201,13 +196,8 @@ class Human:
             raise DataError(f"human: {path} is not a readable image ({exc}); the file is corrupt or truncated: "
                             "replace it") from None
 
-    def split(self, name: str) -> Windows:
-        if name not in SPLITS:
-            raise ConfigError(f"unknown split '{name}'; use one of {', '.join(SPLITS)}")
-        arrays, windows, _ = self.prepare()
-        if not windows[name]:
-            raise DataError(f"human: the {name} split has no clips")
-        return Windows(arrays, windows[name], self.config.n_in, self.config.n_out)
+    def empty_split(self, name: str) -> str:
+        return f"human: the {name} split has no clips"
 
     def download(self, events: Events | None = None, optional: bool = False) -> list[Path]:
         raise DataError(

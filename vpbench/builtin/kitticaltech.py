@@ -33,12 +33,12 @@ from typing import Literal
 import numpy as np
 
 from vpbench import io
-from vpbench.data.arrays import Windows, check_files, save_npy_chunks, source_key, span_counts
+from vpbench.data.arrays import WindowedDataset, check_files, save_npy_chunks, source_key, span_counts
 from vpbench.data.hdf5 import hickle_array_info, read_hickle, read_hickle_rows
 from vpbench.errors import ConfigError, DataError
 from vpbench.events import Events
 from vpbench.hookspecs import hookimpl
-from vpbench.protocols import SPLITS, DataSpec
+from vpbench.protocols import DataSpec
 
 KITTI_URL = "https://www.dropbox.com/s/rpwlnn6j39jjme4/kitti_data.zip?dl=0"
 KITTI_FIGSHARE = "https://figshare.com/articles/dataset/KITTI_hkl_files/7985684"
@@ -115,20 +115,13 @@ class KittiCaltechConfig:
                 raise ConfigError(f"{name} must be > 0")
 
 
-class KittiCaltech:
+class KittiCaltech(WindowedDataset):
     """KITTI (PredNet's hickle files) for training, Caltech Pedestrian for testing, 3x128x160, 10 -> 1."""
 
     name = "kitticaltech"
     version = "1"
     description = "KITTI -> Caltech Pedestrian, 3x128x160, 10 -> 1 (PredNet's files, OpenSTL's protocol)"
     Config = KittiCaltechConfig
-
-    def __init__(self, config: KittiCaltechConfig | None = None, root: str | Path | None = None):
-        from vpbench.data.root import data_root
-
-        self.config = config or KittiCaltechConfig()
-        self.root = Path(root) if root is not None else data_root()
-        self._prepared: tuple[dict[str, Path], dict[str, list], dict] | None = None
 
     @property
     def spec(self) -> DataSpec:
@@ -263,14 +256,6 @@ class KittiCaltech:
             self._prepared = (arrays, windows, {"test_source": self.test_source()})
             events.message("kitticaltech clips: " + span_counts({s: len(w) for s, w in windows.items()}))
         return self._prepared
-
-    def split(self, name: str) -> Windows:
-        if name not in SPLITS:
-            raise ConfigError(f"unknown split '{name}'; use one of {', '.join(SPLITS)}")
-        arrays, windows, _ = self.prepare()
-        if not windows[name]:
-            raise DataError(f"kitticaltech: the {name} split has no clips of {self.config.n_in + self.config.n_out} frames")
-        return Windows(arrays, windows[name], self.config.n_in, self.config.n_out)
 
     def download(self, events: Events | None = None, optional: bool = False) -> list[Path]:
         raise DataError(

@@ -42,12 +42,12 @@ import numpy as np
 from vpbench import io
 from vpbench.data import download as dl
 from vpbench.data.archive import extract
-from vpbench.data.arrays import Windows, check_files, save_npy, source_key, span_counts
+from vpbench.data.arrays import WindowedDataset, check_files, save_npy, source_key, span_counts
 from vpbench.data.hdf5 import open_h5, read_dataset
 from vpbench.errors import ConfigError, DataError
 from vpbench.events import Events
 from vpbench.hookspecs import hookimpl
-from vpbench.protocols import SPLITS, DataSpec
+from vpbench.protocols import DataSpec
 
 YEARS = (13, 14, 15, 16)
 H5_FILES = tuple(f"BJ{y}_M32x32_T30_InOut.h5" for y in YEARS)
@@ -103,20 +103,15 @@ def complete_days(stamps: list[str]) -> np.ndarray:
     return np.array([k for k, s in enumerate(stamps) if s[:8] in days], dtype=np.int64)
 
 
-class TaxiBJ:
+class TaxiBJ(WindowedDataset):
     """TaxiBJ inflow / outflow, 2x32x32, 4 -> 4 (OpenSTL's protocol and scale)."""
+
 
     name = "taxibj"
     version = "1"
     description = "TaxiBJ crowd flows, 2x32x32, 4 -> 4 (OpenSTL's dataset.npz or DeepST's .h5 files)"
     Config = TaxiBJConfig
-
-    def __init__(self, config: TaxiBJConfig | None = None, root: str | Path | None = None):
-        from vpbench.data.root import data_root
-
-        self.config = config or TaxiBJConfig()
-        self.dir = (Path(root) if root is not None else data_root()) / "taxibj"
-        self._prepared: tuple[dict[str, Path], dict[str, list], dict] | None = None
+    folder = "taxibj"  # under the data root
 
     @property
     def spec(self) -> DataSpec:
@@ -244,13 +239,8 @@ class TaxiBJ:
                  "/ max, DeepST's MinMaxNormalization then OpenSTL's (X + 1) / 2)"}
         return {"frames": frames_path}, windows, stats
 
-    def split(self, name: str) -> Windows:
-        if name not in SPLITS:
-            raise ConfigError(f"unknown split '{name}'; use one of {', '.join(SPLITS)}")
-        arrays, windows, _ = self.prepare()
-        if not windows[name]:
-            raise DataError(f"taxibj: the {name} split has no clips of {self.config.n_in + self.config.n_out} slots")
-        return Windows(arrays, windows[name], self.config.n_in, self.config.n_out)
+    def empty_split(self, name: str) -> str:
+        return f"taxibj: the {name} split has no clips of {self.config.n_in + self.config.n_out} slots"
 
     def download(self, events: Events | None = None, optional: bool = False) -> list[Path]:
         """OpenSTL's ``dataset.npz`` (its release zip, extracted here). DeepST's ``.h5`` files have

@@ -46,7 +46,7 @@ import numpy as np
 from vpbench import io
 from vpbench.data import download as dl
 from vpbench.data.archive import extract
-from vpbench.data.arrays import Windows, require, save_npy, source_key, span_counts
+from vpbench.data.arrays import WindowedDataset, require, save_npy, source_key, span_counts
 from vpbench.errors import ConfigError, DataError
 from vpbench.events import Events
 from vpbench.hookspecs import hookimpl
@@ -95,20 +95,13 @@ class WeatherBenchConfig:
             raise ConfigError("margin must be in [0, 1]")
 
 
-class WeatherBench:
+class WeatherBench(WindowedDataset):
     """WeatherBench 5.625 deg, 12 -> 12 hours (OpenSTL's weather protocols), statistics from training years."""
 
     name = "weatherbench"
     version = "1"
     description = "WeatherBench 5.625 deg (32x64), 12 -> 12 hours: t2m, r, uv10, tcc or multi-variable (OpenSTL's)"
     Config = WeatherBenchConfig
-
-    def __init__(self, config: WeatherBenchConfig | None = None, root: str | Path | None = None):
-        from vpbench.data.root import data_root
-
-        self.config = config or self.Config()
-        self.root = Path(root) if root is not None else data_root()
-        self._prepared: tuple[dict[str, Path], dict[str, list], dict] | None = None
 
     # -- protocol -----------------------------------------------------------------------------
     def channels(self) -> list[tuple[str, int | None]]:
@@ -264,14 +257,9 @@ class WeatherBench:
         events.message("weatherbench clips: " + span_counts({s: len(w) for s, w in windows.items()}))
         return self._prepared
 
-    def split(self, name: str) -> Windows:
-        if name not in SPLITS:
-            raise ConfigError(f"unknown split '{name}'; use one of {', '.join(SPLITS)}")
-        arrays, windows, _ = self.prepare()
-        if not windows[name]:
-            raise DataError(f"weatherbench: the {name} split has no clips of {self.config.n_in + self.config.n_out} "
-                            f"frames {self.config.step} h apart")
-        return Windows(arrays, windows[name], self.config.n_in, self.config.n_out)
+    def empty_split(self, name: str) -> str:
+        return (f"weatherbench: the {name} split has no clips of {self.config.n_in + self.config.n_out} frames "
+                f"{self.config.step} h apart")
 
     def download(self, events: Events | None = None, optional: bool = False) -> list[Path]:
         """The WeatherBench zip of each variable this protocol uses, unpacked into its folder."""

@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from vpbench import io
-from vpbench.errors import DataError
+from vpbench.errors import ConfigError, DataError
 
 PIP_NAMES = {"h5py": "h5py", "xarray": "xarray", "netCDF4": "netCDF4", "crc32c": "crc32c"}
 
@@ -109,6 +109,42 @@ class Windows:
 
     def __getstate__(self):
         return {**self.__dict__, "_open": {}}
+
+
+class WindowedDataset:
+    """Base of the datasets whose ``prepare()`` returns ``(arrays, windows, extra)``: cached
+    frame arrays by key, the ``(key, start)`` of every clip of each split, and facts for ``info()``.
+
+    Subclasses set ``folder`` (their directory under the data root, or ``""``) and implement
+    ``prepare``; ``split`` and the constructor are shared.
+    """
+
+    folder = ""
+
+    def __init__(self, config: Any = None, root: str | Path | None = None):
+        from vpbench.data.root import data_root
+
+        self.config = config or self.Config()
+        self.root = Path(root) if root is not None else data_root()
+        self._prepared: tuple[dict[str, Path], dict[str, list], dict] | None = None
+
+    @property
+    def dir(self) -> Path:
+        return self.root / self.folder
+
+    def empty_split(self, name: str) -> str:
+        """The message for a split without clips."""
+        return f"{self.name}: the {name} split has no clips of {self.config.n_in + self.config.n_out} frames"
+
+    def split(self, name: str) -> Windows:
+        from vpbench.protocols import SPLITS
+
+        if name not in SPLITS:
+            raise ConfigError(f"unknown split '{name}'; use one of {', '.join(SPLITS)}")
+        arrays, windows, _ = self.prepare()
+        if not windows[name]:
+            raise DataError(self.empty_split(name))
+        return Windows(arrays, windows[name], self.config.n_in, self.config.n_out)
 
 
 def check_files(paths: Sequence[Path], what: str, fix: str) -> None:
