@@ -86,7 +86,6 @@ class BAIRConfig:
 class BAIR(WindowedDataset):
     """BAIR robot pushing, 3x64x64, 4 -> 12 (OpenSTL's protocol)."""
 
-
     name = "bair"
     version = "1"
     description = "BAIR robot pushing, 3x64x64, 4 -> 12 (OpenSTL's), from the original TFRecords"

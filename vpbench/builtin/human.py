@@ -93,7 +93,6 @@ def parse_list(path: Path) -> list[tuple[str, int]]:
 class Human(WindowedDataset):
     """Human3.6M, 3x256x256, 4 -> 4 (OpenSTL's clip lists)."""
 
-
     name = "human"
     version = "1"
     description = "Human3.6M, 3x256x256, 4 -> 4 frames 5 apart (OpenSTL's clip lists or a subject split)"

@@ -106,7 +106,6 @@ def complete_days(stamps: list[str]) -> np.ndarray:
 class TaxiBJ(WindowedDataset):
     """TaxiBJ inflow / outflow, 2x32x32, 4 -> 4 (OpenSTL's protocol and scale)."""
 
-
     name = "taxibj"
     version = "1"
     description = "TaxiBJ crowd flows, 2x32x32, 4 -> 4 (OpenSTL's dataset.npz or DeepST's .h5 files)"
