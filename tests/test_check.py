@@ -10,7 +10,7 @@ import types
 import pytest
 import torch
 
-import vpbench
+from tests.cli_helpers import plugin_object
 from tests.conftest import EXAMPLE_PLUGIN, ROOT, write_dist_info
 from tests.models import TwoStage
 from vpbench import testing
@@ -22,19 +22,8 @@ def _outcomes(harness, target):
     return {str(o.case): o for o in map(testing.outcome, testing.cases(target, harness=harness))}
 
 
-def _plugin(harness, name, models=(), metrics=()):
-    @vpbench.hookimpl
-    def vpbench_register_models(register):
-        for m in models:
-            register(m)
-
-    @vpbench.hookimpl
-    def vpbench_register_metrics(register):
-        for m in metrics:
-            register(m)
-
-    record = harness.add_plugin(types.SimpleNamespace(vpbench_register_models=vpbench_register_models,
-                                                      vpbench_register_metrics=vpbench_register_metrics),
+def _plugin(harness, name, models=(), metrics=(), datasets=()):
+    record = harness.add_plugin(plugin_object(models=models, datasets=datasets, metrics=metrics),
                                 PluginRecord(name, f"vpbench-{name}", "1"))
     assert record.error is None, record.error
 
@@ -176,17 +165,7 @@ def test_models_are_checked_on_their_own_plugins_dataset(harness):
             seen.append((tuple(context.shape), n_out))
             return super().predict(context, n_out)
 
-    @vpbench.hookimpl
-    def vpbench_register_models(register):
-        register(Spy)
-
-    @vpbench.hookimpl
-    def vpbench_register_datasets(register):
-        register(TwoChannel)
-
-    harness.add_plugin(types.SimpleNamespace(vpbench_register_models=vpbench_register_models,
-                                             vpbench_register_datasets=vpbench_register_datasets),
-                       PluginRecord("own", "vpbench-own", "1"))
+    _plugin(harness, "own", models=[Spy], datasets=[TwoChannel])
     out = _outcomes(harness, "own")
     assert {o.status for o in out.values()} == {"passed"}, {k: o.message for k, o in out.items() if o.status != "passed"}
     assert {c.split("@")[1] for c in out if c.startswith("model:")} == {"digits", "twochannel", "rgb"}
