@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from vpbench.profile import count_flops, measure_speed, model_flops
+from vpbench.profile import count_flops, measure_speed, model_flops, sampled_loop
 from vpbench.protocols import DataSpec
 
 
@@ -86,3 +86,46 @@ def test_speed_measurement_is_sane():
     speed = measure_speed(ConvNet(NetConfig(), spec), spec, torch.device("cpu"), max_batch=8, budget_s=0.5)
     assert speed.latency_ms > 0 and speed.throughput > 0 and 1 <= speed.throughput_batch <= 8
     assert speed.peak_memory_mb > 0 and speed.memory_kind == "process peak RSS" and speed.dtype == "float32"
+
+
+def growing_attention(x: torch.Tensor, steps: int, loop) -> torch.Tensor:
+    """A query per step against a preallocated cache of the steps before: cost affine in the step."""
+    cache = torch.zeros(x.shape[0], steps, x.shape[1], device=x.device)
+    for t in loop(range(steps)):
+        q = torch.relu(x)
+        if t:  # the first step has no keys: it costs less than the affine rule says
+            w = torch.softmax(torch.einsum("bd,bsd->bs", q, cache[:, :t]), -1)
+            q = q + torch.einsum("bs,bsd->bd", w, cache[:, :t])
+        cache[:, t] = q
+    return cache
+
+
+def test_a_sampled_loop_counts_what_the_whole_loop_counts_and_only_while_counting():
+    make = lambda d: torch.rand(2, 6, device=d)  # noqa: E731
+    full = count_flops(lambda x: growing_attention(x, 9, sampled_loop), make, sampled=False)
+    sampled = count_flops(lambda x: growing_attention(x, 9, sampled_loop), make)
+    plain = count_flops(lambda x: growing_attention(x, 9, iter), make)
+    # two contractions of 2 x t x 6 per step; at t = 1 torch does the second (one key) as a
+    # product, which has no FLOP formula: item 1 is off the line, so the sampled loop counts all
+    assert full.flops == plain.flops == sampled.flops == 2 * 2 * (2 * 6) * sum(range(9)) - 2 * 2 * 6
+    assert sampled.uncounted == full.uncounted and full.uncounted["_softmax"] == 8 and full.uncounted["relu"] == 9
+    assert list(sampled_loop(range(5))) == [0, 1, 2, 3, 4]  # outside a count: the plain loop
+    x = torch.rand(2, 6)
+    assert torch.equal(growing_attention(x, 9, sampled_loop), growing_attention(x, 9, iter))
+
+
+def test_an_affine_loop_runs_four_items_while_counting_and_a_quadratic_one_runs_all_exactly():
+    def loop(x, cost, ran):
+        for t in sampled_loop(range(10)):
+            ran.append(t)
+            for _ in range(cost(t)):
+                x = x @ torch.eye(3, device=x.device)
+        return x
+
+    make = lambda d: torch.rand(1, 3, device=d)  # noqa: E731
+    for cost, runs in ((lambda t: 2 * t + 1, [0, 1, 2, 9]), (lambda t: t * t, list(range(10)))):
+        ran, full = [], []
+        got = count_flops(lambda x, c=cost, r=ran: loop(x, c, r), make)
+        assert sorted(ran) == runs
+        assert got.flops == count_flops(lambda x, c=cost, r=full: loop(x, c, r), make, sampled=False).flops
+        assert got.flops == 2 * 3 * 3 * sum(cost(t) for t in range(10)) and len(full) == 10

@@ -116,6 +116,21 @@ def test_cached_and_naive_prediction_agree(prior):
         assert torch.equal(cached, other.predict(context, 2)), change
 
 
+@pytest.mark.parametrize("prior", ["pixelcnn", "vpn"])
+def test_sampled_flop_count_of_generation_equals_the_full_count(prior):
+    """The smoke preset's model: three counted frames and positions stand for all of them."""
+    from vpbench.profile import count_flops, model_flops
+    from vpbench.protocols import DataSpec
+
+    cfg = C.build(SHRVQVAE.Config, dict(SHRVQVAE.presets["smoke"]["model"], prior=prior))
+    spec = DataSpec(channels=1, height=20, width=24, n_in=2, n_out=5)  # a 5 x 6 latent grid
+    sampled = model_flops(SHRVQVAE, cfg, spec)  # on the meta device
+    model = SHRVQVAE(cfg, spec).eval()  # every step, for real on the CPU (faster per op than meta)
+    full = count_flops(lambda x: model.predict(x, spec.n_out), lambda d: torch.rand(1, 2, 1, 20, 24), sampled=False)
+    assert (sampled.counted_on, full.counted_on) == ("meta", "cpu")
+    assert sampled.flops == full.flops > 0 and sampled.uncounted == full.uncounted
+
+
 def square(h=16, w=16, top=0, left=0, size=6):
     frame = torch.zeros(1, h, w)
     frame[:, top:top + size, left:left + size] = 1.0

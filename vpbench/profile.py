@@ -6,11 +6,14 @@ memory, no time), else on the CPU. ``flop_counter`` counts a multiply-add as two
 formulas for matrix products, convolutions and attention; MACs = FLOPs / 2, which is the unit
 OpenSTL (fvcore) calls "FLOPs". Every other executed op (element-wise arithmetic, pooling,
 normalisation...) has no formula and is listed, with call counts, so the gap is visible.
-A model needs no special code for any of this.
+A model needs no special code for any of this; an autoregressive one makes counting fast by
+iterating its uniform generation loops with :func:`sampled_loop` (three counted steps stand
+for all of them).
 
 Latency is the median of synchronised timed calls at batch 1 after warm-up; throughput is the
-best clips/s over batch sizes doubling up to the largest that fits (CUDA out-of-memory) or
-``max_batch``; peak memory is CUDA's max allocated bytes, or on the CPU the process's peak
+best clips/s over batch sizes doubling up to the largest that fits (CUDA out-of-memory),
+``max_batch``, or the largest whose call is expected to fit the time budget (a
+model that needs seconds per clip is timed at batch 1 only); peak memory is CUDA's max allocated bytes, or on the CPU the process's peak
 resident set (a high-water mark, labelled as such).
 """
 
@@ -21,7 +24,7 @@ import statistics
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, TypeVar
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -71,6 +74,55 @@ class OpRecorder(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+class _Counting:
+    """The FLOP count in progress: the counter's total plus what sampled loops extrapolated."""
+
+    def __init__(self, counter: FlopCounterMode, recorder: OpRecorder) -> None:
+        self.counter, self.recorder = counter, recorder
+        self.extra = 0
+        self.extra_calls: Counter[str] = Counter()
+
+    def snapshot(self) -> tuple[int, Counter[str]]:
+        return int(self.counter.get_total_flops()) + self.extra, self.recorder.calls + self.extra_calls
+
+
+_COUNTING: list[_Counting] = []  # the active count, while count_flops(sampled=True) runs
+T = TypeVar("T")
+
+
+def sampled_loop(items: Iterable[T]) -> Iterable[T]:
+    """``items``, unchanged, except while a FLOP count runs: then the items after the first are
+    taken to cost an affine function of their index (the same each, or growing by the same
+    amount: attention over a growing cache), and only items 0, 1, 2 and the last run; the count
+    stands for all ``n``. If the last one's cost is not in line with items 1 and 2, the items
+    in between run too, so the count stays exact; it is fast only where the loop is affine.
+
+    Declare it only on loops whose skipped items change no later item's shapes (state in
+    preallocated tensors, not in lists that grow); a model's tests compare the sampled count
+    with the full one (``count_flops(..., sampled=False)``).
+    """
+    items = list(items)
+    if not _COUNTING or len(items) <= 4:
+        yield from items
+        return
+    state = _COUNTING[-1]
+    costs = []
+    for item in (items[0], items[1], items[2], items[-1]):
+        before, calls_before = state.snapshot()
+        yield item
+        after, calls_after = state.snapshot()
+        costs.append((after - before, calls_after - calls_before))
+    n = len(items)
+    (_, _), (f1, c1), (f2, c2), (fl, cl) = costs
+    ops = set(c1) | set(c2) | set(cl)
+    if fl - f1 != (n - 2) * (f2 - f1) or any(cl[op] - c1[op] != (n - 2) * (c2[op] - c1[op]) for op in ops):
+        yield from items[3:-1]  # not affine: count the rest one by one
+        return
+    state.extra += (n - 1) * (f1 + fl) // 2 - f1 - f2 - fl
+    for op in ops:
+        state.extra_calls[op] += (n - 1) * (c1[op] + cl[op]) // 2 - c1[op] - c2[op] - cl[op]
+
+
 @dataclass
 class FlopCount:
     flops: int
@@ -83,8 +135,10 @@ class FlopCount:
 
 
 def count_flops(run: Callable[[torch.Tensor], Any], make_input: Callable[[torch.device], torch.Tensor],
-                build_meta: Callable[[], Callable[[torch.Tensor], Any]] | None = None) -> FlopCount:
-    """FLOPs of ``run(x)``; tries ``build_meta()`` (a function on the meta device) first."""
+                build_meta: Callable[[], Callable[[torch.Tensor], Any]] | None = None,
+                sampled: bool = True) -> FlopCount:
+    """FLOPs of ``run(x)``; tries ``build_meta()`` (a function on the meta device) first.
+    ``sampled``: loops iterated with :func:`sampled_loop` run three steps (else all)."""
     attempts = []
     if build_meta is not None:
         attempts.append(("meta", build_meta, torch.device("meta")))
@@ -95,17 +149,26 @@ def count_flops(run: Callable[[torch.Tensor], Any], make_input: Callable[[torch.
             fn = build()
             x = make_input(device)
             counter, recorder = FlopCounterMode(display=False), OpRecorder()
-            with torch.no_grad(), counter, recorder:
-                fn(x)
+            state = _Counting(counter, recorder)
+            if sampled:
+                _COUNTING.append(state)
+            try:
+                with torch.no_grad(), counter, recorder:
+                    fn(x)
+            finally:
+                if sampled:
+                    _COUNTING.pop()
         except Exception as exc:  # data-dependent code cannot run on meta: fall back to the CPU
             last_error = exc
             continue
-        uncounted = {op: n for op, n in sorted(recorder.calls.items()) if op not in COUNTED and op not in FREE_OPS}
-        return FlopCount(int(counter.get_total_flops()), where, uncounted)
+        total, calls = state.snapshot()
+        uncounted = {op: n for op, n in sorted(calls.items()) if op not in COUNTED and op not in FREE_OPS}
+        return FlopCount(total, where, uncounted)
     raise RuntimeError(f"could not count FLOPs: {last_error}")
 
 
-def model_flops(model_cls: type, config: Any, spec: DataSpec, model: torch.nn.Module | None = None) -> FlopCount:
+def model_flops(model_cls: type, config: Any, spec: DataSpec, model: torch.nn.Module | None = None,
+                sampled: bool = True) -> FlopCount:
     """FLOPs of one prediction (n_in -> n_out, batch 1) of a model plugin."""
 
     def build_meta():
@@ -120,7 +183,7 @@ def model_flops(model_cls: type, config: Any, spec: DataSpec, model: torch.nn.Mo
     def make_input(device):
         return torch.rand((1, spec.n_in, *spec.frame_shape), device="cpu").to(device)
 
-    return count_flops(lambda x: cpu_model.predict(x, spec.n_out), make_input, build_meta)
+    return count_flops(lambda x: cpu_model.predict(x, spec.n_out), make_input, build_meta, sampled)
 
 
 def _sync(device: torch.device) -> None:
@@ -130,10 +193,15 @@ def _sync(device: torch.device) -> None:
 
 def time_calls(fn: Callable[[], Any], device: torch.device, warmup: int = 2, repeats: int = 5,
                budget_s: float = 10.0) -> list[float]:
-    """Seconds per call (synchronised), after ``warmup`` calls; stops early past ``budget_s``."""
+    """Seconds per call (synchronised), after ``warmup`` calls; stops early past ``budget_s``.
+    Warm-up ends after one call that took over a tenth of the budget (a call that slow is
+    dominated by its arithmetic, not by one-time costs); at least one call is timed."""
     for _ in range(warmup):
+        t0 = time.perf_counter()
         fn()
-    _sync(device)
+        _sync(device)
+        if time.perf_counter() - t0 > budget_s / 10:
+            break
     times: list[float] = []
     start = time.perf_counter()
     while len(times) < repeats and (not times or time.perf_counter() - start < budget_s):
@@ -174,7 +242,8 @@ def measure_speed(model: torch.nn.Module, spec: DataSpec, device: torch.device, 
         torch.cuda.reset_peak_memory_stats(device)
     lat = time_calls(call(1), device, warmup, repeats, budget_s)
     best, best_batch, batch = 1 / statistics.median(lat), 1, 2
-    while batch <= max_batch:
+    # larger batches are tried while one of their calls is expected to fit the budget
+    while batch <= max_batch and batch * statistics.median(lat) <= budget_s:
         try:
             times = time_calls(call(batch), device, 1, 3, budget_s)
         except torch.cuda.OutOfMemoryError:

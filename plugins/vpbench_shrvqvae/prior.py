@@ -23,6 +23,7 @@ from torch import nn
 
 from vpbench.layers.attention import CausalSTAttention
 from vpbench.layers.masked_conv import CausalConv3d, GatedBlock, GroupLinear
+from vpbench.profile import sampled_loop
 
 
 class STPixelCNN(nn.Module):
@@ -80,17 +81,20 @@ class STPixelCNN(nn.Module):
             h = layer(h)
         return inputs
 
-    def start(self, context: torch.Tensor) -> GenState:
-        """State after the context frames' global codes ``(B, T0, n, H, W)``."""
+    def start(self, context: torch.Tensor, n_out: int) -> GenState:
+        """State after the context frames' global codes ``(B, T0, n, H, W)``, with room for
+        ``n_out`` more frames."""
         x = self.embed(context)
         inputs = self._layer_inputs(x)
-        state = GenState(hw=tuple(x.shape[-2:]))
+        t0 = x.shape[2]
+        state = GenState(hw=tuple(x.shape[-2:]), frames=t0)
         for i, inp in enumerate(inputs):
             layer = self.conv_in if i == 0 else self.body[i - 1]
             if isinstance(layer, CausalSTAttention):
-                frames = [layer.keys_values(inp[:, :, t]) for t in range(inp.shape[2])]
-                state.hist_k.append(torch.stack([k for k, _ in frames], 1))
-                state.hist_v.append(torch.stack([v for _, v in frames], 1))
+                frames = [layer.keys_values(inp[:, :, t]) for t in range(t0)]
+                for store, part in ((state.hist_k, 0), (state.hist_v, 1)):
+                    known = torch.stack([kv[part] for kv in frames], 1)  # (B, T0, P, nh, d)
+                    store.append(torch.cat([known, known.new_zeros(known.shape[0], n_out, *known.shape[2:])], 1))
                 state.history.append([])
             else:
                 state.history.append([inp[:, :, t] for t in range(inp.shape[2])])
@@ -134,7 +138,8 @@ class STPixelCNN(nn.Module):
                 if store:
                     k, val = layer.keys_values(v[:, :, None, None])
                     state.cur_k[i][:, pos], state.cur_v[i][:, pos] = k[:, 0], val[:, 0]
-                v = layer.at(v, pos, state.hist_k[i], state.hist_v[i], state.cur_k[i], state.cur_v[i])
+                v = layer.at(v, pos, state.hist_k[i][:, :state.frames], state.hist_v[i][:, :state.frames],
+                             state.cur_k[i], state.cur_v[i])
                 continue
             conv = layer if i == 0 else layer.conv_a
             _, kh, kw = conv.kernel
@@ -153,8 +158,8 @@ class STPixelCNN(nn.Module):
         for i in range(len(self.body) + 1):
             layer = self.conv_in if i == 0 else self.body[i - 1]
             if isinstance(layer, CausalSTAttention):
-                state.hist_k[i] = torch.cat([state.hist_k[i], state.cur_k[i][:, None]], 1)
-                state.hist_v[i] = torch.cat([state.hist_v[i], state.cur_v[i][:, None]], 1)
+                state.hist_k[i][:, state.frames] = state.cur_k[i]
+                state.hist_v[i][:, state.frames] = state.cur_v[i]
             else:
                 conv = layer if i == 0 else layer.conv_a
                 _, kh, kw = conv.kernel
@@ -168,12 +173,14 @@ class STPixelCNN(nn.Module):
         ``to_global(local (B, n)) -> global (B, n)`` walks the tree.
         """
         b, _, n, h, w = context.shape
-        state = self.start(context)
+        state = self.start(context, n_out)
         out = torch.zeros(b, n_out, n, h, w, dtype=torch.long, device=context.device)
-        for t in range(n_out):
+        # frames and positions cost the same, or (attention) grow by one key each: FLOP counts run three
+        for t in sampled_loop(range(n_out)):
+            state.frames = context.shape[1] + t
             self.begin_frame(state)
-            for y in range(h):
-                for x in range(w):
+            for y in sampled_loop(range(h)):
+                for x in sampled_loop(range(w)):
                     local = torch.zeros(b, n, dtype=torch.long, device=context.device)
                     for level in range(n):
                         glob = to_global(local)
@@ -210,7 +217,8 @@ def _hw(past, h: int, w: int):
 class GenState:
     hw: tuple[int, int]
     history: list = field(default_factory=list)  # per layer: list of (B, C, H, W) inputs of finished frames
-    hist_k: list = field(default_factory=list)  # per attention layer: (B, T, P, nh, d)
+    frames: int = 0  # frames finished (context included)
+    hist_k: list = field(default_factory=list)  # per attention layer: (B, T0 + n_out, P, nh, d), the first `frames` final
     hist_v: list = field(default_factory=list)
     weights: dict = field(default_factory=dict)
     past: dict = field(default_factory=dict)

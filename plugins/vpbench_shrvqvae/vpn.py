@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from vpbench.layers.masked_conv import CausalConv3d, GatedBlock, GroupLinear
+from vpbench.profile import sampled_loop
 
 
 class ConvLSTMCell(nn.Module):
@@ -180,8 +181,8 @@ class VPNPrior(nn.Module):
                                  weights[id(block.conv_a)], weights[id(block.conv_b)])
             return self.head.at(torch.relu(v)).reshape(b, n, self.classes)
 
-        for y in range(hh):
-            for x in range(ww):
+        for y in sampled_loop(range(hh)):  # every position costs the same: FLOP counts run three
+            for x in sampled_loop(range(ww)):
                 local = torch.zeros(b, n, dtype=torch.long, device=cond.device)
                 for level in range(n):
                     glob = to_global(local)
@@ -238,16 +239,18 @@ class VPNPrior(nn.Module):
         guess = context[:, -1].clone()
         if n > 1:  # the last context frame's local codes
             guess[:, 1:] = context[:, -1, 1:] % self.classes
-        for t in range(n_out):
+        # a sequential frame costs the same every time (FLOP counts run three); a parallel one, as many
+        # passes as its fixed point needs
+        for t in range(n_out) if parallel else sampled_loop(range(n_out)):
+            if t:
+                glob = to_global(out[:, t - 1].permute(0, 2, 3, 1))  # (B, H, W, n)
+                cond, state = self.stream_step(self.embed(glob, lookup(glob)), state)
             noise = self.noise(cond)
             if parallel:
-                local = self._frame_parallel(cond, choose, to_global, lookup, noise, guess, stats)
+                guess = self._frame_parallel(cond, choose, to_global, lookup, noise, guess, stats)
+                out[:, t] = guess
             else:
-                local = self._frame(cond, weights, choose, to_global, lookup, noise)
-            out[:, t] = guess = local
-            if t + 1 < n_out:
-                glob = to_global(local.permute(0, 2, 3, 1))  # (B, H, W, n)
-                cond, state = self.stream_step(self.embed(glob, lookup(glob)), state)
+                out[:, t] = self._frame(cond, weights, choose, to_global, lookup, noise)
         return out
 
     @torch.no_grad()
