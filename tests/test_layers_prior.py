@@ -170,18 +170,48 @@ def test_vpn_cached_and_parallel_generation_equal_naive(temperature):
     context = q.global_codes(context_local).permute(0, 1, 4, 2, 3)
     args = (q.global_codes, q.cumulative_codewords)
     out, passes = {}, []
-    for name, run in [("cached", lambda: prior.generate(context, 3, choosers(temperature), *args, parallel=False)),
+    for name, run in [("cached", lambda: prior.generate(context, 3, choosers(temperature), *args, wavefront=False)),
+                      ("wavefront", lambda: prior.generate(context, 3, choosers(temperature), *args)),
                       ("parallel", lambda: prior.generate(context, 3, choosers(temperature), *args, parallel=True, stats=passes)),
                       ("naive", lambda: prior.generate_naive(context, 3, choosers(temperature), *args))]:
         torch.manual_seed(7)
         out[name] = run()
     assert len(passes) == 3 and all(1 <= p <= H * W * N + 1 for p in passes)
     assert out["cached"].shape == (2, 3, N, H, W)
-    assert torch.equal(out["cached"], out["naive"]) and torch.equal(out["parallel"], out["naive"])
+    for name in ("cached", "wavefront", "parallel"):
+        assert torch.equal(out[name], out["naive"]), name
     assert out["cached"].unique().numel() > 1
     if temperature:  # the noise is what decides: another seed gives other codes
         torch.manual_seed(8)
         assert not torch.equal(prior.generate(context, 3, choosers(temperature), *args), out["naive"])
+
+
+@pytest.mark.parametrize("levels,kernel,tables", [(1, 3, True), (3, 3, True), (2, 5, True), (2, 3, False)])
+def test_vpn_wavefront_decoding_equals_the_naive_loop_for_any_depth_and_first_kernel(levels, kernel, tables):
+    """Wavefronts follow the widest kernel (5: three columns per row); the candidate rows cover
+    one level (no candidates), two and three (one level chosen before the candidates); inputs
+    through the precomputed embedding table or, without index embeddings, the plain embedding."""
+    torch.manual_seed(11)
+    q = HRVQ(levels=levels, codebook_size=3, dim=4).double()
+    for level in range(levels):
+        q.table(level).normal_()
+    prior = VPNPrior(levels=levels, classes=q.classes, dim=4, latent_hw=(4, 7), embed=3, hidden=4, blocks=2,
+                     first_kernel_space=kernel, stream_hidden=5, stream_layers=1,
+                     table_sizes=q.sizes if tables else None).double()
+    with torch.no_grad():
+        for param in prior.parameters():
+            param.normal_(0, 0.5)
+    fronts = prior.wavefronts(4, 7)
+    assert sorted(p for f in fronts for p in f) == [(y, x) for y in range(4) for x in range(7)]
+    assert len(fronts) == 7 + (kernel // 2 + 1) * 3
+    context = q.global_codes(torch.randint(0, 3, (2, 2, 4, 7, levels))).permute(0, 1, 4, 2, 3)
+    args = (q.global_codes, q.cumulative_codewords)
+    for temperature in (0.0, 1.0):
+        torch.manual_seed(3)
+        wave = prior.generate(context, 2, choosers(temperature), *args)
+        torch.manual_seed(3)
+        naive = prior.generate_naive(context, 2, choosers(temperature), *args)
+        assert torch.equal(wave, naive) and wave.unique().numel() > 1
 
 
 def test_parallel_decoding_needs_at_most_one_pass_per_code_and_one_from_the_right_guess():

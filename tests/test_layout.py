@@ -89,7 +89,7 @@ def test_eval_overrides_take_eval_keys_and_prediction_fields_only():
     new = eval_overrides(cfg, SHRVQVAE, ["eval.max_clips=5", "model.temperature=1.5"], split="val")
     assert (new.eval.max_clips, new.eval.split, new.model.temperature) == (5, "val", 1.5)
     assert new.train == cfg.train and new.data == cfg.data and cfg.eval.split == "test"  # a new config
-    fields = "model.temperature, model.cached, model.parallel_decoding, model.mbr_samples, model.mbr_temperature"
+    fields = "model.temperature, model.cached, model.wavefront, model.parallel_decoding, model.mbr_samples, model.mbr_temperature"
     for key in ("train.batch_size=2", "model.lam=0"):
         with pytest.raises(ConfigError) as err:
             eval_overrides(cfg, SHRVQVAE, [key])

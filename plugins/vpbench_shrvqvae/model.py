@@ -30,8 +30,9 @@ the first author's public code and VQ-VAE / PixelCNN practice; each is a config 
   codeword (straight-through Gumbel-softmax or softmax); lambda 1 (a third-party reading used
   0.11); with AdamW lambda weighs the two terms in the prior's gradient, not the decoder's step;
 - generation: argmax or temperature sampling, restricted to codewords seen as prior-training
-  targets; cached incremental generation, and for ``vpn`` fixed-point (Jacobi) decoding of each
-  frame (Gumbel-max sampling with noise drawn per frame), all proven identical to the naive path;
+  targets; cached incremental generation, for ``vpn`` by wavefronts of independent positions
+  (the default) or fixed-point (Jacobi) decoding of each frame (Gumbel-max sampling with noise
+  drawn per frame), all proven identical to the naive path;
 - minimum-Bayes-risk frame choice (``mbr_samples``, off by default): per frame, the candidate
   (argmax frame, blank frame, last context frame) with the highest mean SSIM against K sampled
   rollouts; the ground truth is never seen.
@@ -141,6 +142,8 @@ class SHRVQVAEConfig:
     # generation
     temperature: float = 0.0  # 0: argmax; > 0: sample with this temperature
     cached: bool = True  # cached incremental generation (False: naive, for checks only)
+    wavefront: bool = True  # vpn: decode a wavefront of independent positions (and a position's last two
+    # levels) per network evaluation; the same codes as one position at a time, in fewer steps
     parallel_decoding: bool = False  # vpn: decode each frame by fixed-point (Jacobi) iteration; the same codes
     # (off: with trained weights it needs ~24 passes for a frame's 128 codes, slower than the cached path)
     # minimum-Bayes-risk frame choice (0: off): K rollouts sampled at mbr_temperature estimate each
@@ -197,7 +200,7 @@ class SHRVQVAE(nn.Module):
     }
     # config fields that change only how the trained model predicts: they are not part of the run's
     # identity, so `--set model.mbr_samples=8` evaluates the trained weights again instead of retraining
-    predict_fields = ("temperature", "cached", "parallel_decoding", "mbr_samples", "mbr_temperature")
+    predict_fields = ("temperature", "cached", "wavefront", "parallel_decoding", "mbr_samples", "mbr_temperature")
     # `vpbench ablate -m shrvqvae --lambda 0,1` is `--grid lam=0,1`
     ablation_shortcuts = {"lambda": "lam", "levels": "levels", "codebook-size": "codebook_size", "quantizer": "quantizer"}
 
@@ -345,7 +348,8 @@ class SHRVQVAE(nn.Module):
         prior, to_global = self.prior, self.quantizer.global_codes
         generate = prior.generate if self.config.cached else prior.generate_naive
         if self.config.prior == "vpn":
-            extra = {"parallel": self.config.parallel_decoding} if self.config.cached else {}
+            c = self.config
+            extra = {"parallel": c.parallel_decoding, "wavefront": c.wavefront} if c.cached else {}
             return generate(glob, n_out, choose, to_global, self.quantizer.cumulative_codewords, **extra)
         return generate(glob, n_out, choose, to_global)
 

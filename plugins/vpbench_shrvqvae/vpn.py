@@ -14,10 +14,11 @@ with dilated encoders, and the conditioning added to the gates of Gated PixelCNN
 den Oord et al. 2016, conditional form) instead of VPN's multiplicative units.
 
 Generation: :meth:`VPNPrior.generate` advances the stream once per frame and evaluates the
-spatial network at one position per step from cached layer inputs of earlier positions, or
-(``parallel``) decodes the frame by fixed-point iteration over whole-frame passes;
-:meth:`VPNPrior.generate_naive` re-runs the whole model on the whole clip at every step. All
-give identical codes (tested).
+spatial network from cached layer inputs of earlier positions: a wavefront of positions that
+cannot depend on each other per step, with a position's last two levels in the same step
+(``wavefront``, the default), or one position and level per step, or (``parallel``) decodes the
+frame by fixed-point iteration over whole-frame passes; :meth:`VPNPrior.generate_naive` re-runs
+the whole model on the whole clip at every step. All give identical codes (tested).
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ class VPNPrior(nn.Module):
         self.blocks = nn.ModuleList(GatedBlock(channels, (1, kernel_space, kernel_space), n) for _ in range(blocks))
         self.conds = nn.ModuleList(nn.Conv2d(stream_hidden, 2 * channels, 1) for _ in range(blocks))
         self.head = GroupLinear(channels, n * classes, n, "B")
+        self._plans: dict = {}  # the last wavefront schedule, by batch, grid and device
 
     # -- temporal stream ------------------------------------------------------------------
     def stream_start(self, batch: int, like: torch.Tensor) -> list:
@@ -218,16 +220,157 @@ class VPNPrior(nn.Module):
             stats.append(passes)
         return local
 
+    # -- wavefront generation ----------------------------------------------------------
+    def wavefronts(self, hh: int, ww: int) -> list[list[tuple[int, int]]]:
+        """Positions in decoding steps: ``(y, x)`` with ``x + s * y == step``, where ``s`` is one
+        more than the widest kernel radius. A position's inputs reach at most that radius to the
+        right per row above, so no position depends on another of its own step."""
+        s = max(conv.kernel[2] // 2 for conv in self._layers()) + 1
+        return [[(y, step - s * y) for y in range(hh) if 0 <= step - s * y < ww] for step in range(ww + s * (hh - 1))]
+
+    def _embed_table(self, lookup: Callable, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`embed` as one table: ``embed(glob) == table[glob + offsets].sum(-2) + bias``. Row
+        ``(j, code)`` holds what that level-``j`` code adds to every group ``g >= j`` (its codeword
+        through group ``g``'s projection, linear, and at ``g == j`` its index embedding)."""
+        n = self.levels
+        rows = []
+        for j, size in enumerate(emb.num_embeddings for emb in self.index_embeds):
+            probe = torch.zeros(size, n, dtype=torch.long, device=device)
+            probe[:, j] = torch.arange(size, device=device)
+            cum = lookup(probe)  # (size, n, D): cumulative, so level j's own codeword is a difference
+            codeword = cum[:, j] - (cum[:, j - 1] if j else 0)
+            rows.append(torch.cat([codeword @ self.inputs[g].weight.t() * (g >= j)
+                                   + (self.index_embeds[g].weight if g == j else 0) for g in range(n)], -1))
+        sizes = torch.tensor([r.shape[0] for r in rows], device=device)
+        offsets = torch.cumsum(sizes, 0) - sizes
+        return torch.cat(rows), offsets, torch.cat([proj.bias for proj in self.inputs])
+
+    def _fused(self, cond: torch.Tensor) -> tuple[list, torch.Tensor]:
+        """Per layer of one frame: the masked current-frame kernel split into the matrix of its
+        earlier positions (``kh * kw * Cin`` rows, centre zeroed) and of the position's own input
+        (a block's two convolutions side by side; its projection masked); and, for all layers side
+        by side, the bias plus the stream's condition at every position ``(B * H * W, sum Cout)``."""
+        terms = self.cond_terms(cond)
+
+        def split(conv: CausalConv3d) -> tuple[torch.Tensor, torch.Tensor]:
+            around, centre = conv.incremental_weights()  # (Cout, Cin, kh, kw), (Cout, Cin)
+            return around.permute(2, 3, 1, 0).flatten(0, 2), centre.t()
+
+        layers, pres = [(*split(self.conv_in), None)], [terms[0] + self.conv_in.bias[:, None, None]]
+        for i, block in enumerate(self.blocks):
+            (pa, ca), (pb, cb) = split(block.conv_a), split(block.conv_b)
+            pres += [terms[2 * i + 1] + block.conv_a.bias[:, None, None], terms[2 * i + 2] + block.conv_b.bias[:, None, None]]
+            layers.append((torch.cat([pa, pb], 1), torch.cat([ca, cb], 1),
+                           ((block.proj.weight * block.proj.mask).t(), block.proj.bias)))
+        return layers, torch.cat(pres, 1).permute(0, 2, 3, 1).flatten(0, 2)
+
+    def _plan(self, b: int, hh: int, ww: int, device: torch.device) -> list[dict]:
+        """The wavefront schedule of a ``b x hh x ww`` frame, with every index it needs: per front
+        its rows (batch, y, x), and per layer the flat cache indices of each row's patch and own
+        cell, for the front alone and with the previous front's rows first (written, then read)."""
+        pads = [conv.kernel[1:] for conv in [self.conv_in] + [block.conv_a for block in self.blocks]]
+
+        def indices(bs, ys, xs):
+            out = [(bs * hh + ys) * ww + xs]
+            for kh, kw in pads:
+                base = (bs * (hh + kh - 1) + ys) * (ww + kw - 1) + xs
+                dy = torch.arange(kh, device=device)[:, None] * (ww + kw - 1)
+                out.append(((base[:, None, None] + dy + torch.arange(kw, device=device)).flatten(),
+                            base + (kh // 2) * (ww + kw - 1) + kw // 2))
+            return out
+
+        plan, previous = [], None
+        for front in self.wavefronts(hh, ww):
+            ys = torch.tensor([y for y, _ in front], device=device).repeat(b)
+            xs = torch.tensor([x for _, x in front], device=device).repeat(b)
+            bs = torch.arange(b, device=device).repeat_interleave(len(front))
+            step = {"rows": (bs, ys, xs), "alone": indices(bs, ys, xs), "arange": torch.arange(bs.shape[0], device=device)}
+            step["after"] = step["alone"] if previous is None else indices(
+                *(torch.cat([a, c]) for a, c in zip(previous, (bs, ys, xs))))
+            plan.append(step)
+            previous = (bs, ys, xs)
+        return plan
+
+    def _frame_wavefront(self, cond: torch.Tensor, choose: Callable, to_global: Callable, lookup: Callable,
+                         noise: torch.Tensor, plan: list[dict], table: tuple | None = None) -> torch.Tensor:
+        """The same codes as :meth:`_frame` in fewer steps: the positions of a wavefront together
+        (``plan``: :meth:`_plan`); the last two levels of a position in one evaluation over every
+        code of the second-to-last as candidate rows (each gives the last level's logits under one
+        candidate; the rows of a position share its cached neighbourhood, so only the own-input
+        term is per row); and the layer inputs of a finished wavefront written into the caches in
+        the next one's first evaluation, layer by layer, before that layer reads them.
+        ``table``: :meth:`_embed_table`, or None for :meth:`embed`."""
+        b, _, hh, ww = cond.shape
+        n, k, dev = self.levels, self.classes, cond.device
+        layers, pre_all = self._fused(cond)
+        widths = [w_own.shape[1] for _, w_own, _ in layers]
+        head_w, head_b = (self.head.weight * self.head.mask).t(), self.head.bias
+        convs = [self.conv_in] + [block.conv_a for block in self.blocks]
+        caches = [cond.new_zeros(b * (hh + c.kernel[1] - 1) * (ww + c.kernel[2] - 1), c.weight.shape[1]) for c in convs]
+
+        def embed(glob: torch.Tensor) -> torch.Tensor:
+            if table is None:
+                return self.embed(glob, lookup(glob))
+            rows, offsets, bias = table
+            return rows[glob + offsets].sum(-2) + bias
+
+        def evaluate(index, glob: torch.Tensor, m: int) -> torch.Tensor:
+            """Logits ``(G - m, R, n, classes)`` of ``G`` positions with ``R`` code rows each
+            (``glob (G, R, n)``); the first ``m`` positions are written into the caches."""
+            v = embed(glob)
+            pre = pre_all.index_select(0, index[0]).split(widths, 1)
+            for (w_patch, w_own, proj), cache, (patch_index, own), bias in zip(layers, caches, index[1:], pre):
+                if m:
+                    cache.index_copy_(0, own[:m], v[:m, 0])
+                patch = cache.index_select(0, patch_index).view(v.shape[0], -1)
+                z = torch.addmm(bias, patch, w_patch)[:, None] + v @ w_own
+                if proj is None:
+                    v = z
+                else:
+                    gate_a, gate_b = z.chunk(2, -1)
+                    v = v + (torch.tanh(gate_a) * torch.sigmoid(gate_b)) @ proj[0] + proj[1]
+            return (torch.relu(v[m:]) @ head_w + head_b).unflatten(-1, (n, k))
+
+        out = torch.zeros(b, n, hh, ww, dtype=torch.long, device=dev)
+        stored = None  # global codes (G, n) of the last front, not yet in the caches
+        cands = torch.arange(k, device=dev)
+        width = 1 if n == 1 else k  # code rows per position in a front's last evaluation
+        g = max(n - 2, 0)  # the level with candidate rows
+        for step in plan:
+            bs, ys, xs = step["rows"]
+            rows, m = bs.shape[0], 0 if stored is None else stored.shape[0]
+            index = step["after"] if m else step["alone"]
+            local = torch.zeros(rows, n, dtype=torch.long, device=dev)
+            for level in range(g):  # levels before the last two, one at a time
+                glob = to_global(local)
+                logits = evaluate(index, (torch.cat([stored, glob]) if m else glob)[:, None], m)[:, 0, level]
+                index, m = step["alone"], 0
+                local[:, level] = choose(logits, level, glob[:, level - 1] if level else None, noise[bs, ys, xs, level])
+            cand = local[:, None].repeat(1, width, 1)
+            if n > 1:
+                cand[:, :, g] = cands
+            glob = to_global(cand)  # (rows, width, n)
+            logits = evaluate(index, torch.cat([stored[:, None].expand(-1, width, -1), glob]) if m else glob, m)
+            local[:, g] = choice = choose(logits[:, 0, g], g, glob[:, 0, g - 1] if g else None, noise[bs, ys, xs, g])
+            if n > 1:
+                picked = step["arange"]
+                local[:, n - 1] = choose(logits[picked, choice, n - 1], n - 1, glob[picked, choice, g],
+                                         noise[bs, ys, xs, n - 1])
+            out[bs, :, ys, xs] = local
+            stored = to_global(local)
+        return out
+
     @torch.no_grad()
     def generate(self, context: torch.Tensor, n_out: int, choose: Callable, to_global: Callable,
-                 lookup: Callable, parallel: bool = False, stats: list | None = None) -> torch.Tensor:
+                 lookup: Callable, parallel: bool = False, stats: list | None = None,
+                 wavefront: bool = True) -> torch.Tensor:
         """Future local codes ``(B, n_out, n, H, W)`` after the context's global codes
         ``(B, T0, n, H, W)``. ``choose(logits (N, classes), level, parent_global or None, noise
         (N, classes)) -> local (N,)`` picks codes; ``to_global`` walks the tree (local ``(..., n)``
         -> global); ``lookup(global (..., n)) -> (..., n, D)`` gives cumulative codewords. The
         stream advances once per frame; each frame is decoded by fixed-point iteration
-        (``parallel``, the number of passes appended to ``stats``) or position by position from
-        cached layer inputs: identical codes."""
+        (``parallel``, the number of passes appended to ``stats``), by wavefronts (``wavefront``)
+        or position by position from cached layer inputs: identical codes."""
         b, t0, n, hh, ww = context.shape
         glob = context.permute(0, 1, 3, 4, 2)  # (B, T0, H, W, n)
         frames = self.embed(glob, lookup(glob))
@@ -235,6 +378,12 @@ class VPNPrior(nn.Module):
         for i in range(t0):
             cond, state = self.stream_step(frames[:, i], state)
         weights = {id(conv): conv.incremental_weights() for conv in self._layers()}
+        if wavefront:
+            key = (b, hh, ww, str(context.device))
+            if key not in self._plans:  # the schedule depends on the shape only
+                self._plans = {key: self._plan(b, hh, ww, context.device)}
+            plan = self._plans[key]
+            table = self._embed_table(lookup, context.device) if len(self.index_embeds) else None
         out = torch.zeros(b, n_out, n, hh, ww, dtype=torch.long, device=context.device)
         guess = context[:, -1].clone()
         if n > 1:  # the last context frame's local codes
@@ -249,6 +398,8 @@ class VPNPrior(nn.Module):
             if parallel:
                 guess = self._frame_parallel(cond, choose, to_global, lookup, noise, guess, stats)
                 out[:, t] = guess
+            elif wavefront:
+                out[:, t] = self._frame_wavefront(cond, choose, to_global, lookup, noise, plan, table)
             else:
                 out[:, t] = self._frame(cond, weights, choose, to_global, lookup, noise)
         return out
