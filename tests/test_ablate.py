@@ -12,7 +12,8 @@ from vpbench_shrvqvae.model import SHRVQVAE
 
 FAST = ["--preset", "smoke", "--set", "model.ae_steps=30", "--set", "model.prior_steps=20", "--set",
         "model.joint_steps=8", "--set", "data.n_test=6", "--set", "eval.examples=0", "--set", "eval.bootstrap=50",
-        "--set", "data.n_train=32", "--set", "data.n_val=8"]
+        "--set", "data.n_train=32", "--set", "data.n_val=8", "--set", "data.size=32", "--set", "data.glyph_size=14",
+        "--set", "eval.profile=false"]  # 32 x 32 frames: an 8 x 8 latent, a quarter of the smoke preset's generation
 
 
 def test_shared_stage_follows_the_models_late_fields():
