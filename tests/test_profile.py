@@ -129,3 +129,16 @@ def test_an_affine_loop_runs_four_items_while_counting_and_a_quadratic_one_runs_
         assert sorted(ran) == runs
         assert got.flops == count_flops(lambda x, c=cost, r=full: loop(x, c, r), make, sampled=False).flops
         assert got.flops == 2 * 3 * 3 * sum(cost(t) for t in range(10)) and len(full) == 10
+
+
+def test_a_slow_call_is_timed_once_and_a_fast_one_after_warm_up():
+    import time
+
+    from vpbench.profile import time_calls
+
+    calls = []
+    slow = time_calls(lambda: (calls.append(1), time.sleep(0.06)), torch.device("cpu"), warmup=2, repeats=5, budget_s=0.05)
+    assert len(slow) == 1 and slow[0] >= 0.06 and len(calls) == 1  # the warm-up call over the budget is the measurement
+    calls.clear()
+    fast = time_calls(lambda: calls.append(1), torch.device("cpu"), warmup=2, repeats=5, budget_s=0.05)
+    assert len(fast) == 5 and len(calls) == 7  # two warm-up calls, five timed
