@@ -291,3 +291,27 @@ def _raising_plugin():
         register(Raiser)
 
     return types.SimpleNamespace(vpbench_register_models=vpbench_register_models)
+
+
+def test_the_revision_is_the_one_a_command_started_with(tmp_path):
+    """A commit made while a long command runs does not relabel its results: the report names the
+    revision the command started from and says the checkout moved."""
+    import subprocess
+
+    from vpbench.provenance import git_revision, pin_revision
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    git("init", "-q")
+    (tmp_path / "f").write_text("1")
+    git("add", "f")
+    git("commit", "-qm", "one")
+    first = git("rev-parse", "HEAD")
+    assert git_revision(tmp_path) == first  # nothing pinned: the checkout as it is
+    pin_revision(tmp_path)
+    (tmp_path / "f").write_text("2")
+    git("commit", "-qam", "two")
+    second = git("rev-parse", "HEAD")
+    assert git_revision(tmp_path) == f"{first} (the checkout moved to {second} while this command ran)"

@@ -16,10 +16,10 @@ import torch
 
 from vpbench.runtime import native_bf16_cpu
 
+_AT_START: dict[Path, str] = {}  # the revision each checkout had when this process pinned it
 
-def git_revision(path: Path | None = None) -> str:
-    """``<sha>`` or ``<sha>+dirty`` of the checkout holding vpbench, else ``unknown``."""
-    path = path or Path(__file__).resolve().parent
+
+def _query(path: Path) -> str:
     try:
         sha = subprocess.run(
             ["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
@@ -33,6 +33,24 @@ def git_revision(path: Path | None = None) -> str:
         return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown (git not available)"
+
+
+def _checkout(path: Path | None) -> Path:
+    return (path or Path(__file__).resolve().parent).resolve()
+
+
+def pin_revision(path: Path | None = None) -> None:
+    """Remember the revision now (a command's start: the code it runs is the code it loaded)."""
+    _AT_START.setdefault(_checkout(path), _query(_checkout(path)))
+
+
+def git_revision(path: Path | None = None) -> str:
+    """``<sha>`` or ``<sha>+dirty`` of the checkout holding vpbench, else ``unknown``; the pinned
+    revision when :func:`pin_revision` ran, saying so if the checkout has moved since."""
+    path = _checkout(path)
+    now = _query(path)
+    start = _AT_START.get(path, now)
+    return now if start == now else f"{start} (the checkout moved to {now} while this command ran)"
 
 
 def device_description(device: torch.device) -> str:

@@ -88,7 +88,9 @@ _register_builtin_commands()
 def main() -> None:
     """Console-script entry point: add plugin commands, then run the app."""
     from vpbench.plugins import get_harness
+    from vpbench.provenance import pin_revision
 
+    pin_revision()  # reports made at the end of a long command name the code it started with
     try:
         harness = get_harness()
         harness.register_commands(app)
