@@ -95,7 +95,8 @@ def sampled_loop(items: Iterable[T]) -> Iterable[T]:
     taken to cost an affine function of their index (the same each, or growing by the same
     amount: attention over a growing cache), and only items 0, 1, 2 and the last run; the count
     stands for all ``n``. If the last one's cost is not in line with items 1 and 2, the items
-    in between run too, so the count stays exact; it is fast only where the loop is affine.
+    in between run too (after it), so the count stays exact; it is fast only where the loop is
+    affine.
 
     Declare it only on loops whose skipped items change no later item's shapes (state in
     preallocated tensors, not in lists that grow); a model's tests compare the sampled count
