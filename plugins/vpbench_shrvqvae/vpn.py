@@ -146,6 +146,10 @@ class VPNPrior(nn.Module):
     def _layers(self) -> list[CausalConv3d]:
         return [self.conv_in] + [conv for block in self.blocks for conv in (block.conv_a, block.conv_b)]
 
+    def _cached_convs(self) -> list[CausalConv3d]:
+        """One convolution per layer whose inputs are cached (a block's two read the same input)."""
+        return [self.conv_in] + [block.conv_a for block in self.blocks]
+
     def noise(self, like: torch.Tensor) -> torch.Tensor:
         """Gumbel noise ``(B, H, W, n, classes)`` for one frame, drawn from the global RNG: with it
         fixed, sampling is a deterministic function of the logits (Gumbel-max), the same for every
@@ -162,7 +166,7 @@ class VPNPrior(nn.Module):
         n = self.levels
         extra = self.cond_terms(cond)
         caches = []
-        for conv in [self.conv_in] + [block.conv_a for block in self.blocks]:
+        for conv in self._cached_convs():
             _, kh, kw = conv.kernel
             cin = conv.weight.shape[1]
             caches.append(cond.new_zeros(b, cin, hh + kh - 1, ww + kw - 1))
@@ -245,30 +249,34 @@ class VPNPrior(nn.Module):
         offsets = torch.cumsum(sizes, 0) - sizes
         return torch.cat(rows), offsets, torch.cat([proj.bias for proj in self.inputs])
 
-    def _fused(self, cond: torch.Tensor) -> tuple[list, torch.Tensor]:
-        """Per layer of one frame: the masked current-frame kernel split into the matrix of its
-        earlier positions (``kh * kw * Cin`` rows, centre zeroed) and of the position's own input
-        (a block's two convolutions side by side; its projection masked); and, for all layers side
-        by side, the bias plus the stream's condition at every position ``(B * H * W, sum Cout)``."""
-        terms = self.cond_terms(cond)
+    def _fused_weights(self) -> list:
+        """Per layer, the masked current-frame kernel split into the matrix of its earlier positions
+        (``kh * kw * Cin`` rows, centre zeroed) and of the position's own input (a block's two
+        convolutions side by side, with its masked projection); then the masked head."""
 
         def split(conv: CausalConv3d) -> tuple[torch.Tensor, torch.Tensor]:
             around, centre = conv.incremental_weights()  # (Cout, Cin, kh, kw), (Cout, Cin)
             return around.permute(2, 3, 1, 0).flatten(0, 2), centre.t()
 
-        layers, pres = [(*split(self.conv_in), None)], [terms[0] + self.conv_in.bias[:, None, None]]
-        for i, block in enumerate(self.blocks):
+        layers = [(*split(self.conv_in), None)]
+        for block in self.blocks:
             (pa, ca), (pb, cb) = split(block.conv_a), split(block.conv_b)
-            pres += [terms[2 * i + 1] + block.conv_a.bias[:, None, None], terms[2 * i + 2] + block.conv_b.bias[:, None, None]]
             layers.append((torch.cat([pa, pb], 1), torch.cat([ca, cb], 1),
                            ((block.proj.weight * block.proj.mask).t(), block.proj.bias)))
-        return layers, torch.cat(pres, 1).permute(0, 2, 3, 1).flatten(0, 2)
+        return layers + [((self.head.weight * self.head.mask).t(), self.head.bias)]
+
+    def _condition_table(self, cond: torch.Tensor) -> torch.Tensor:
+        """Every layer's bias plus the stream's condition at every position of one frame, side by
+        side: ``(B * H * W, sum Cout)``."""
+        terms = self.cond_terms(cond)
+        biases = [self.conv_in.bias] + [conv.bias for block in self.blocks for conv in (block.conv_a, block.conv_b)]
+        return torch.cat([t + bias[:, None, None] for t, bias in zip(terms, biases)], 1).permute(0, 2, 3, 1).flatten(0, 2)
 
     def _plan(self, b: int, hh: int, ww: int, device: torch.device) -> list[dict]:
         """The wavefront schedule of a ``b x hh x ww`` frame, with every index it needs: per front
         its rows (batch, y, x), and per layer the flat cache indices of each row's patch and own
         cell, for the front alone and with the previous front's rows first (written, then read)."""
-        pads = [conv.kernel[1:] for conv in [self.conv_in] + [block.conv_a for block in self.blocks]]
+        pads = [conv.kernel[1:] for conv in self._cached_convs()]
 
         def indices(bs, ys, xs):
             out = [(bs * hh + ys) * ww + xs]
@@ -292,21 +300,21 @@ class VPNPrior(nn.Module):
         return plan
 
     def _frame_wavefront(self, cond: torch.Tensor, choose: Callable, to_global: Callable, lookup: Callable,
-                         noise: torch.Tensor, plan: list[dict], table: tuple | None = None) -> torch.Tensor:
+                         noise: torch.Tensor, plan: list[dict], fused: list, table: tuple | None = None) -> torch.Tensor:
         """The same codes as :meth:`_frame` in fewer steps: the positions of a wavefront together
         (``plan``: :meth:`_plan`); the last two levels of a position in one evaluation over every
         code of the second-to-last as candidate rows (each gives the last level's logits under one
         candidate; the rows of a position share its cached neighbourhood, so only the own-input
         term is per row); and the layer inputs of a finished wavefront written into the caches in
         the next one's first evaluation, layer by layer, before that layer reads them.
-        ``table``: :meth:`_embed_table`, or None for :meth:`embed`."""
+        ``fused``: :meth:`_fused_weights`; ``table``: :meth:`_embed_table`, or None for :meth:`embed`."""
         b, _, hh, ww = cond.shape
         n, k, dev = self.levels, self.classes, cond.device
-        layers, pre_all = self._fused(cond)
+        *layers, (head_w, head_b) = fused
+        pre_all = self._condition_table(cond)
         widths = [w_own.shape[1] for _, w_own, _ in layers]
-        head_w, head_b = (self.head.weight * self.head.mask).t(), self.head.bias
-        convs = [self.conv_in] + [block.conv_a for block in self.blocks]
-        caches = [cond.new_zeros(b * (hh + c.kernel[1] - 1) * (ww + c.kernel[2] - 1), c.weight.shape[1]) for c in convs]
+        caches = [cond.new_zeros(b * (hh + c.kernel[1] - 1) * (ww + c.kernel[2] - 1), c.weight.shape[1])
+                  for c in self._cached_convs()]
 
         def embed(glob: torch.Tensor) -> torch.Tensor:
             if table is None:
@@ -377,17 +385,19 @@ class VPNPrior(nn.Module):
         state = self.stream_start(b, frames)
         for i in range(t0):
             cond, state = self.stream_step(frames[:, i], state)
-        weights = {id(conv): conv.incremental_weights() for conv in self._layers()}
-        if wavefront:
+        if parallel:
+            guess = context[:, -1].clone()
+            if n > 1:  # the last context frame's local codes
+                guess[:, 1:] = context[:, -1, 1:] % self.classes
+        elif wavefront:
             key = (b, hh, ww, str(context.device))
             if key not in self._plans:  # the schedule depends on the shape only
                 self._plans = {key: self._plan(b, hh, ww, context.device)}
-            plan = self._plans[key]
+            plan, fused = self._plans[key], self._fused_weights()
             table = self._embed_table(lookup, context.device) if len(self.index_embeds) else None
+        else:
+            weights = {id(conv): conv.incremental_weights() for conv in self._layers()}
         out = torch.zeros(b, n_out, n, hh, ww, dtype=torch.long, device=context.device)
-        guess = context[:, -1].clone()
-        if n > 1:  # the last context frame's local codes
-            guess[:, 1:] = context[:, -1, 1:] % self.classes
         # a sequential frame costs the same every time (FLOP counts run three); a parallel one, as many
         # passes as its fixed point needs
         for t in range(n_out) if parallel else sampled_loop(range(n_out)):
@@ -399,7 +409,7 @@ class VPNPrior(nn.Module):
                 guess = self._frame_parallel(cond, choose, to_global, lookup, noise, guess, stats)
                 out[:, t] = guess
             elif wavefront:
-                out[:, t] = self._frame_wavefront(cond, choose, to_global, lookup, noise, plan, table)
+                out[:, t] = self._frame_wavefront(cond, choose, to_global, lookup, noise, plan, fused, table)
             else:
                 out[:, t] = self._frame(cond, weights, choose, to_global, lookup, noise)
         return out
