@@ -142,3 +142,25 @@ def test_a_slow_call_is_timed_once_and_a_fast_one_after_warm_up():
     calls.clear()
     fast = time_calls(lambda: calls.append(1), torch.device("cpu"), warmup=2, repeats=5, budget_s=0.05)
     assert len(fast) == 5 and len(calls) == 7  # two warm-up calls, five timed
+
+
+def test_throughput_tries_only_batches_whose_call_fits_the_budget():
+    import time
+
+    class Sleepy(nn.Module):
+        def __init__(self, seconds):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(1))
+            self.seconds, self.batches = seconds, []
+
+        def predict(self, context, n_out):
+            self.batches.append(context.shape[0])
+            time.sleep(self.seconds)
+            return context[:, -1:].expand(-1, n_out, -1, -1, -1)
+
+    spec = DataSpec(3, 2, 1, 8, 8)
+    slow, fast = Sleepy(0.03), Sleepy(0.0)
+    speed = measure_speed(slow, spec, torch.device("cpu"), max_batch=8, budget_s=0.05)
+    assert set(slow.batches) == {1} and speed.throughput_batch == 1 and speed.latency_ms >= 30  # batch 2: ~0.06 s
+    measure_speed(fast, spec, torch.device("cpu"), max_batch=8, budget_s=0.05)
+    assert set(fast.batches) == {1, 2, 4, 8}
