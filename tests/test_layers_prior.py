@@ -12,7 +12,7 @@ from vpbench.layers.attention import CausalSTAttention
 from vpbench.layers.hrvq import HRVQ
 from vpbench.layers.masked_conv import CausalConv3d, GatedBlock, causal_mask
 from vpbench_shrvqvae.prior import STPixelCNN
-from vpbench_shrvqvae.vpn import VPNPrior
+from vpbench_shrvqvae.vpn import VPNPrior, causal_cells
 
 T, H, W, N = 3, 3, 4, 2  # frames, rows, columns, levels
 
@@ -186,16 +186,17 @@ def test_vpn_cached_and_parallel_generation_equal_naive(temperature):
         assert not torch.equal(prior.generate(context, 3, choosers(temperature), *args), out["naive"])
 
 
-@pytest.mark.parametrize("levels,kernel,tables", [(1, 3, True), (3, 3, True), (2, 5, True), (2, 3, False)])
-def test_vpn_wavefront_decoding_equals_the_naive_loop_for_any_depth_and_first_kernel(levels, kernel, tables):
-    """Wavefronts follow the widest kernel (5: three columns per row); the candidate rows cover
-    one level (no candidates), two and three (one level chosen before the candidates); inputs
-    through the precomputed embedding table or, without index embeddings, the plain embedding."""
+@pytest.mark.parametrize("levels,kernel,tables,blocks",
+                         [(1, 3, True, 2), (3, 3, True, 2), (2, 5, True, 2), (2, 3, False, 2), (2, 5, True, 0)])
+def test_vpn_wavefront_decoding_equals_the_naive_loop_for_any_depth_and_first_kernel(levels, kernel, tables, blocks):
+    """Wavefronts follow the widest kernel (5: three columns per row); one, two and three levels
+    (each through its own channel groups); inputs through the precomputed embedding table or,
+    without index embeddings, the plain embedding; no gated blocks (the first layer alone)."""
     torch.manual_seed(11)
     q = HRVQ(levels=levels, codebook_size=3, dim=4).double()
     for level in range(levels):
         q.table(level).normal_()
-    prior = VPNPrior(levels=levels, classes=q.classes, dim=4, latent_hw=(4, 7), embed=3, hidden=4, blocks=2,
+    prior = VPNPrior(levels=levels, classes=q.classes, dim=4, latent_hw=(4, 7), embed=3, hidden=4, blocks=blocks,
                      first_kernel_space=kernel, stream_hidden=5, stream_layers=1,
                      table_sizes=q.sizes if tables else None).double()
     with torch.no_grad():
@@ -212,6 +213,44 @@ def test_vpn_wavefront_decoding_equals_the_naive_loop_for_any_depth_and_first_ke
         torch.manual_seed(3)
         naive = prior.generate_naive(context, 2, choosers(temperature), *args)
         assert torch.equal(wave, naive) and wave.unique().numel() > 1
+
+
+def test_causal_cells_are_the_rows_above_and_the_columns_to_the_left():
+    dy, dx = causal_cells(3, 3)
+    assert list(zip(dy.tolist(), dx.tolist())) == [(0, 0), (0, 1), (0, 2), (1, 0)]
+    dy, dx = causal_cells(5, 5)
+    assert list(zip(dy.tolist(), dx.tolist())) == [(y, x) for y in range(2) for x in range(5)] + [(2, 0), (2, 1)]
+    # the cells a current-frame mask keeps (centre aside) are exactly these
+    mask = causal_mask(1, 1, (1, 5, 5), 1, "A")[0, 0, 0]
+    mask[2, 2] = 0
+    assert sorted(map(tuple, mask.nonzero().tolist())) == sorted(zip(dy.tolist(), dx.tolist()))
+
+
+def test_no_layer_of_the_vpn_prior_reads_the_last_code_of_its_own_position():
+    """What wavefront decoding relies on to write a front's block inputs from the last level's
+    pass: a new last-level code at a position leaves every block's input there (and at every
+    earlier position) unchanged, and changes the logits of later positions."""
+    q, prior = make_vpn(seed=2)
+    inputs: list[torch.Tensor] = []
+    hooks = [block.register_forward_pre_hook(lambda _, args: inputs.append(args[0])) for block in prior.blocks]
+    local = torch.randint(0, 3, (1, T, H, W, N))
+    other = local.clone()
+    t, y, x = 1, 1, 2
+    other[0, t, y, x, N - 1] = (local[0, t, y, x, N - 1] + 1) % 3
+    outs = []
+    with torch.no_grad():
+        for codes in (local, other):
+            glob = q.global_codes(codes)
+            outs.append(prior(glob, q.cumulative_codewords(glob)))
+    for hook in hooks:
+        hook.remove()
+    assert len(inputs) == 2 * len(prior.blocks)
+    for a, b in zip(inputs[: len(prior.blocks)], inputs[len(prior.blocks):]):  # (B*T, C, 1, H, W)
+        a, b = a[t, :, 0].flatten(1), b[t, :, 0].flatten(1)
+        assert torch.equal(a[:, : y * W + x + 1], b[:, : y * W + x + 1])
+        assert not torch.equal(a, b)  # later positions do read it
+    later = outs[0][0, t, :, :, y, x + 1]
+    assert not torch.equal(later, outs[1][0, t, :, :, y, x + 1])
 
 
 def test_parallel_decoding_needs_at_most_one_pass_per_code_and_one_from_the_right_guess():

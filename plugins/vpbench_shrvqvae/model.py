@@ -142,8 +142,8 @@ class SHRVQVAEConfig:
     # generation
     temperature: float = 0.0  # 0: argmax; > 0: sample with this temperature
     cached: bool = True  # cached incremental generation (False: naive, for checks only)
-    wavefront: bool = True  # vpn: decode a wavefront of independent positions (and a position's last two
-    # levels) per network evaluation; the same codes as one position at a time, in fewer steps
+    wavefront: bool = True  # vpn: decode a wavefront of independent positions per step; the same codes as
+    # one position at a time, in fewer steps
     parallel_decoding: bool = False  # vpn: decode each frame by fixed-point (Jacobi) iteration; the same codes
     # (off: with trained weights it needs ~24 passes for a frame's 128 codes, slower than the cached path)
     # minimum-Bayes-risk frame choice (0: off): K rollouts sampled at mbr_temperature estimate each
@@ -379,23 +379,27 @@ class SHRVQVAE(nn.Module):
         return total.flatten(0, 1).permute(0, 3, 1, 2)
 
     # -- prediction -----------------------------------------------------------------------
-    def valid_children(self, level: int, parent: torch.Tensor | None, batch: int) -> torch.Tensor:
-        seen = getattr(self, f"prior_seen{level}")
-        q = self.quantizer
-        if parent is not None and q.mode == "tree":
-            return seen[parent[:, None] * q.M + torch.arange(q.M, device=seen.device)]
-        return seen[None].expand(batch, -1)
+    def forbidden_children(self) -> list[torch.Tensor]:
+        """Per level, the codes the prior never saw in training, as a mask ``(parents, M)`` (tree
+        mode below the top level: a row per parent's global code) or ``(1, classes)``; a parent
+        with no seen child (an untrained prior) forbids none."""
+        q, out = self.quantizer, []
+        for level in range(q.levels):
+            seen = getattr(self, f"prior_seen{level}")
+            seen = seen.view(-1, q.M) if level and q.mode == "tree" else seen[None]
+            out.append(~seen & seen.any(-1, keepdim=True))
+        return out
 
     def _chooser(self, device: torch.device, temperature: float | None = None):
         """Argmax, or sampling from the global RNG (the evaluator seeds it per batch and sample)."""
         temperature = self.config.temperature if temperature is None else temperature
+        forbidden = [mask.to(device) for mask in self.forbidden_children()]
+        by_parent = self.quantizer.mode == "tree"
 
         def choose(logits: torch.Tensor, level: int, parent: torch.Tensor | None,
                    noise: torch.Tensor | None = None) -> torch.Tensor:
-            logits = logits.float()
-            valid = self.valid_children(level, parent, logits.shape[0])
-            usable = valid.any(-1, keepdim=True)  # no seen child (untrained prior): no mask
-            logits = logits.masked_fill(usable & ~valid, float("-inf"))
+            mask = forbidden[level].index_select(0, parent) if level and by_parent else forbidden[level]
+            logits = logits.float().masked_fill(mask, float("-inf"))
             if temperature == 0:
                 return logits.argmax(-1)
             if noise is not None:  # Gumbel-max with the caller's noise: a sample of softmax(logits / T)

@@ -15,10 +15,11 @@ den Oord et al. 2016, conditional form) instead of VPN's multiplicative units.
 
 Generation: :meth:`VPNPrior.generate` advances the stream once per frame and evaluates the
 spatial network from cached layer inputs of earlier positions: a wavefront of positions that
-cannot depend on each other per step, with a position's last two levels in the same step
-(``wavefront``, the default), or one position and level per step, or (``parallel``) decodes the
-frame by fixed-point iteration over whole-frame passes; :meth:`VPNPrior.generate_naive` re-runs
-the whole model on the whole clip at every step. All give identical codes (tested).
+cannot depend on each other per step, each level through only the channel groups its logits
+read (``wavefront``, the default), or one position and level per step, or (``parallel``)
+decodes the frame by fixed-point iteration over whole-frame passes;
+:meth:`VPNPrior.generate_naive` re-runs the whole model on the whole clip at every step. All
+give identical codes (tested).
 """
 
 from __future__ import annotations
@@ -46,6 +47,13 @@ class ConvLSTMCell(nn.Module):
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
         return h, (h, c)
+
+
+def causal_cells(kh: int, kw: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column offsets, in a ``kh x kw`` window, of the earlier positions a masked kernel of
+    the current frame reads: the rows above and the columns left of the centre."""
+    cells = [(y, x) for y in range(kh // 2) for x in range(kw)] + [(kh // 2, x) for x in range(kw // 2)]
+    return torch.tensor([y for y, _ in cells]), torch.tensor([x for _, x in cells])
 
 
 class VPNPrior(nn.Module):
@@ -249,72 +257,99 @@ class VPNPrior(nn.Module):
         offsets = torch.cumsum(sizes, 0) - sizes
         return torch.cat(rows), offsets, torch.cat([proj.bias for proj in self.inputs])
 
-    def _fused_weights(self) -> list:
-        """Per layer, the masked current-frame kernel split into the matrix of its earlier positions
-        (``kh * kw * Cin`` rows, centre zeroed) and of the position's own input (a block's two
-        convolutions side by side, with its masked projection); then the masked head."""
+    def _wavefront_weights(self) -> dict:
+        """The spatial network's weights for :meth:`_frame_wavefront`. Per layer the masked kernel
+        of earlier positions as one matrix (``kh * kw * Cin`` rows, centre zeroed) and, per level
+        ``j``, the centre kernel cut to the groups that level's logits read (outputs ``<= j``;
+        inputs ``< j`` for the first layer, mask A, ``<= j`` after, mask B). A block's two
+        convolutions are interleaved group by group (``a_0, b_0, a_1, b_1, ...``) so the gates of
+        groups ``<= j`` are a prefix; its projection and the head are cut the same way."""
+        n, e = self.levels, self.inputs[0].out_features
+        h = self.conv_in.weight.shape[0] // n
 
         def split(conv: CausalConv3d) -> tuple[torch.Tensor, torch.Tensor]:
             around, centre = conv.incremental_weights()  # (Cout, Cin, kh, kw), (Cout, Cin)
-            return around.permute(2, 3, 1, 0).flatten(0, 2), centre.t()
+            dy, dx = causal_cells(*conv.kernel[1:])
+            return around.permute(2, 3, 1, 0)[dy, dx].flatten(0, 1), centre.t()
 
-        layers = [(*split(self.conv_in), None)]
+        def interleave(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # (..., C) twice -> (..., 2C)
+            return torch.stack([a.unflatten(-1, (n, h)), b.unflatten(-1, (n, h))], -2).flatten(-3)
+
+        around, centre = split(self.conv_in)
+        out = {"first": around, "first_own": [centre[: j * e, : (j + 1) * h].contiguous() for j in range(n)],
+               "around": [], "levels": [[] for _ in range(n)]}
         for block in self.blocks:
             (pa, ca), (pb, cb) = split(block.conv_a), split(block.conv_b)
-            layers.append((torch.cat([pa, pb], 1), torch.cat([ca, cb], 1),
-                           ((block.proj.weight * block.proj.mask).t(), block.proj.bias)))
-        return layers + [((self.head.weight * self.head.mask).t(), self.head.bias)]
+            own, proj = interleave(ca, cb), (block.proj.weight * block.proj.mask).t()
+            out["around"].append(interleave(pa, pb))  # stacked below: (blocks, cells * C, 2C)
+            for j, level in enumerate(out["levels"]):  # per level: (own inputs, projection, its bias)
+                w = (j + 1) * h
+                level.append((own[:w, : 2 * w].contiguous(), proj[:w, :w].contiguous(), block.proj.bias[:w]))
+        if self.blocks:
+            out["around"] = torch.stack(out["around"])
+        head, k = (self.head.weight * self.head.mask).t(), self.classes
+        out["head"] = [(head[: (j + 1) * h, j * k:(j + 1) * k].contiguous(), self.head.bias[j * k:(j + 1) * k])
+                       for j in range(n)]
+        return out
 
-    def _condition_table(self, cond: torch.Tensor) -> torch.Tensor:
-        """Every layer's bias plus the stream's condition at every position of one frame, side by
-        side: ``(B * H * W, sum Cout)``."""
+    def _condition_tables(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Every layer's bias plus the stream's condition at every position of one frame: the first
+        layer's ``(B * H * W, C)`` and the blocks' ``(blocks, B * H * W, 2C)``, gates interleaved."""
+        n = self.levels
         terms = self.cond_terms(cond)
-        biases = [self.conv_in.bias] + [conv.bias for block in self.blocks for conv in (block.conv_a, block.conv_b)]
-        return torch.cat([t + bias[:, None, None] for t, bias in zip(terms, biases)], 1).permute(0, 2, 3, 1).flatten(0, 2)
+        flat = lambda t: t.permute(0, 2, 3, 1).flatten(0, 2)  # noqa: E731
+        first = flat(terms[0]) + self.conv_in.bias
+        if not self.blocks:
+            return first, None
+        gates = []
+        for i, block in enumerate(self.blocks):
+            a, b = flat(terms[2 * i + 1]) + block.conv_a.bias, flat(terms[2 * i + 2]) + block.conv_b.bias
+            gates.append(torch.stack([a.unflatten(-1, (n, -1)), b.unflatten(-1, (n, -1))], -2).flatten(-3))
+        return first, torch.stack(gates)
 
     def _plan(self, b: int, hh: int, ww: int, device: torch.device) -> list[dict]:
-        """The wavefront schedule of a ``b x hh x ww`` frame, with every index it needs: per front
-        its rows (batch, y, x), and per layer the flat cache indices of each row's patch and own
-        cell, for the front alone and with the previous front's rows first (written, then read)."""
-        pads = [conv.kernel[1:] for conv in self._cached_convs()]
-
-        def indices(bs, ys, xs):
-            out = [(bs * hh + ys) * ww + xs]
-            for kh, kw in pads:
-                base = (bs * (hh + kh - 1) + ys) * (ww + kw - 1) + xs
-                dy = torch.arange(kh, device=device)[:, None] * (ww + kw - 1)
-                out.append(((base[:, None, None] + dy + torch.arange(kw, device=device)).flatten(),
-                            base + (kh // 2) * (ww + kw - 1) + kw // 2))
-            return out
-
-        plan, previous = [], None
+        """The wavefront schedule of a ``b x hh x ww`` frame: per front, its rows' flat positions
+        and, for the first layer's cache and the blocks' (one kernel size), the flat indices of
+        each row's patch (the earlier cells its kernel's mask keeps: :func:`causal_cells`) and
+        own cell."""
+        sizes = {"first": self.conv_in.kernel[1:]}
+        if self.blocks:
+            sizes["blocks"] = self.blocks[0].conv_a.kernel[1:]
+        plan = []
         for front in self.wavefronts(hh, ww):
             ys = torch.tensor([y for y, _ in front], device=device).repeat(b)
             xs = torch.tensor([x for _, x in front], device=device).repeat(b)
             bs = torch.arange(b, device=device).repeat_interleave(len(front))
-            step = {"rows": (bs, ys, xs), "alone": indices(bs, ys, xs), "arange": torch.arange(bs.shape[0], device=device)}
-            step["after"] = step["alone"] if previous is None else indices(
-                *(torch.cat([a, c]) for a, c in zip(previous, (bs, ys, xs))))
+            step = {"pos": (bs * hh + ys) * ww + xs}
+            for name, (kh, kw) in sizes.items():
+                base = (bs * (hh + kh - 1) + ys) * (ww + kw - 1) + xs
+                dy, dx = causal_cells(kh, kw)
+                step[name] = ((base[:, None] + (dy * (ww + kw - 1) + dx).to(device)).flatten(),
+                              base + (kh // 2) * (ww + kw - 1) + kw // 2)
             plan.append(step)
-            previous = (bs, ys, xs)
         return plan
 
     def _frame_wavefront(self, cond: torch.Tensor, choose: Callable, to_global: Callable, lookup: Callable,
-                         noise: torch.Tensor, plan: list[dict], fused: list, table: tuple | None = None) -> torch.Tensor:
+                         noise: torch.Tensor, plan: list[dict], weights: dict, table: tuple | None = None) -> torch.Tensor:
         """The same codes as :meth:`_frame` in fewer steps: the positions of a wavefront together
-        (``plan``: :meth:`_plan`); the last two levels of a position in one evaluation over every
-        code of the second-to-last as candidate rows (each gives the last level's logits under one
-        candidate; the rows of a position share its cached neighbourhood, so only the own-input
-        term is per row); and the layer inputs of a finished wavefront written into the caches in
-        the next one's first evaluation, layer by layer, before that layer reads them.
-        ``fused``: :meth:`_fused_weights`; ``table``: :meth:`_embed_table`, or None for :meth:`embed`."""
+        (``plan``: :meth:`_plan`). Per front, the earlier positions' part of every layer is one
+        matrix product from the caches (the blocks' as one batched product); then each level
+        adds only the front's own inputs, through the groups its logits read. No layer's output
+        at a position reads that position's last code (mask A keeps it out of the first layer),
+        so the last level's pass leaves every block input final and only the first layer's input
+        is written again. ``weights``: :meth:`_wavefront_weights`; ``table``: :meth:`_embed_table`,
+        or None for :meth:`embed`."""
         b, _, hh, ww = cond.shape
-        n, k, dev = self.levels, self.classes, cond.device
-        *layers, (head_w, head_b) = fused
-        pre_all = self._condition_table(cond)
-        widths = [w_own.shape[1] for _, w_own, _ in layers]
-        caches = [cond.new_zeros(b * (hh + c.kernel[1] - 1) * (ww + c.kernel[2] - 1), c.weight.shape[1])
-                  for c in self._cached_convs()]
+        n, k, nb, dev = self.levels, self.classes, len(self.blocks), cond.device
+        e, h = self.inputs[0].out_features, self.conv_in.weight.shape[0] // n
+        first_pre, blocks_pre = self._condition_tables(cond)
+        (kh, kw), cin = self.conv_in.kernel[1:], self.conv_in.weight.shape[1]
+        first_cache = cond.new_zeros(b * (hh + kh - 1) * (ww + kw - 1), cin)
+        if nb:
+            (kh, kw), c = self.blocks[0].conv_a.kernel[1:], self.conv_in.weight.shape[0]
+            blocks_cache = cond.new_zeros(nb, b * (hh + kh - 1) * (ww + kw - 1), c)
+        noise = noise.reshape(b * hh * ww, n, k)
+        out = torch.zeros(b * hh * ww, n, dtype=torch.long, device=dev)
 
         def embed(glob: torch.Tensor) -> torch.Tensor:
             if table is None:
@@ -322,51 +357,43 @@ class VPNPrior(nn.Module):
             rows, offsets, bias = table
             return rows[glob + offsets].sum(-2) + bias
 
-        def evaluate(index, glob: torch.Tensor, m: int) -> torch.Tensor:
-            """Logits ``(G - m, R, n, classes)`` of ``G`` positions with ``R`` code rows each
-            (``glob (G, R, n)``); the first ``m`` positions are written into the caches."""
-            v = embed(glob)
-            pre = pre_all.index_select(0, index[0]).split(widths, 1)
-            for (w_patch, w_own, proj), cache, (patch_index, own), bias in zip(layers, caches, index[1:], pre):
-                if m:
-                    cache.index_copy_(0, own[:m], v[:m, 0])
-                patch = cache.index_select(0, patch_index).view(v.shape[0], -1)
-                z = torch.addmm(bias, patch, w_patch)[:, None] + v @ w_own
-                if proj is None:
-                    v = z
-                else:
-                    gate_a, gate_b = z.chunk(2, -1)
-                    v = v + (torch.tanh(gate_a) * torch.sigmoid(gate_b)) @ proj[0] + proj[1]
-            return (torch.relu(v[m:]) @ head_w + head_b).unflatten(-1, (n, k))
-
-        out = torch.zeros(b, n, hh, ww, dtype=torch.long, device=dev)
-        stored = None  # global codes (G, n) of the last front, not yet in the caches
-        cands = torch.arange(k, device=dev)
-        width = 1 if n == 1 else k  # code rows per position in a front's last evaluation
-        g = max(n - 2, 0)  # the level with candidate rows
         for step in plan:
-            bs, ys, xs = step["rows"]
-            rows, m = bs.shape[0], 0 if stored is None else stored.shape[0]
-            index = step["after"] if m else step["alone"]
-            local = torch.zeros(rows, n, dtype=torch.long, device=dev)
-            for level in range(g):  # levels before the last two, one at a time
+            pos, (patch, own) = step["pos"], step["first"]
+            r = pos.shape[0]
+            near = torch.addmm(first_pre.index_select(0, pos), first_cache.index_select(0, patch).view(r, -1),
+                               weights["first"])
+            if nb:  # (blocks, rows, 2C)
+                block_patch, block_own = step["blocks"]
+                near_blocks = torch.baddbmm(blocks_pre.index_select(1, pos),
+                                            blocks_cache.index_select(1, block_patch).view(nb, r, -1), weights["around"])
+            local, glob = torch.zeros(r, n, dtype=torch.long, device=dev), None
+            step_noise = noise.index_select(0, pos).unbind(1)  # per level (rows, classes)
+            for j in range(n):
+                width, last = (j + 1) * h, j == n - 1  # the channels of groups <= j
+                v = near if last else near[:, :width]
+                if j:
+                    v = torch.addmm(v, embed(glob)[:, : j * e], weights["first_own"][j])
+                inputs = []
+                nears = (near_blocks if last else near_blocks[:, :, : 2 * width]).unbind(0) if nb else ()
+                for near_block, (w_own, w_proj, proj_bias) in zip(nears, weights["levels"][j]):
+                    inputs.append(v)
+                    z = torch.addmm(near_block, v, w_own)
+                    if j:  # gates interleaved by group
+                        gate_a, gate_b = z.view(r, j + 1, 2, h).unbind(2)
+                        gated = torch.tanh(gate_a).mul_(torch.sigmoid(gate_b)).view(r, width)
+                    else:
+                        gate_a, gate_b = z.chunk(2, 1)
+                        gated = torch.tanh(gate_a).mul_(torch.sigmoid(gate_b))
+                    v = torch.addmm(v + proj_bias, gated, w_proj)
+                head, head_bias = weights["head"][j]
+                logits = torch.addmm(head_bias, torch.relu(v), head)
+                local[:, j] = choose(logits, j, glob[:, j - 1] if j else None, step_noise[j])
                 glob = to_global(local)
-                logits = evaluate(index, (torch.cat([stored, glob]) if m else glob)[:, None], m)[:, 0, level]
-                index, m = step["alone"], 0
-                local[:, level] = choose(logits, level, glob[:, level - 1] if level else None, noise[bs, ys, xs, level])
-            cand = local[:, None].repeat(1, width, 1)
-            if n > 1:
-                cand[:, :, g] = cands
-            glob = to_global(cand)  # (rows, width, n)
-            logits = evaluate(index, torch.cat([stored[:, None].expand(-1, width, -1), glob]) if m else glob, m)
-            local[:, g] = choice = choose(logits[:, 0, g], g, glob[:, 0, g - 1] if g else None, noise[bs, ys, xs, g])
-            if n > 1:
-                picked = step["arange"]
-                local[:, n - 1] = choose(logits[picked, choice, n - 1], n - 1, glob[picked, choice, g],
-                                         noise[bs, ys, xs, n - 1])
-            out[bs, :, ys, xs] = local
-            stored = to_global(local)
-        return out
+            first_cache.index_copy_(0, own, embed(glob))
+            if nb:
+                blocks_cache.index_copy_(1, block_own, torch.stack(inputs))
+            out.index_copy_(0, pos, local)
+        return out.view(b, hh, ww, n).permute(0, 3, 1, 2)
 
     @torch.no_grad()
     def generate(self, context: torch.Tensor, n_out: int, choose: Callable, to_global: Callable,
@@ -393,7 +420,7 @@ class VPNPrior(nn.Module):
             key = (b, hh, ww, str(context.device))
             if key not in self._plans:  # the schedule depends on the shape only
                 self._plans = {key: self._plan(b, hh, ww, context.device)}
-            plan, fused = self._plans[key], self._fused_weights()
+            plan, weights = self._plans[key], self._wavefront_weights()
             table = self._embed_table(lookup, context.device) if len(self.index_embeds) else None
         else:
             weights = {id(conv): conv.incremental_weights() for conv in self._layers()}
@@ -409,7 +436,7 @@ class VPNPrior(nn.Module):
                 guess = self._frame_parallel(cond, choose, to_global, lookup, noise, guess, stats)
                 out[:, t] = guess
             elif wavefront:
-                out[:, t] = self._frame_wavefront(cond, choose, to_global, lookup, noise, plan, fused, table)
+                out[:, t] = self._frame_wavefront(cond, choose, to_global, lookup, noise, plan, weights, table)
             else:
                 out[:, t] = self._frame(cond, weights, choose, to_global, lookup, noise)
         return out
