@@ -179,15 +179,14 @@ class STPixelCNN(nn.Module):
         for t in sampled_loop(range(n_out)):
             state.frames = context.shape[1] + t
             self.begin_frame(state)
-            for y in sampled_loop(range(h)):
-                for x in sampled_loop(range(w)):
-                    local = torch.zeros(b, n, dtype=torch.long, device=context.device)
-                    for level in range(n):
-                        glob = to_global(local)
-                        logits = self.step(state, glob, y, x)[:, level]
-                        local[:, level] = choose(logits, level, glob[:, level - 1] if level else None)
-                    out[:, t, :, y, x] = local
-                    self.step(state, to_global(local), y, x, store=True)
+            for y, x in sampled_loop([(y, x) for y in range(h) for x in range(w)]):
+                local = torch.zeros(b, n, dtype=torch.long, device=context.device)
+                for level in range(n):
+                    glob = to_global(local)
+                    logits = self.step(state, glob, y, x)[:, level]
+                    local[:, level] = choose(logits, level, glob[:, level - 1] if level else None)
+                out[:, t, :, y, x] = local
+                self.step(state, to_global(local), y, x, store=True)
             self.end_frame(state)
         return out
 

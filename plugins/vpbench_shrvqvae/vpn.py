@@ -195,16 +195,15 @@ class VPNPrior(nn.Module):
                                  weights[id(block.conv_a)], weights[id(block.conv_b)])
             return self.head.at(torch.relu(v)).reshape(b, n, self.classes)
 
-        for y in sampled_loop(range(hh)):  # every position costs the same: FLOP counts run three
-            for x in sampled_loop(range(ww)):
-                local = torch.zeros(b, n, dtype=torch.long, device=cond.device)
-                for level in range(n):
-                    glob = to_global(local)
-                    logits = evaluate(glob, y, x, store=False)[:, level]
-                    local[:, level] = choose(logits, level, glob[:, level - 1] if level else None,
-                                             noise[:, y, x, level])
-                out[:, :, y, x] = local
-                evaluate(to_global(local), y, x, store=True)
+        # every position costs the same: FLOP counts run three
+        for y, x in sampled_loop([(y, x) for y in range(hh) for x in range(ww)]):
+            local = torch.zeros(b, n, dtype=torch.long, device=cond.device)
+            for level in range(n):
+                glob = to_global(local)
+                logits = evaluate(glob, y, x, store=False)[:, level]
+                local[:, level] = choose(logits, level, glob[:, level - 1] if level else None, noise[:, y, x, level])
+            out[:, :, y, x] = local
+            evaluate(to_global(local), y, x, store=True)
         return out
 
     def _frame_parallel(self, cond: torch.Tensor, choose: Callable, to_global: Callable, lookup: Callable,
