@@ -258,7 +258,7 @@ class VPNPrior(nn.Module):
 
     def _wavefront_weights(self) -> dict:
         """The spatial network's weights for :meth:`_frame_wavefront`. Per layer the masked kernel
-        of earlier positions as one matrix (``kh * kw * Cin`` rows, centre zeroed) and, per level
+        of earlier positions as one matrix (a row block of ``Cin`` per kept cell: :func:`causal_cells`) and, per level
         ``j``, the centre kernel cut to the groups that level's logits read (outputs ``<= j``;
         inputs ``< j`` for the first layer, mask A, ``<= j`` after, mask B). A block's two
         convolutions are interleaved group by group (``a_0, b_0, a_1, b_1, ...``) so the gates of
@@ -377,10 +377,10 @@ class VPNPrior(nn.Module):
                 for near_block, (w_own, w_proj, proj_bias) in zip(nears, weights["levels"][j]):
                     inputs.append(v)
                     z = torch.addmm(near_block, v, w_own)
-                    if j:  # gates interleaved by group
+                    if j:  # gates interleaved by group: (a_0, b_0, ..., a_j, b_j)
                         gate_a, gate_b = z.view(r, j + 1, 2, h).unbind(2)
                         gated = torch.tanh(gate_a).mul_(torch.sigmoid(gate_b)).view(r, width)
-                    else:
+                    else:  # (a_0, b_0): two halves, two ops fewer
                         gate_a, gate_b = z.chunk(2, 1)
                         gated = torch.tanh(gate_a).mul_(torch.sigmoid(gate_b))
                     v = torch.addmm(v + proj_bias, gated, w_proj)
