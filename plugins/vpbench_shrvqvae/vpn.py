@@ -29,7 +29,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from vpbench.layers.masked_conv import CausalConv3d, GatedBlock, GroupLinear
+from vpbench.layers.masked_conv import CausalConv3d, GatedBlock, GroupLinear, causal_mask
 from vpbench.profile import sampled_loop
 
 
@@ -50,10 +50,17 @@ class ConvLSTMCell(nn.Module):
 
 
 def causal_cells(kh: int, kw: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row and column offsets, in a ``kh x kw`` window, of the earlier positions a masked kernel of
-    the current frame reads: the rows above and the columns left of the centre."""
-    cells = [(y, x) for y in range(kh // 2) for x in range(kw)] + [(kh // 2, x) for x in range(kw // 2)]
-    return torch.tensor([y for y, _ in cells]), torch.tensor([x for _, x in cells])
+    """Row and column offsets, in raster order, of the earlier positions a masked ``kh x kw``
+    kernel of the current frame reads (its mask's kept cells, centre aside): the rows above and
+    the columns left of the centre."""
+    kept = causal_mask(1, 1, (1, kh, kw), 1, "A")[0, 0, 0]  # the centre is masked for a single group
+    return kept.nonzero().unbind(1)
+
+
+def interleave_gates(a: torch.Tensor, b: torch.Tensor, groups: int) -> torch.Tensor:
+    """A block's two gates ``(..., C)`` side by side group by group, ``(..., 2C)``:
+    ``a_0, b_0, a_1, b_1, ...``, so the gates of groups ``<= j`` are a prefix."""
+    return torch.stack([a.unflatten(-1, (groups, -1)), b.unflatten(-1, (groups, -1))], -2).flatten(-3)
 
 
 class VPNPrior(nn.Module):
@@ -261,7 +268,7 @@ class VPNPrior(nn.Module):
         of earlier positions as one matrix (a row block of ``Cin`` per kept cell: :func:`causal_cells`) and, per level
         ``j``, the centre kernel cut to the groups that level's logits read (outputs ``<= j``;
         inputs ``< j`` for the first layer, mask A, ``<= j`` after, mask B). A block's two
-        convolutions are interleaved group by group (``a_0, b_0, a_1, b_1, ...``) so the gates of
+        convolutions are interleaved group by group (:func:`interleave_gates`) so the gates of
         groups ``<= j`` are a prefix; its projection and the head are cut the same way."""
         n, e = self.levels, self.inputs[0].out_features
         h = self.conv_in.weight.shape[0] // n
@@ -271,16 +278,13 @@ class VPNPrior(nn.Module):
             dy, dx = causal_cells(*conv.kernel[1:])
             return around.permute(2, 3, 1, 0)[dy, dx].flatten(0, 1), centre.t()
 
-        def interleave(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # (..., C) twice -> (..., 2C)
-            return torch.stack([a.unflatten(-1, (n, h)), b.unflatten(-1, (n, h))], -2).flatten(-3)
-
         around, centre = split(self.conv_in)
         out = {"first": around, "first_own": [centre[: j * e, : (j + 1) * h].contiguous() for j in range(n)],
                "around": [], "levels": [[] for _ in range(n)]}
         for block in self.blocks:
             (pa, ca), (pb, cb) = split(block.conv_a), split(block.conv_b)
-            own, proj = interleave(ca, cb), (block.proj.weight * block.proj.mask).t()
-            out["around"].append(interleave(pa, pb))  # stacked below: (blocks, cells * C, 2C)
+            own, proj = interleave_gates(ca, cb, n), (block.proj.weight * block.proj.mask).t()
+            out["around"].append(interleave_gates(pa, pb, n))  # stacked below: (blocks, cells * C, 2C)
             for j, level in enumerate(out["levels"]):  # per level: (own inputs, projection, its bias)
                 w = (j + 1) * h
                 level.append((own[:w, : 2 * w].contiguous(), proj[:w, :w].contiguous(), block.proj.bias[:w]))
@@ -303,7 +307,7 @@ class VPNPrior(nn.Module):
         gates = []
         for i, block in enumerate(self.blocks):
             a, b = flat(terms[2 * i + 1]) + block.conv_a.bias, flat(terms[2 * i + 2]) + block.conv_b.bias
-            gates.append(torch.stack([a.unflatten(-1, (n, -1)), b.unflatten(-1, (n, -1))], -2).flatten(-3))
+            gates.append(interleave_gates(a, b, n))
         return first, torch.stack(gates)
 
     def _plan(self, b: int, hh: int, ww: int, device: torch.device) -> list[dict]:
