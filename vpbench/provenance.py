@@ -41,7 +41,9 @@ def _checkout(path: Path | None) -> Path:
 
 def pin_revision(path: Path | None = None) -> None:
     """Remember the revision now (a command's start: the code it runs is the code it loaded)."""
-    _AT_START.setdefault(_checkout(path), _query(_checkout(path)))
+    path = _checkout(path)
+    if path not in _AT_START:
+        _AT_START[path] = _query(path)
 
 
 def git_revision(path: Path | None = None) -> str:
