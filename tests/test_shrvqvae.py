@@ -285,3 +285,18 @@ def test_clamp_output_trains_on_clamped_frames_with_a_straight_through_gradient(
     torch.testing.assert_close(grad, torch.tensor([0.0, 0.0, 2.0]))
     linear, _, _ = build()
     assert linear.output_frames(y) is y
+
+
+def test_the_generation_benchmark_refuses_counts_it_cannot_time():
+    import argparse
+
+    from vpbench_shrvqvae.benchmarks import batches, positive
+
+    assert positive("3") == 3 and batches("1,100") == [1, 100]
+    for bad in ("0", "-2"):
+        with pytest.raises(argparse.ArgumentTypeError, match="not a positive integer"):
+            positive(bad)
+    with pytest.raises(argparse.ArgumentTypeError, match="0 is not"):
+        batches("1,0")
+    with pytest.raises(ValueError):
+        batches("x")

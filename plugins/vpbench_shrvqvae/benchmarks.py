@@ -108,12 +108,25 @@ def measure(model, glob: torch.Tensor, frames: int, naive_steps: int, parallel: 
             "fixed": fixed, "passes": sum(passes) / len(passes) if passes else None, "codes": hh * ww * q.levels}
 
 
+def positive(text: str) -> int:
+    """An argparse type: an integer >= 1 (0 frames or steps would leave nothing to time)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
+def batches(text: str) -> list[int]:
+    """An argparse type: comma-separated positive batch sizes."""
+    return [positive(part) for part in text.split(",")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=[*SIZES, "all"], default="all")
-    parser.add_argument("--batch", default="1,100", help="comma-separated batch sizes")
-    parser.add_argument("--frames", type=int, default=2, help="frames added to a one-frame prediction, per path")
-    parser.add_argument("--naive-steps", type=int, default=2)
+    parser.add_argument("--batch", type=batches, default="1,100", help="comma-separated batch sizes")
+    parser.add_argument("--frames", type=positive, default=2, help="frames added to a one-frame prediction, per path")
+    parser.add_argument("--naive-steps", type=positive, default=2)
     parser.add_argument("--prior", choices=["vpn", "pixelcnn", "all"], default="vpn")
     parser.add_argument("--no-parallel", action="store_true",
                         help="skip fixed-point decoding (off by default in the model; minutes per frame at the KTH size)")
@@ -129,7 +142,7 @@ def main() -> None:
         table.add_column(col, justify="right")
     for prior in priors:
         for size in sizes:
-            for batch in (int(b) for b in args.batch.split(",")):
+            for batch in args.batch:
                 model, glob, _ = build(size, args.run, batch, prior, args.data_dir)
                 m = measure(model, glob, args.frames, args.naive_steps, not args.no_parallel)
                 par, wave = m["parallel"], m["wavefront"]
