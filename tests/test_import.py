@@ -160,3 +160,66 @@ def test_predformer_keys_of_the_authors_code_map_onto_the_model():
     assert sorted(mapped) == sorted(theirs.values())
     keys = set(PredFormer(cfg, MMNIST).state_dict())
     assert set(theirs.values()) <= keys
+
+
+# OpenSTL's patch layout, written from its public definition (openstl/utils/predrnn_utils.py:
+# reshape_patch / reshape_patch_back) and not from vpbench's code: a (B, T, H, W, C) clip is cut
+# into p x p patches whose p*p*C values are laid out in (p, p, C) order; its recurrent models then
+# permute the patched clip to (B, T, p*p*C, H/p, W/p).
+def openstl_reshape_patch(frames: torch.Tensor, p: int) -> torch.Tensor:
+    b, t, c, h, w = frames.shape
+    x = frames.permute(0, 1, 3, 4, 2).reshape(b, t, h // p, p, w // p, p, c).transpose(3, 4)
+    return x.reshape(b, t, h // p, w // p, p * p * c).permute(0, 1, 4, 2, 3)
+
+
+def openstl_reshape_patch_back(patches: torch.Tensor, p: int) -> torch.Tensor:
+    b, t, cpp, hp, wp = patches.shape
+    c = cpp // (p * p)
+    x = patches.permute(0, 1, 3, 4, 2).reshape(b, t, hp, wp, p, p, c).transpose(3, 4)
+    return x.reshape(b, t, hp * p, wp * p, c).permute(0, 1, 4, 2, 3)
+
+
+# model -> OpenSTL layout (for its key names), data spec (TaxiBJ-like 2 channels, KITTI / BAIR-like 3), patch
+MULTI_CHANNEL = {
+    "convlstm": ("convlstm-mmnist", DataSpec(4, 4, 2, 16, 16), 2),
+    "predrnn": ("predrnn-mmnist", DataSpec(4, 4, 3, 16, 16), 4),
+    "predrnnv2": ("predrnnv2-mmnist", DataSpec(4, 4, 2, 16, 16), 4),
+    "predrnnpp": ("predrnnpp-mmnist", DataSpec(4, 4, 3, 16, 16), 2),
+    "mim": ("mim-mmnist", DataSpec(4, 4, 2, 16, 16), 2),
+    "e3dlstm": ("e3dlstm-mmnist", DataSpec(4, 4, 3, 16, 16), 4),
+}
+
+
+@pytest.mark.parametrize("model_name", sorted(MULTI_CHANNEL))
+def test_openstl_checkpoint_on_multi_channel_data_runs_openstls_network(model_name):
+    """An OpenSTL checkpoint trained on C > 1 channels: the imported model predicts what OpenSTL's
+    network (the same weights fed clips patched in OpenSTL's (p, p, C) order) predicts."""
+    name, spec, p = MULTI_CHANNEL[model_name]
+    tensors = layout(name)
+    cls = HARNESS.models.get(model_name)
+    paper = C.resolve(model_name, cls, HARNESS.datasets.get, dataset="mmnist", preset="paper").model
+    numbers = {int(v.flatten()[0]): k for k, v in cls.import_state_dict("openstl", numbered_state(tensors), paper).items()}
+    vpbench_key = {key: numbers[i] for i, (key, _, _) in enumerate(tensors) if i in numbers}  # OpenSTL key -> ours
+
+    small = C.resolve(model_name, cls, HARNESS.datasets.get, dataset="mmnist", preset="paper",
+                      sets=["model.hidden=8", "model.filter_size=3", f"model.patch_size={p}"]).model
+    torch.manual_seed(0)
+    reference = cls(small, spec).eval()  # OpenSTL's network: these weights on OpenSTL-patched clips
+    with torch.no_grad():
+        for value in reference.parameters():
+            value.add_(torch.randn_like(value) * 0.1)
+    reference.patch = lambda frames: openstl_reshape_patch(frames, p)
+    reference.unpatch = lambda patches: openstl_reshape_patch_back(patches, p)
+    weights = reference.state_dict()
+    checkpoint = {key: weights[ours].clone() for key, ours in vpbench_key.items() if ours != "iteration"}
+
+    imported = cls(small, spec).eval()
+    fit(imported, cls.import_state_dict("openstl", checkpoint, small), "openstl")
+    clip = torch.rand(2, spec.n_in + spec.n_out, spec.channels, spec.height, spec.width)
+    n_in, n_total = spec.n_in, spec.n_in + spec.n_out
+    with torch.no_grad():
+        expected = reference.unpatch(reference.rollout(reference.patch(clip), n_in, n_total))
+        got = imported.unpatch(imported.rollout(imported.patch(clip), n_in, n_total))
+    scale = expected.abs().max().item()
+    assert scale > 1e-2  # a network whose outputs say something
+    assert (got - expected).abs().max().item() <= 1e-5 * max(1.0, scale)

@@ -88,7 +88,9 @@ def presets(smoke: dict, cpu: dict, paper_kth: dict, paper: dict | None = None) 
 def openstl_recurrent_keys(state: dict, renames: dict[str, str], config: RecurrentConfig) -> dict:
     """OpenSTL's recurrent-model keys (``cell_list.i.conv_x.0.weight``, ``conv_last.weight``) as
     vpbench's (``cells.i.conv_x.weight``, ...), with ``renames`` of per-cell module names applied
-    first; the iteration counter is set past every sampling schedule (a finished training)."""
+    first; the frame-side channels of ``cells.0.conv_x`` (input) and ``conv_last`` (output) put in
+    our patch order (``openstl_patch_order``); the iteration counter is set past every sampling
+    schedule (a finished training)."""
     import re
 
     out = {}
@@ -104,9 +106,26 @@ def openstl_recurrent_keys(state: dict, renames: dict[str, str], config: Recurre
                 rest = re.sub(r"^(conv_\w+)\.0\.", r"\1.", rest)
             key = f"cells.{m.group(1)}.{rest}"
         out[key] = value
+    # the frame-side channels: the first cell's input conv and the read-out's output (multi-channel
+    # data puts them in another order than ours; see openstl_patch_order)
+    for key, dim in (("cells.0.conv_x.weight", 1), ("conv_last.weight", 0)):
+        if key in out:
+            order = openstl_patch_order(out[key].shape[dim], config.patch_size)
+            out[key] = out[key].index_select(dim, order)
     done = max(config.sampling_stop_iter, config.r_sampling_step_2, config.steps)
     out["iteration"] = torch.tensor(done, dtype=torch.long)
     return out
+
+
+def openstl_patch_order(frame_channels: int, p: int) -> torch.Tensor:
+    """For each patched channel of ours, the index of the same pixel among OpenSTL's.
+
+    ``pixel_unshuffle`` puts pixel ``(i, j)`` of a ``p x p`` patch, channel ``c`` of ``C``, at
+    ``c*p*p + i*p + j`` (``(C, p, p)`` order); OpenSTL's ``reshape_patch`` at ``(i*p + j)*C + c``
+    (``(p, p, C)`` order). Weights read along this index (``index_select``) on their frame-side
+    axis compute OpenSTL's network on our patches. The identity for one channel or ``p = 1``."""
+    c, i, j = torch.meshgrid(torch.arange(frame_channels // (p * p)), torch.arange(p), torch.arange(p), indexing="ij")
+    return ((i * p + j) * (frame_channels // (p * p)) + c).flatten()
 
 
 def true_frame_probabilities(c: RecurrentConfig, iteration: int) -> tuple[float, float]:
