@@ -213,6 +213,12 @@ def test_predformer_layout_orders_time_and_space_attention():
 
     pe = sinusoidal(3, 4)
     assert torch.allclose(pe[2], torch.tensor([math.sin(2), math.cos(2), math.sin(2 / 100), math.cos(2 / 100)]))
+    # the authors' order: the angle rounded to float32 first, then sin / cos in float32 (in float64
+    # throughout, position 639 of 640 would differ by ~3e-5: the float32 angle is off by up to 3e-5)
+    pe = sinusoidal(640, 256)
+    for i in (2, 3, 101):
+        angle = torch.tensor(639 / 10000 ** (2 * (i // 2) / 256), dtype=torch.float32)
+        assert pe[639, i] == (torch.sin(angle) if i % 2 == 0 else torch.cos(angle))
     model = PredFormer(PredFormer.Config(patch=4, dim=8, heads=2, dim_head=4, ndepth=1, layout="ts"),
                        DataSpec(3, 3, 1, 8, 8)).eval()
     x = torch.randn(1, 3, 4, 8)  # (B, T, N, D) tokens
