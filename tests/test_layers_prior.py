@@ -121,7 +121,7 @@ def make_vpn(seed=0, dim=4):
     torch.manual_seed(seed)
     q = HRVQ(levels=N, codebook_size=3, dim=dim).double()
     for level in range(N):
-        q.table(level).normal_()
+        q.codebooks[level].table.normal_()
     prior = VPNPrior(levels=N, classes=q.classes, dim=dim, latent_hw=(H, W), embed=3, hidden=4, blocks=2,
                      first_kernel_space=3, stream_hidden=5, stream_layers=2, table_sizes=q.sizes).double()
     for p in prior.parameters():
@@ -195,7 +195,7 @@ def test_vpn_wavefront_decoding_equals_the_naive_loop_for_any_depth_and_first_ke
     torch.manual_seed(11)
     q = HRVQ(levels=levels, codebook_size=3, dim=4).double()
     for level in range(levels):
-        q.table(level).normal_()
+        q.codebooks[level].table.normal_()
     prior = VPNPrior(levels=levels, classes=q.classes, dim=4, latent_hw=(4, 7), embed=3, hidden=4, blocks=blocks,
                      first_kernel_space=kernel, stream_hidden=5, stream_layers=1,
                      table_sizes=q.sizes if tables else None).double()
@@ -274,8 +274,8 @@ def test_cumulative_codewords_sum_the_path_level_by_level():
     glob = q.global_codes(local)
     cw = q.cumulative_codewords(glob)  # (2, n, D)
     for i in range(2):
-        first = q.table(0)[local[i, 0]]
+        first = q.codebooks[0].table[local[i, 0]]
         assert torch.equal(cw[i, 0], first)
-        assert torch.allclose(cw[i, 1], first + q.table(1)[local[i, 0] * 3 + local[i, 1]])
+        assert torch.allclose(cw[i, 1], first + q.codebooks[1].table[local[i, 0] * 3 + local[i, 1]])
     decoded = q.decode_codes(local.reshape(2, 1, 1, N).permute(0, 3, 1, 2))  # (2, D, 1, 1)
     assert torch.allclose(cw[:, -1], decoded[:, :, 0, 0])

@@ -373,7 +373,7 @@ class SHRVQVAE(nn.Module):
             if parent is not None and q.mode == "tree":
                 cand = q.candidates(level, parent.flatten()).reshape(*parent.shape, q.M, q.dim)
             else:
-                cand = q.table(level)
+                cand = q.codebooks[level].table
             total = total + (torch.einsum("bthwk,bthwkd->bthwd", weights, cand) if cand.dim() == 6
                              else weights @ cand)
         return total.flatten(0, 1).permute(0, 3, 1, 2)
