@@ -26,8 +26,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from vpbench import io
 from vpbench.data import download as dl
+from vpbench.data.archive import extract as unpack
 from vpbench.data.cache import CachedWindows, FrameCache
 from vpbench.data.video import decode_video, resize_uint8
 from vpbench.data.windows import window_starts
@@ -267,22 +267,11 @@ def _span(persons: tuple[int, ...]) -> str:
 
 
 def extract(archive: Path, target: Path) -> None:
-    """Extract the AVIs of ``archive`` into ``target``; each file lands atomically, present
-    files are left alone, and a corrupt zip is a clear error."""
-    try:
-        with zipfile.ZipFile(archive) as zf:
-            for member in zf.infolist():
-                name = Path(member.filename).name
-                if member.is_dir() or not name.endswith(".avi"):
-                    continue
-                dest = target / name
-                if dest.is_file() and dest.stat().st_size == member.file_size:
-                    continue
-                with io.atomic_path(dest) as tmp, zf.open(member) as src, open(tmp, "wb") as out:
-                    while chunk := src.read(1 << 20):
-                        out.write(chunk)
-    except zipfile.BadZipFile:
-        raise DataError(f"{archive} is not a valid zip file; move it away and download it again") from None
+    """Extract the AVIs of ``archive`` into ``target`` (see :func:`vpbench.data.archive.extract`:
+    each file lands atomically, present files are checked by CRC, errors are one line)."""
+    if not zipfile.is_zipfile(archive):
+        raise DataError(f"{archive} is not a valid zip file; move it away and download it again")
+    unpack(archive, target, keep=lambda name: name.endswith(".avi"), flat=True)
 
 
 class KTH40(KTH):

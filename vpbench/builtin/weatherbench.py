@@ -306,19 +306,7 @@ class WeatherBench(WindowedDataset):
 
 def _extract_flat(archive: Path, target: Path) -> list[Path]:
     """The ``.nc`` members of ``archive`` into ``target`` (whatever folders the zip has)."""
-    import zipfile
-
-    names = []
-    try:
-        with zipfile.ZipFile(archive) as zf:
-            names = [m.filename for m in zf.infolist() if m.filename.endswith(".nc")]
-    except zipfile.BadZipFile:
-        raise DataError(f"{archive} is not a valid zip file; move it away and download it again") from None
-    out = []
-    for name in names:
-        depth = len(Path(name).parts) - 1
-        out += extract(archive, target, keep=lambda n, name=name: n == name, strip=depth)
-    return out
+    return extract(archive, target, keep=lambda name: name.endswith(".nc"), flat=True)
 
 
 class WeatherBenchMV(WeatherBench):
