@@ -41,8 +41,11 @@ from vpbench.events import Events
 from vpbench.hookspecs import hookimpl
 from vpbench.protocols import SPLITS, DataSpec
 
+# No checksum is published (the sha256 is recorded at the first download). https first; the
+# published link is plain http, kept as the fallback (a checksum recorded from it is announced as unverified).
 ARCHIVE = dl.RemoteFile("bair_robot_pushing_dataset_v0.tar",
-                        ("http://rail.eecs.berkeley.edu/datasets/bair_robot_pushing_dataset_v0.tar",))
+                        ("https://rail.eecs.berkeley.edu/datasets/bair_robot_pushing_dataset_v0.tar",
+                         "http://rail.eecs.berkeley.edu/datasets/bair_robot_pushing_dataset_v0.tar"))
 PUBLISHED = {"train": 648960, "test": 3840}  # OpenSTL's install.md, for 4 -> 12 (16-frame windows)
 PREPROCESS_VERSION = 1
 SIZE = 64
