@@ -308,6 +308,22 @@ def test_a_present_file_of_the_right_size_is_checked_against_the_archive(tmp_pat
         assert (out / "d" / "data.bin").stat().st_mtime_ns == mtime  # the right file is left alone
 
 
+def test_a_duplicate_member_keeps_the_first_even_with_the_present_file_check(tmp_path):
+    with zipfile.ZipFile(tmp_path / "a.zip", "w") as zf:
+        with pytest.warns(UserWarning, match="Duplicate name"):
+            for data in (b"first", b"other"):
+                zf.writestr("x", data)
+    with tarfile.open(tmp_path / "a.tar", "w") as tf:
+        for data in (b"first", b"other"):
+            info = tarfile.TarInfo("x")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    for archive in (tmp_path / "a.zip", tmp_path / "a.tar"):
+        for _ in range(2):
+            assert extract(archive, tmp_path / archive.suffix) == [tmp_path / archive.suffix / "x"]
+            assert (tmp_path / archive.suffix / "x").read_bytes() == b"first"
+
+
 @pytest.mark.parametrize("order", [("a", "a/b"), ("a/b", "a")])
 def test_a_member_that_is_both_file_and_folder_is_one_line(tmp_path, order):
     with zipfile.ZipFile(tmp_path / "a.zip", "w") as zf:

@@ -146,14 +146,14 @@ def extract(archive: Path, target: Path, keep: Callable[[str], bool] = lambda na
     try:
         if _reading(zipfile.is_zipfile, archive):
             with _reading(zipfile.ZipFile, archive) as zf:
-                members = []
+                members = {}
                 for member in zf.infolist():
                     dest = _target(target, member.filename, strip, flat)
-                    if not member.is_dir() and dest is not None and keep(member.filename):
-                        members.append((member, dest))
-                need = sum(m.file_size for m, d in members if not _writing(d, _present, d, m.file_size))
+                    if not member.is_dir() and dest is not None and dest not in members and keep(member.filename):
+                        members[dest] = member  # a duplicate name: the first member is kept
+                need = sum(m.file_size for d, m in members.items() if not _writing(d, _present, d, m.file_size))
                 _writing(target, _check_space, archive, target, need, "its files")
-                for member, dest in members:
+                for dest, member in members.items():
                     out.append(dest)
                     _writing(dest, _check_place, archive, target, dest, member.filename)
                     if _writing(dest, _present, dest, member.file_size) and _writing(dest, _crc32, dest) == member.CRC:
@@ -162,11 +162,12 @@ def extract(archive: Path, target: Path, keep: Callable[[str], bool] = lambda na
                         _writing(dest, _write, src, dest)
             return out
         with _reading(tarfile.open, archive) as tf:
-            members = iter(tf)
+            members, seen = iter(tf), set()
             while (member := _reading(next, members, None)) is not None:
                 dest = _target(target, member.name, strip, flat)
-                if not member.isfile() or dest is None or not keep(member.name):
-                    continue
+                if not member.isfile() or dest is None or dest in seen or not keep(member.name):
+                    continue  # a duplicate name: the first member is kept
+                seen.add(dest)
                 out.append(dest)
                 _writing(dest, _check_place, archive, target, dest, member.name)
                 if _writing(dest, _present, dest, member.size):
