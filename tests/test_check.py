@@ -188,20 +188,38 @@ def test_new_plugin_refuses_bad_names_and_never_overwrites(tmp_path):
 
 
 def _pip_install_flags() -> list[str]:
-    """Build without isolation when this Python can (offline, fast), else let pip fetch setuptools."""
+    """Build without isolation where this Python's setuptools builds wheels (offline, fast; the nested
+    environment sees the same packages), else let pip fetch setuptools and wheel."""
     import importlib.util
+    from pathlib import Path
 
-    return ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []
+    spec = importlib.util.find_spec("setuptools")
+    builds_wheels = spec is not None and spec.origin is not None and (
+        (Path(spec.origin).parent / "command" / "bdist_wheel.py").is_file() or importlib.util.find_spec("wheel") is not None)
+    return ["--no-build-isolation"] if builds_wheels else []
+
+
+def _nested_venv(env_dir) -> str:
+    """A new virtual environment that sees the packages this interpreter sees (torch, vpbench's
+    dependencies, setuptools), in a venv or not, its own installs first; its python.
+
+    ``venv --system-site-packages`` would not do: from inside a venv it shows the base
+    interpreter's packages, not the venv's."""
+    import site
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True, timeout=120)
+    seen = [p for p in [*site.getsitepackages(), site.getusersitepackages()] if p in sys.path and os.path.isdir(p)]
+    (site_dir,) = (env_dir / "lib").glob("python3*/site-packages")
+    (site_dir / "outer_site_packages.pth").write_text("".join(f"{p}\n" for p in seen))
+    return str(env_dir / "bin" / "python")
 
 
 @pytest.mark.slow
 def test_new_plugin_installs_and_passes_check_in_a_fresh_virtual_environment(tmp_path):
     """`vpbench new-plugin demo && pip install ./demo && vpbench check demo`, with vpbench itself
-    installed from its wheel into the new environment (torch comes from the system site)."""
+    installed from its wheel into the new environment (torch comes from this interpreter's site)."""
     env_dir = tmp_path / "env"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(env_dir)], check=True,
-                   timeout=120)
-    python = str(env_dir / "bin" / "python")
+    python = _nested_venv(env_dir)
     pip = [python, "-m", "pip", "install", "-q", "--no-deps", *_pip_install_flags()]
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VPBENCH_DISABLE_PLUGIN_AUTOLOAD",
                                                            "VPBENCH_LOAD_PLUGINS")}
