@@ -1,7 +1,7 @@
 """Strict name -> object registries.
 
-Names are lower-case identifiers; a second object under a taken name is rejected with both
-sources named; an unknown name gets near-miss suggestions ("did you mean shrvqvae?").
+Names are lower-case identifiers of at most 64 characters; a second object under a taken name
+is rejected with both sources named; an unknown name gets near-miss suggestions ("did you mean shrvqvae?").
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from vpbench.errors import RegistryError
 
 T = TypeVar("T")
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+MAX_NAME = 64  # names become file and directory names (run directories, result sets)
 
 
 @dataclass(frozen=True)
@@ -95,10 +96,12 @@ class Registry(Generic[T]):
             name = self._validate(obj)
         except RegistryError as exc:
             raise RegistryError(f"{source} registered a bad {self.kind}: {exc}") from None
-        if not isinstance(name, str) or not NAME_RE.match(name):
+        if not isinstance(name, str) or not NAME_RE.match(name) or len(name) > MAX_NAME:
+            shown = repr(name) if len(repr(name)) <= 60 else repr(name)[:56] + "..."
+            size = f" ({len(name)} characters)" if isinstance(name, str) and len(name) > MAX_NAME else ""
             raise RegistryError(
-                f"{source} registered a {self.kind} named {name!r}; names must match "
-                f"{NAME_RE.pattern}"
+                f"{source} registered a {self.kind} named {shown}{size}; names must match "
+                f"{NAME_RE.pattern} and have at most {MAX_NAME} characters"
             )
         if name in self._entries:
             other = self._entries[name].source
