@@ -4,8 +4,9 @@ Built-in plugins (vpbench's own datasets, metrics and trivial baselines) are mod
 in :data:`BUILTIN_PLUGINS`; third-party ones come from the entry-point group ``vpbench``. Each
 plugin's hooks are called one plugin at a time with a ``register`` callback that knows which
 plugin is calling, so every registered object is attributed to its distribution, and a
-plugin that raises (at import or while registering) is recorded and skipped: its partial
-registrations are rolled back and the rest of the harness works.
+plugin that raises or calls ``sys.exit`` (at import or while registering) is recorded and
+skipped: its partial registrations are rolled back and the rest of the harness works. A plugin's
+CLI command never replaces a built-in command or another plugin's.
 
 Environment variables:
 - ``VPBENCH_DISABLE_PLUGIN_AUTOLOAD=1``: load built-ins only (no entry points).
@@ -27,7 +28,7 @@ from typing import Any
 import pluggy
 
 from vpbench import hookspecs
-from vpbench.errors import one_line
+from vpbench.errors import PluginError, one_line
 from vpbench.protocols import Registered, validate_dataset, validate_metric, validate_model
 from vpbench.registry import Registry, Source
 
@@ -93,8 +94,8 @@ class Harness:
             record = PluginRecord(short, BUILTIN_DIST, _vpbench_version())
             try:
                 module = importlib.import_module(module_name)
-            except Exception as exc:  # a broken built-in is reported like any plugin
-                record.error = f"import failed: {one_line(exc)}"
+            except (Exception, SystemExit) as exc:  # a broken built-in is reported like any plugin
+                record.error = f"import failed: {_why(exc)}"
                 self.records.append(record)
                 continue
             self.add_plugin(module, record)
@@ -123,8 +124,8 @@ class Harness:
             record = PluginRecord(ep.name, dist, version)
             try:
                 plugin = ep.load()
-            except Exception as exc:
-                record.error = f"import of {ep.value} failed: {one_line(exc)}"
+            except (Exception, SystemExit) as exc:  # SystemExit too: one plugin never ends every command
+                record.error = f"import of {ep.value} failed: {_why(exc)}"
                 self.records.append(record)
                 continue
             self.add_plugin(plugin, record)
@@ -143,8 +144,8 @@ class Harness:
             return record
         try:
             self._collect(plugin, record)
-        except Exception as exc:
-            record.error = f"registration failed: {one_line(exc)}"
+        except (Exception, SystemExit) as exc:
+            record.error = f"registration failed: {_why(exc)}"
         return record
 
     def _implements(self, plugin: Any, name: str) -> bool:
@@ -169,7 +170,7 @@ class Harness:
                 for kind in KINDS:
                     for obj in staged[kind]:
                         getattr(record.registered, kind).append(registries[kind].add(obj, record.source))
-        except Exception:
+        except BaseException:
             record.registered = Registered()
             raise
 
@@ -179,15 +180,33 @@ class Harness:
             registry.freeze()
 
     def register_commands(self, app: Any) -> None:
-        """Let plugins add CLI commands; a failing plugin is recorded, not fatal."""
+        """Let plugins add CLI commands; a failing plugin is recorded, not fatal.
+
+        A plugin's commands are added all or none: a name that is already taken (a built-in
+        command or group, or another plugin's), a hook that raises, or one that touches the
+        commands already there leaves ``app`` as it was and records the plugin as failed."""
+        taken = {name: "a built-in vpbench command" for name in _command_names(app.registered_commands,
+                                                                              app.registered_groups)}
         for record in self.records:
             plugin = self.pm.get_plugin(record.name)
             if plugin is None or record.error is not None or not self._implements(plugin, "vpbench_register_commands"):
                 continue
+            before = (list(app.registered_commands), list(app.registered_groups), app.registered_callback)
             try:
                 self._hook("vpbench_register_commands", plugin)(app=app)
-            except Exception as exc:
-                record.error = f"adding commands failed: {one_line(exc)}"
+                names = _added_names(app, before)
+            except (Exception, SystemExit) as exc:
+                app.registered_commands[:], app.registered_groups[:], app.registered_callback = before
+                record.error = f"adding commands failed: {_why(exc)}"
+                continue
+            clash = next((n for n in names if n in taken or names.count(n) > 1), None)
+            if clash is not None:
+                app.registered_commands[:], app.registered_groups[:], app.registered_callback = before
+                owner = taken.get(clash, "another command of the same plugin")
+                record.error = (f"adding commands failed: command '{clash}' is already {owner}; none of this "
+                                "plugin's commands were added (give it another name)")
+                continue
+            taken.update({n: f"a command of plugin '{record.name}' ({record.distribution})" for n in names})
 
     # -- queries -------------------------------------------------------------------------
     @property
@@ -211,6 +230,39 @@ class _Register(list):
 
     def __repr__(self) -> str:
         return f"<register {self.kind} of plugin '{self.plugin}'>"
+
+
+def _why(exc: BaseException) -> str:
+    """The one line for a plugin's exception; ``sys.exit`` is named as such."""
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r})"
+    return one_line(exc)
+
+
+def _command_names(commands: list[Any], groups: list[Any]) -> list[str]:
+    """The names these Typer command and group entries take on the command line (a group added
+    without a name contributes its commands' names), one per entry."""
+    import typer
+
+    names = []
+    for info in commands:
+        names.append(info.name or typer.main.get_command_name(info.callback.__name__))
+    for info in groups:
+        name = typer.main.solve_typer_info_defaults(info).name
+        sub = info.typer_instance
+        names += [name] if name else _command_names(sub.registered_commands, sub.registered_groups)
+    return names
+
+
+def _added_names(app: Any, before: tuple[list[Any], list[Any], Any]) -> list[str]:
+    """The names of the commands and groups a plugin's hook added to ``app``; a hook that removed,
+    replaced or reordered what was there, or set the app's callback, raises."""
+    commands, groups, callback = before
+    kept = all(len(now) >= len(was) and all(a is b for a, b in zip(now, was))
+               for now, was in ((app.registered_commands, commands), (app.registered_groups, groups)))
+    if not kept or app.registered_callback is not callback:
+        raise PluginError("the hook changed the commands already there (it may only add its own)")
+    return _command_names(app.registered_commands[len(commands):], app.registered_groups[len(groups):])
 
 
 def _hashable(plugin: Any, name: str) -> Any:
