@@ -235,5 +235,5 @@ def test_new_plugin_installs_and_passes_check_in_a_fresh_virtual_environment(tmp
     sh(str(env_dir / "bin" / "vpbench"), "new-plugin", "demo")
     sh(*pip, "./demo")
     out = sh(str(env_dir / "bin" / "vpbench"), "check", "demo")
-    assert "16 passed, 0 failed, 0 skipped (2 objects)" in out
+    assert "18 passed, 0 failed, 0 skipped (2 objects)" in out
     assert "passed" in sh(python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests", cwd=tmp_path / "demo")

@@ -4,7 +4,10 @@ The evaluator streams a split through ``model.predict`` and every metric's ``per
 keeping only the ``(clips, n_out)`` score matrix of each metric, so the split never has to fit
 in memory. Each prediction gets a fresh copy of the context only (the future frames are not
 reachable from what the model receives), and is checked against the contract: shape
-``(B, n_out, C, H, W)``, finite, within ``[0, 1]``.
+``(B, n_out, C, H, W)``, finite, within ``[0, 1]``. A metric that writes into the frames it is
+given is refused (one line naming it): the metrics after it would score changed frames. A split
+is checked when it is opened (:func:`open_split`: its length, the dataset's spec and its first
+clip), so a faulty dataset is named instead of the model or a metric it would break.
 
 Aggregates are means over clips and frames; 95% confidence intervals come from a percentile
 bootstrap over test clips (clip-level means), and comparisons of two models on the same clips
@@ -27,7 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from vpbench.errors import ConfigError, MetricUnavailable, PluginError, one_line
+from vpbench.errors import ConfigError, DataError, MetricUnavailable, PluginError, VPBenchError, one_line
 from vpbench.events import Events
 from vpbench.protocols import DataSpec, is_set_metric, member
 
@@ -120,6 +123,61 @@ def set_protocol(eval_cfg: Any, dataset_name: str, spec: DataSpec, n_clips: int,
                        eval_cfg.fvd_repeats, source, eval_cfg.samples)
 
 
+def check_spec(spec: Any, dataset_name: str) -> Any:
+    """A dataset's ``spec``: its five sizes must be positive integers; the error names the dataset."""
+    fields = ("n_in", "n_out", "channels", "height", "width")
+    values = {f: getattr(spec, f, None) for f in fields}
+    bad = [f"{f}={v!r}" for f, v in values.items() if not isinstance(v, int) or isinstance(v, bool) or v < 1]
+    if bad:
+        raise PluginError(f"dataset '{dataset_name}'{_origin('dataset', dataset_name)}: its spec has {', '.join(bad)}; "
+                          "n_in, n_out, channels, height and width must be positive integers")
+    return spec
+
+
+def check_clip(context: Any, future: Any, spec: DataSpec, dataset_name: str, where: str) -> None:
+    """One clip (or batch) of a dataset against its spec: shapes, a float (or uint8) dtype, finite values
+    in ``[0, 1]``; the error names the dataset and says which clip."""
+    who = f"dataset '{dataset_name}'{_origin('dataset', dataset_name)}"
+    for part, frames, n in (("context", context, spec.n_in), ("future", future, spec.n_out)):
+        expected = (n, *spec.frame_shape)
+        if not torch.is_tensor(frames):
+            raise PluginError(f"{who}: the {part} of {where} is {type(frames).__name__}, not a tensor")
+        if tuple(frames.shape[-4:]) != expected or frames.dim() not in (4, 5):
+            raise PluginError(f"{who}: the {part} of {where} has shape {tuple(frames.shape)}, its spec says {expected} "
+                              f"({part} frames, C, H, W)")
+        if not (frames.is_floating_point() or frames.dtype in (torch.uint8, torch.bool)):
+            raise PluginError(f"{who}: the {part} of {where} is {frames.dtype}; frames must be float in [0, 1]")
+        if frames.is_floating_point() and not torch.isfinite(frames).all():
+            raise PluginError(f"{who}: the {part} of {where} has NaN or Inf values")
+        lo, hi = float(frames.min()), float(frames.max())
+        if lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
+            raise PluginError(f"{who}: the {part} of {where} has values in [{lo:.4g}, {hi:.4g}]; frames must be in "
+                              "[0, 1] (divide 8-bit frames by 255)")
+
+
+def open_split(dataset: Any, part: str, dataset_name: str) -> Any:
+    """``dataset.split(part)``, checked before any model or metric sees it: its length, the dataset's
+    spec and its first clip (:func:`check_clip`); a fault is one line naming the dataset."""
+    split = dataset.split(part)
+    try:
+        n = len(split)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise PluginError(f"dataset '{dataset_name}'{_origin('dataset', dataset_name)}: the length of its {part} split "
+                          f"is invalid ({one_line(exc)}); __len__ must return the number of clips, >= 0") from None
+    spec = check_spec(dataset.spec, dataset_name)
+    if n > 0:
+        try:
+            clip = split[0]
+            context, future = clip
+        except VPBenchError:
+            raise
+        except Exception as exc:
+            raise DataError(f"dataset '{dataset_name}' failed to load clip 0 of its {part} split: "
+                            f"{one_line(exc)}") from exc
+        check_clip(context, future, spec, dataset_name, f"clip 0 of its {part} split")
+    return split
+
+
 def check_prediction(pred: Any, context: torch.Tensor, spec: DataSpec, model_name: str) -> torch.Tensor:
     """The contract every ``predict`` output must meet; a clear error names the model."""
     expected = (context.shape[0], spec.n_out, *spec.frame_shape)
@@ -178,6 +236,10 @@ def score(
     With a distributed context each rank scores clips ``rank::world`` and the per-clip scores
     (and set-metric features) of all ranks are gathered (in clip order) before anything is
     aggregated. Set-level metrics embed the first of the ``samples`` predictions of each clip.
+
+    Every metric gets the same ``pred`` and ``future`` tensors, so one that edits them in place is
+    refused: after each metric their version counters and sums are compared (:class:`_Untouched`),
+    and a change stops the evaluation with a :class:`PluginError` naming the metric.
     """
     events = events or Events()
     n = clips_scored(len(split), max_clips)
@@ -202,13 +264,17 @@ def score(
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 torch.manual_seed(hash((seed, batch_index, k)) % 2**31)
                 pred = predict(model, context, spec, model_name)
+            inputs = _Untouched(pred, future)
             for metric in metrics:
                 per_sample[metric.name].append(_metric_values(metric, pred, future, unavailable, events))
+                inputs.check(metric)
             if k == 0 and any(m.name not in unavailable for m in set_metrics):
                 fake, real = protocol.clip(context, pred), protocol.clip(context, future)
+                inputs = _Untouched(pred, future, fake, real)
                 for metric in set_metrics:
                     for into, clips in zip(feats[metric.name], (fake, real)):
                         into.append(_set_features(metric, clips, unavailable, events))
+                    inputs.check(metric)
         for metric in metrics:
             stack = np.stack(per_sample[metric.name])  # (K, B, T)
             chunks[metric.name].append(stack[0])
@@ -238,6 +304,55 @@ def score(
         events.message(f"{', '.join(m.name for m in set_metrics)}: set-level, scored on the first of the {samples} "
                        "samples of each clip (no best-/mean-/worst-of-K)")
     return Scores(values, n, unavailable, features, protocol)
+
+
+class _Untouched:
+    """The frames every metric is handed, checked after each metric for in-place writes: version
+    counters catch torch's in-place ops, a wrapping integer sum of each tensor's bits catches writes
+    that bypass them (``.data``, numpy views) and, unlike a float sum, does not depend on the order
+    of summation. Cheaper than a copy per metric: one read of the frames, no allocation."""
+
+    def __init__(self, *tensors: torch.Tensor) -> None:
+        self.tensors = tensors
+        self.state = self._state()
+
+    def _state(self) -> tuple[list[int], torch.Tensor]:
+        sums = torch.stack([_bit_sum(t) for t in self.tensors])
+        return [t._version for t in self.tensors], sums
+
+    def check(self, metric: Any) -> None:
+        versions, sums = self._state()
+        before_versions, before_sums = self.state
+        if versions != before_versions or not torch.equal(sums, before_sums):
+            raise PluginError(f"metric '{metric.name}'{_origin('metric', metric.name, metric)} wrote into the frames it scores "
+                              "(pred or target, in place); every metric after it would score changed frames. Compute "
+                              "on copies (e.g. pred.clone() or out-of-place ops) instead")
+        self.state = versions, sums
+
+
+_INTS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _bit_sum(t: torch.Tensor) -> torch.Tensor:
+    """The sum of ``t``'s elements read as integers (wrapping), as an int64 scalar."""
+    t = t.detach()
+    size = t.element_size()
+    bits = t.view(_INTS[size]) if size in _INTS else t.view(torch.int64)
+    return bits.sum(dtype=torch.int64 if size == 8 else torch.int32).long()
+
+
+def _origin(kind: str, name: str, obj: Any = None) -> str:
+    """`` from plugin 'p' (dist version)`` when the process-wide harness registered ``name`` (as ``obj``,
+    when given), else ``""``."""
+    from vpbench import plugins
+
+    harness = plugins._HARNESS
+    if harness is None:
+        return ""
+    registry = {"metric": harness.metrics, "model": harness.models, "dataset": harness.datasets}[kind]
+    if name not in registry or (obj is not None and registry.get(name) is not obj):
+        return ""
+    return f" from {registry.entry(name).source}"
 
 
 def clips_scored(n_split: int, max_clips: int) -> int:

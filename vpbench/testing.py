@@ -28,7 +28,7 @@ import torch
 
 from vpbench import config as cfgmod
 from vpbench.errors import ConfigError, DataError, MetricUnavailable, RegistryError, VPBenchError, one_line
-from vpbench.evaluate import check_prediction, predict
+from vpbench.evaluate import check_prediction, check_spec, predict
 from vpbench.plugins import Harness, get_harness
 from vpbench.protocols import SPLITS, DataSpec, is_set_metric, member
 from vpbench.registry import suggest
@@ -254,7 +254,9 @@ def _model_pure(harness: Harness, name: str, on: str, root: Path | None) -> None
     context = s.context.clone()
     with torch.no_grad():
         s.model.predict(context, s.spec.n_out)
-    assert torch.equal(context, s.context), f"model '{name}': predict wrote into its input tensor"
+    assert torch.equal(context, s.context), (f"model '{name}': predict wrote into its input tensor (the context) in "
+                                             "place; clone it before editing (the harness hands predict a copy, "
+                                             "other callers may not)")
 
 
 def _model_trains(harness: Harness, name: str, on: str, root: Path | None) -> None:
@@ -290,6 +292,7 @@ def _dataset_items(harness: Harness, name: str, root: Path | None) -> None:
     data = _open_dataset(harness, name, None, root)
     spec, split = data.spec, data.split("test")
     assert isinstance(spec, DataSpec), f"dataset {name}: spec is {type(spec).__name__}, not a DataSpec"
+    check_spec(spec, name)
     for i in range(min(3, len(split))):
         context, future = split[i]
         assert tuple(context.shape) == (spec.n_in, *spec.frame_shape), (
@@ -325,11 +328,11 @@ def _dataset_info(harness: Harness, name: str, root: Path | None) -> None:
 def metric_cases(harness: Harness, name: str) -> list[Case]:
     if is_set_metric(harness.metrics.get(name)):
         set_checks = [("embeds every clip", _set_shape), ("scores a set against itself best", _set_best),
-                      ("is deterministic", _set_deterministic)]
+                      ("is deterministic", _set_deterministic), ("leaves its input unchanged", _set_pure)]
         return [Case("metric", name, check, _bind(fn, harness, name, channels), f"{channels}ch")
                 for channels in (1, 3) for check, fn in set_checks]
     checks = [("scores every frame", _metric_shape), ("scores identical frames best", _metric_best),
-              ("is deterministic", _metric_deterministic)]
+              ("is deterministic", _metric_deterministic), ("leaves its inputs unchanged", _metric_pure)]
     return [Case("metric", name, check, _bind(fn, harness, name, channels), f"{channels}ch")
             for channels in (1, 3) for check, fn in checks]
 
@@ -379,6 +382,16 @@ def _metric_deterministic(harness: Harness, name: str, channels: int) -> None:
     assert torch.equal(a, b), f"metric {name}: the same frames scored twice give different values"
 
 
+def _metric_pure(harness: Harness, name: str, channels: int) -> None:
+    target, near = _frames(channels, 4)
+    pred_seen, target_seen = near.clone(), target.clone()
+    _per_frame(harness, name, pred_seen, target_seen)
+    for part, seen, given in (("pred", pred_seen, near), ("target", target_seen, target)):
+        assert torch.equal(seen, given), (f"metric {name}: per_frame wrote into its {part} tensor in place; the "
+                                          "harness refuses such a metric (every metric after it would score changed "
+                                          "frames): compute on copies or with out-of-place ops")
+
+
 def _clips(harness: Harness, name: str, channels: int, seed: int) -> torch.Tensor:
     """Four random clips of the metric's ``min_frames`` frames (at least 4), at the size the evaluator
     gives set-level metrics by default (``eval.fvd_resize`` = 224)."""
@@ -423,6 +436,15 @@ def _set_deterministic(harness: Harness, name: str, channels: int) -> None:
     other = _features(harness, name, _clips(harness, name, channels, 4))
     assert float(metric.score(other, a)) == float(metric.score(other.clone(), a.clone())), (
         f"metric {name}: the same sets scored twice give different values")
+
+
+def _set_pure(harness: Harness, name: str, channels: int) -> None:
+    clips = _clips(harness, name, channels, 5)
+    seen = clips.clone()
+    _features(harness, name, seen)
+    assert torch.equal(seen, clips), (f"metric {name}: features wrote into its clips in place; the harness refuses "
+                                      "such a metric (the metrics after it would embed changed clips): compute on "
+                                      "copies or with out-of-place ops")
 
 
 def summary(outcomes: list[Outcome]) -> dict[str, int]:
