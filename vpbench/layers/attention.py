@@ -82,3 +82,33 @@ class CausalSTAttention(nn.Module):
         weights = torch.softmax(torch.einsum("bhd,bshd->bhs", q, k) / math.sqrt(self.d), -1)
         out = torch.einsum("bhs,bshd->bhd", weights, v).reshape(q.shape[0], -1)
         return v_in + self.out.at(out)
+
+    def cache(self, frames: torch.Tensor) -> AttentionCache:
+        """Cached generation after the finished frames' inputs ``frames`` ``(B, C, T, H, W)``, ``T >= 1``."""
+        return AttentionCache(self, frames)
+
+
+class AttentionCache:
+    """A :class:`CausalSTAttention`'s state for generation position by position (the interface of
+    :class:`vpbench.layers.masked_conv.ConvCache`): the keys and values of the finished frames
+    and of the current frame's positions already generated."""
+
+    def __init__(self, attn: CausalSTAttention, frames: torch.Tensor):
+        self.attn, self.width = attn, frames.shape[-1]
+        self.keys, self.values = map(list, zip(*(attn.keys_values(frames[:, :, t]) for t in range(frames.shape[2]))))
+
+    def begin_frame(self, terms=None) -> None:
+        self.hist_k, self.hist_v = torch.stack(self.keys, 1), torch.stack(self.values, 1)  # (B, T, P, nh, d)
+        self.cur_k = self.hist_k.new_zeros(self.hist_k[:, 0].shape)
+        self.cur_v = torch.zeros_like(self.cur_k)
+
+    def step(self, v: torch.Tensor, h: int, w: int, store: bool = False) -> torch.Tensor:
+        pos = h * self.width + w
+        if store:
+            k, val = self.attn.keys_values(v[:, :, None, None])
+            self.cur_k[:, pos], self.cur_v[:, pos] = k[:, 0], val[:, 0]
+        return self.attn.at(v, pos, self.hist_k, self.hist_v, self.cur_k, self.cur_v)
+
+    def end_frame(self) -> None:
+        self.keys.append(self.cur_k)
+        self.values.append(self.cur_v)

@@ -9,7 +9,9 @@ group ``g``. Masks are buffers applied to the weight functionally.
 Every layer also has an incremental form for cached generation: ``past(prev)`` is the
 contribution of the previous frames to the current one (computed once per frame) and
 ``at(cache, v, h, w, past_hw)`` the output at one position from the cached inputs of earlier
-positions in the frame plus the current position's input vector ``v``.
+positions in the frame plus the current position's input vector ``v``. ``layer.cache(frames)``
+keeps that state for a generator (:class:`ConvCache`): ``begin_frame``, ``step`` per position,
+``end_frame``.
 """
 
 from __future__ import annotations
@@ -91,6 +93,10 @@ class CausalConv3d(nn.Module):
         out = torch.einsum("bikl,oikl->bo", patch, around) + v @ centre.t() + self.bias
         return out + past_hw if torch.is_tensor(past_hw) else out
 
+    def cache(self, frames: torch.Tensor) -> ConvCache:
+        """Cached generation after the finished frames' inputs ``frames`` ``(B, Cin, T, H, W)``."""
+        return ConvCache(self, [self], frames)
+
 
 class GroupLinear(nn.Module):
     """A 1x1x1 masked convolution: output group ``g`` reads input groups ``<= g`` (B) / ``< g`` (A)."""
@@ -133,3 +139,44 @@ class GatedBlock(nn.Module):
         a = self.conv_a.at(cache, v, h, w, past_a, weights_a)
         b = self.conv_b.at(cache, v, h, w, past_b, weights_b)
         return v + self.proj.at(torch.tanh(a) * torch.sigmoid(b))
+
+    def cache(self, frames: torch.Tensor) -> ConvCache:
+        """Cached generation after the finished frames' inputs ``frames`` ``(B, C, T, H, W)``."""
+        return ConvCache(self, [self.conv_a, self.conv_b], frames)
+
+
+class ConvCache:
+    """A layer's state for generation position by position: the inputs of the last ``kt - 1``
+    finished frames and the current frame's, zero-padded by the kernel radius and final at the
+    positions already generated. ``convs`` read that one input (a :class:`GatedBlock`'s two);
+    ``layer.at`` takes their past terms and incremental weights in that order."""
+
+    def __init__(self, layer: nn.Module, convs: list[CausalConv3d], frames: torch.Tensor):
+        self.layer, self.convs, self.frames = layer, convs, frames
+        kt, kh, kw = convs[0].kernel
+        self.keep, self.radius = kt - 1, (kh // 2, kw // 2)
+        self.history = list(frames.unbind(2))[-self.keep:] if self.keep else []
+        self.weights = [conv.incremental_weights() for conv in convs]
+
+    def begin_frame(self, terms: list[torch.Tensor] | None = None) -> None:
+        """Start a frame; ``terms`` (one ``(B, Cout, H, W)`` per convolution: a condition) are
+        added to the convolutions' outputs like the previous frames' contribution."""
+        self.past = [conv.past(self.history) if self.history else 0.0 for conv in self.convs]
+        if terms is not None:
+            self.past = [past + term if torch.is_tensor(past) else term for past, term in zip(self.past, terms)]
+        b, _, _, h, w = self.frames.shape
+        (rh, rw), cin = self.radius, self.convs[0].weight.shape[1]
+        self.current = self.frames.new_zeros(b, cin, h + 2 * rh, w + 2 * rw)
+
+    def step(self, v: torch.Tensor, h: int, w: int, store: bool = False) -> torch.Tensor:
+        """The layer's output ``(B, Cout)`` at ``(h, w)`` for the input ``v`` ``(B, Cin)`` there;
+        ``store`` writes ``v`` into the cache (once it is final)."""
+        if store:
+            self.current[:, :, h + self.radius[0], w + self.radius[1]] = v
+        past = [p[:, :, h, w] if torch.is_tensor(p) else p for p in self.past]
+        return self.layer.at(self.current, v, h, w, *past, *self.weights)
+
+    def end_frame(self) -> None:
+        if self.keep:
+            (rh, rw), (h, w) = self.radius, self.frames.shape[-2:]
+            self.history = (self.history + [self.current[:, :, rh : rh + h, rw : rw + w].clone()])[-self.keep:]
