@@ -33,7 +33,7 @@ from typing import Any, Iterable
 import torch
 
 from vpbench import io
-from vpbench.errors import ConfigError, DataError, PluginError, RunError, blamed, one_line
+from vpbench.errors import ConfigError, DataError, PluginError, RunError, blamed, one_line, short
 from vpbench.protocols import member, train_mode
 
 RECORD = "training.json"
@@ -74,7 +74,7 @@ def parse_budget(text: str) -> Budget | None:
         value = None
     if value is not None:
         if not (math.isfinite(value) and value >= 1):
-            raise ConfigError(f"train.budget: {text!r} must be a positive, finite number of FLOPs (e.g. 2e15)")
+            raise ConfigError(f"train.budget: {short(text)} must be a positive, finite number of FLOPs (e.g. 2e15)")
         return Budget("flops", value, text)
     match = _DURATION.match(text.lower())
     if match and any(match.groups()):
@@ -82,7 +82,7 @@ def parse_budget(text: str) -> Budget | None:
         seconds = 3600 * h + 60 * m + s
         if seconds > 0:
             return Budget("seconds", seconds, text)
-    raise ConfigError(f"train.budget: {text!r} is neither a number of training FLOPs (2e15) nor a duration "
+    raise ConfigError(f"train.budget: {short(text)} is neither a number of training FLOPs (2e15) nor a duration "
                       "(30m, 1h30m, 90s)")
 
 
@@ -98,7 +98,7 @@ def parse_stage_steps(entries: Iterable[str]) -> dict[str, tuple[int, int]]:
         except ValueError:
             n = m = -1
         if not sep or not name.strip() or n < 0 or m < n:
-            raise ConfigError(f"train.steps: {entry!r} is not STAGE:STEPS or STAGE:STEPS/SCHEDULE_STEPS "
+            raise ConfigError(f"train.steps: {short(entry)} is not STAGE:STEPS or STAGE:STEPS/SCHEDULE_STEPS "
                               "(e.g. prior:2000 or prior:1800/2000)")
         out[name.strip()] = (n, m)
     return out
@@ -125,13 +125,13 @@ def probe(model: torch.nn.Module, dataset: Any, config: Any, device: torch.devic
     on a copy of ``model``; ``time_steps`` more (timed, with an optimiser) per stage when
     a wall-clock plan needs step times. Raises a one-line :class:`PluginError` naming the
     model and the stage when a step or the prediction breaks the contract."""
-    from vpbench.evaluate import predict
+    from vpbench.evaluate import open_split, predict
     from vpbench.train import amp_mode
 
     started = time.perf_counter()
     use_amp, amp_dtype = amp_mode(device, config.train.amp)
     work = copy.deepcopy(model)
-    split = dataset.split("train")
+    split = open_split(dataset, "train", config.dataset_name)
     if len(split) == 0:
         raise RunError("the training split is empty")
     overrides = parse_stage_steps(config.train.steps)

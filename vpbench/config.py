@@ -12,13 +12,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from vpbench.errors import ConfigError
+from vpbench.errors import ConfigError, short
 from vpbench.protocols import member
 from vpbench.registry import suggest
 
@@ -47,6 +48,7 @@ class TrainConfig:
 
         _positive(self, "batch_size", "ckpt_every", "log_every")
         _non_negative(self, "grad_clip", "val_every", "val_clips", "num_workers")
+        _at_most(self, MAX_WORKERS, "num_workers")
         if not 0 <= self.max_skipped <= 1:
             raise ConfigError(f"train.max_skipped must be in [0, 1], got {self.max_skipped}")
         parse_budget(self.budget)
@@ -81,6 +83,9 @@ class EvalConfig:
         _positive(self, "batch_size")
         _non_negative(self, "max_clips", "bootstrap", "examples", "fvd_frames", "fvd_resize", "fvd_clips")
         _positive(self, "speed_budget", "max_batch", "samples", "fvd_repeats")
+        _at_most(self, 100_000, "bootstrap")
+        _at_most(self, 10_000, "fvd_repeats", "fvd_resize")
+        _at_most(self, 1_000, "samples")
         if not self.metrics:
             raise ConfigError("eval.metrics must name at least one metric")
 
@@ -112,13 +117,38 @@ class RunConfig:
 def _positive(obj: Any, *names: str) -> None:
     for name in names:
         if getattr(obj, name) <= 0:
-            raise ConfigError(f"{name} must be > 0, got {getattr(obj, name)}")
+            raise ConfigError(f"{name} must be > 0, got {short(getattr(obj, name))}")
 
 
 def _non_negative(obj: Any, *names: str) -> None:
     for name in names:
         if getattr(obj, name) < 0:
-            raise ConfigError(f"{name} must be >= 0, got {getattr(obj, name)}")
+            raise ConfigError(f"{name} must be >= 0, got {short(getattr(obj, name))}")
+
+
+def _at_most(obj: Any, limit: int, *names: str) -> None:
+    for name in names:
+        if getattr(obj, name) > limit:
+            raise ConfigError(f"{name} must be at most {limit:,}, got {short(getattr(obj, name))}")
+
+
+MAX_WORKERS = max(64, 4 * (os.cpu_count() or 1))  # DataLoader processes: more only load the machine
+
+
+def _name(key: str, value: Any, example: str) -> str:
+    """``value`` of ``key`` checked to be a name (a short non-empty string)."""
+    if not isinstance(value, str) or not value.strip() or len(value) > 100:
+        raise ConfigError(f"{key}: expected a name such as {example}, got {short(value)}")
+    return value
+
+
+def _section(key: str, value: Any) -> Mapping[str, Any]:
+    """``value`` of ``key`` checked to be a section of keys (``None`` reads as an empty one)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{key}: expected a section of keys, got {short(value)}")
+    return value
 
 
 def to_dict(obj: Any) -> Any:
@@ -131,6 +161,7 @@ def to_dict(obj: Any) -> Any:
 
 
 # -- parsing values ----------------------------------------------------------------------
+MAX_INT = 2**63 - 1  # integers of a config fit 64 bits (sizes and counts past it overflow an index)
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -153,20 +184,20 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
                 return coerce(value, arg, key)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {short(value)}")
     if origin is Literal:
         choices = list(args)
         for choice in choices:
             if value == choice or (isinstance(value, str) and str(choice) == value):
                 return choice
         raise ConfigError(
-            f"{key}: {value!r} is not one of {', '.join(map(str, choices))}"
-            f"{suggest(str(value), [str(c) for c in choices])}"
+            f"{key}: {short(value)} is not one of {', '.join(map(str, choices))}"
+            f"{suggest(value, [str(c) for c in choices]) if isinstance(value, str) and len(value) <= 100 else ''}"
         )
     if origin in (tuple, list):
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {short(value)}")
         items = [i.strip() if isinstance(i, str) else i for i in items]
         items = [i for i in items if i != ""]
         item_type = args[0] if args else Any
@@ -177,36 +208,40 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
             return value
         if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
             return value.lower() in _TRUE
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        raise ConfigError(f"{key}: expected true or false, got {short(value)}")
     if tp is int:
         if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
+            raise ConfigError(f"{key}: expected an integer, got {short(value)}")
+        number = value if isinstance(value, int) else None
         if isinstance(value, str):
             try:
-                return int(value.replace("_", ""))
+                number = int(value.replace("_", ""))
             except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+                if value.strip().lstrip("+-").replace("_", "").isdigit():  # past int()'s 4300 digits
+                    number = MAX_INT + 1
+        if number is None:
+            raise ConfigError(f"{key}: expected an integer, got {short(value)}")
+        if abs(number) > MAX_INT:
+            raise ConfigError(f"{key}: {short(value)} is out of range (config integers are at most 2**63 - 1 in magnitude)")
+        return number
     if tp is float:
         number = None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            number = float(value)
-        elif isinstance(value, str):
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
             try:
                 number = float(value)
             except ValueError:
                 pass
+            except OverflowError:  # an integer past float's range
+                number = math.inf
         if number is None:
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
+            raise ConfigError(f"{key}: expected a number, got {short(value)}")
         if not math.isfinite(number):
-            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+            raise ConfigError(f"{key}: expected a finite number, got {short(value)}")
         return number
     if tp is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
+        raise ConfigError(f"{key}: expected a string, got {short(value)}")
     raise ConfigError(f"{key}: unsupported config type {tp!r}")
 
 
@@ -217,6 +252,9 @@ def build(cls: type, overrides: Mapping[str, Any] | None, prefix: str = "", **fi
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs: dict[str, Any] = dict(fixed)
     for key, value in overrides.items():
+        if key not in names and not (isinstance(key, str) and len(key) <= 100):
+            raise ConfigError(f"unknown config key {short(key)} in {prefix.rstrip('.') or 'the config'}; valid keys: "
+                              f"{', '.join(prefix + n for n in names) or 'none (this section takes no options)'}")
         path = f"{prefix}{key}"
         if key not in names:
             raise ConfigError(
@@ -226,7 +264,7 @@ def build(cls: type, overrides: Mapping[str, Any] | None, prefix: str = "", **fi
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, Mapping):
-                raise ConfigError(f"{path}: expected a section of keys, got {value!r}")
+                raise ConfigError(f"{path}: expected a section of keys, got {short(value)}")
             kwargs[key] = build(tp, value, prefix=f"{path}.")
         else:
             kwargs[key] = coerce(value, tp, path)
@@ -256,7 +294,7 @@ def parse_sets(pairs: list[str] | None) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ConfigError(f"--set expects key=value, got {pair!r}")
+            raise ConfigError(f"--set expects key=value, got {short(pair)}")
         node = out
         parts = key.split(".")
         for part in parts[:-1]:
@@ -265,6 +303,38 @@ def parse_sets(pairs: list[str] | None) -> dict[str, Any]:
                 raise ConfigError(f"--set {key}: '{part}' is a value, not a section")
         node[parts[-1]] = value.strip()
     return out
+
+
+MAX_YAML_NODES = 100_000  # values of a YAML config once its aliases are expanded
+
+
+def _load_yaml(text: str, path: Path) -> Any:
+    """Safe YAML, refused where aliases (``&a`` / ``*a``) would expand it past :data:`MAX_YAML_NODES` values."""
+    import yaml
+
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        sizes: dict[int, int] = {}
+
+        def size(n: Any) -> int:
+            if sizes.get(id(n)) == 0:
+                raise ConfigError(f"config file {path} holds an alias inside its own anchor (a value that contains itself)")
+            if id(n) not in sizes:
+                sizes[id(n)] = 0  # being counted
+                children = [c for pair in n.value for c in pair] if isinstance(n, yaml.MappingNode) else (
+                    n.value if isinstance(n, yaml.SequenceNode) else [])
+                sizes[id(n)] = 1 + sum(size(c) for c in children)
+            return sizes[id(n)]
+
+        if size(node) > MAX_YAML_NODES:
+            raise ConfigError(f"config file {path} expands to {size(node):,} values through its aliases (at most "
+                              f"{MAX_YAML_NODES:,}); write the values out instead of nesting aliases")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def load_file(path: str | Path) -> dict[str, Any]:
@@ -280,9 +350,7 @@ def load_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not text (binary?); give a .yaml, .toml or .json file") from None
     try:
         if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text) or {}
+            data = _load_yaml(text, path) or {}
         elif path.suffix == ".toml":
             import tomllib
 
@@ -379,7 +447,7 @@ def resolve(
     layers: dict[str, Any] = {}
     file_layer = load_file(config_file) if config_file else {}
     set_layer = parse_sets(model_sets(sets, model_name, models))
-    preset = preset or file_layer.get("preset") or "none"
+    preset = _name("preset", preset or file_layer.get("preset") or "none", "smoke")
     presets = member(model_cls, "presets")
     # the dataset decides which preset@dataset entry applies, so find it first
     dataset_name = (
@@ -390,6 +458,7 @@ def resolve(
         or presets.get(preset, {}).get("dataset_name")
         or "digits"
     )
+    dataset_name = _name("dataset_name", dataset_name, "digits")
     dataset_cls = dataset_for(dataset_name)
     preset_layer = preset_overrides(presets, preset, dataset_name, model_name)
     if isinstance(preset_layer.get("data"), Mapping):
@@ -409,11 +478,11 @@ def resolve(
     layers = merge(layers, explicit)
     if layers.get("model_name") != model_name:
         raise ConfigError(f"model_name in the config ({layers['model_name']}) differs from {model_name}")
-    model_section = layers.pop("model", {}) or {}
-    data_section = layers.pop("data", {}) or {}
+    model_section = _section("model", layers.pop("model", None))
+    data_section = _section("data", layers.pop("data", None))
     if protocol is not None:
         data_section = dict(protocol.data)
-        eval_section = layers.get("eval", {}) or {}
+        eval_section = _section("eval", layers.get("eval"))
         layers["eval"] = merge(eval_section, {"split": protocol.split, "max_clips": protocol.max_clips})
     model_cfg = build(model_cls.Config, model_section, prefix="model.")
     data_cfg = build(dataset_cls.Config, data_section, prefix="data.")
@@ -423,6 +492,6 @@ def resolve(
 def from_dict(data: Mapping[str, Any], model_cls: type, dataset_cls: type) -> RunConfig:
     """Rebuild a saved :class:`RunConfig` (``config.json`` of a run directory)."""
     data = dict(data)
-    model_cfg = build(model_cls.Config, data.pop("model", {}) or {}, prefix="model.")
-    data_cfg = build(dataset_cls.Config, data.pop("data", {}) or {}, prefix="data.")
+    model_cfg = build(model_cls.Config, _section("model", data.pop("model", None)), prefix="model.")
+    data_cfg = build(dataset_cls.Config, _section("data", data.pop("data", None)), prefix="data.")
     return build(RunConfig, data, model=model_cfg, data=data_cfg)

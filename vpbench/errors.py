@@ -7,6 +7,7 @@ and what to do about it.
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any, Callable
 
 
@@ -40,6 +41,29 @@ class MetricUnavailable(VPBenchError):
 
 class TrainingError(VPBenchError):
     """Training cannot continue (for example a non-finite loss)."""
+
+
+class _ShortRepr(reprlib.Repr):
+    """A repr that visits only the first few items of the first few levels (a huge value is never rendered whole)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel, self.maxdict, self.maxlist, self.maxtuple, self.maxset = 3, 4, 6, 6, 6
+        self.maxstring, self.maxlong, self.maxother = 60, 40, 60
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 128:  # str() of a huge int is slow, and refused past 4300 digits
+            return f"<an integer of about {int(x.bit_length() * 0.30103)} digits>"
+        return super().repr_int(x, level)
+
+
+_SHORT = _ShortRepr()
+
+
+def short(value: Any, limit: int = 100) -> str:
+    """``repr(value)`` cut to at most ``limit`` characters, for echoing a user's value in a one-line error."""
+    text = _SHORT.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def one_line(exc: BaseException) -> str:

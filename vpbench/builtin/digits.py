@@ -23,6 +23,7 @@ from vpbench.protocols import SPLITS, DataSpec
 
 SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
 GLYPH_STREAM, CLIP_STREAM = 0, 1
+MAX_CLIPS = 10_000_000  # clips of a split (generated on demand, but indexed and scored one by one)
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,9 @@ class DigitsConfig:
         for name in ("n_train", "n_val", "n_test", "n_in", "n_out", "n_digits", "glyph_bank"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0")
+        for name in ("n_train", "n_val", "n_test"):
+            if getattr(self, name) > MAX_CLIPS:
+                raise ConfigError(f"{name} must be at most {MAX_CLIPS:,} clips, got {getattr(self, name)}")
         if not 8 <= self.glyph_size < self.size:
             raise ConfigError("glyph_size must be >= 8 and smaller than size")
         if not 0 < self.step <= 1:
