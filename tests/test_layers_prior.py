@@ -12,7 +12,8 @@ from vpbench.layers.attention import CausalSTAttention
 from vpbench.layers.hrvq import HRVQ
 from vpbench.layers.masked_conv import CausalConv3d, GatedBlock, causal_mask
 from vpbench_shrvqvae.prior import STPixelCNN
-from vpbench_shrvqvae.vpn import VPNPrior, causal_cells
+from vpbench_shrvqvae.vpn import VPNPrior
+from vpbench_shrvqvae.vpn_decoding import causal_cells, kernels, wavefronts
 
 T, H, W, N = 3, 3, 4, 2  # frames, rows, columns, levels
 
@@ -162,23 +163,21 @@ def test_vpn_prior_is_causal_by_gradients():
 
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
-def test_vpn_cached_and_parallel_generation_equal_naive(temperature):
-    """Sequential cached decoding, fixed-point (Jacobi) decoding of each frame and the naive loop
-    give the same codes, for argmax and for seeded sampling (Gumbel noise drawn per frame)."""
+def test_vpn_cached_generation_equals_naive(temperature):
+    """Sequential cached decoding, wavefront decoding and the naive loop give the same codes, for
+    argmax and for seeded sampling (Gumbel noise drawn per frame)."""
     q, prior = make_vpn(seed=3)
     context_local = torch.randint(0, 3, (2, 2, H, W, N), generator=torch.Generator().manual_seed(4))
     context = q.global_codes(context_local).permute(0, 1, 4, 2, 3)
     args = (q.global_codes, q.cumulative_codewords)
-    out, passes = {}, []
+    out = {}
     for name, run in [("cached", lambda: prior.generate(context, 3, choosers(temperature), *args, wavefront=False)),
                       ("wavefront", lambda: prior.generate(context, 3, choosers(temperature), *args)),
-                      ("parallel", lambda: prior.generate(context, 3, choosers(temperature), *args, parallel=True, stats=passes)),
                       ("naive", lambda: prior.generate_naive(context, 3, choosers(temperature), *args))]:
         torch.manual_seed(7)
         out[name] = run()
-    assert len(passes) == 3 and all(1 <= p <= H * W * N + 1 for p in passes)
     assert out["cached"].shape == (2, 3, N, H, W)
-    for name in ("cached", "wavefront", "parallel"):
+    for name in ("cached", "wavefront"):
         assert torch.equal(out[name], out["naive"]), name
     assert out["cached"].unique().numel() > 1
     if temperature:  # the noise is what decides: another seed gives other codes
@@ -202,7 +201,7 @@ def test_vpn_wavefront_decoding_equals_the_naive_loop_for_any_depth_and_first_ke
     with torch.no_grad():
         for param in prior.parameters():
             param.normal_(0, 0.5)
-    fronts = prior.wavefronts(4, 7)
+    fronts = wavefronts(kernels(prior), 4, 7)
     assert sorted(p for f in fronts for p in f) == [(y, x) for y in range(4) for x in range(7)]
     assert len(fronts) == 7 + (kernel // 2 + 1) * 3
     context = q.global_codes(torch.randint(0, 3, (2, 2, 4, 7, levels))).permute(0, 1, 4, 2, 3)
@@ -251,21 +250,6 @@ def test_no_layer_of_the_vpn_prior_reads_the_last_code_of_its_own_position():
         assert not torch.equal(a, b)  # later positions do read it
     later = outs[0][0, t, :, :, y, x + 1]
     assert not torch.equal(later, outs[1][0, t, :, :, y, x + 1])
-
-
-def test_parallel_decoding_needs_at_most_one_pass_per_code_and_one_from_the_right_guess():
-    q, prior = make_vpn(seed=5)
-    context = q.global_codes(torch.randint(0, 3, (1, 2, H, W, N))).permute(0, 1, 4, 2, 3)
-    args = (q.global_codes, q.cumulative_codewords)
-    frames = prior.generate(context, 1, choosers(0.0), *args, parallel=False)  # (1, 1, n, H, W)
-    x = prior.embed(context.permute(0, 1, 3, 4, 2), q.cumulative_codewords(context.permute(0, 1, 3, 4, 2)))
-    cond = prior.contexts(torch.cat([x, x[:, :1]], 1))[:, -1]  # the condition after the two context frames
-    noise = prior.noise(cond)
-    stats: list[int] = []
-    worst = prior._frame_parallel(cond, choosers(0.0), *args, noise, torch.zeros_like(frames[:, 0]), stats)
-    assert torch.equal(worst, frames[:, 0]) and stats[0] <= H * W * N + 1
-    right = prior._frame_parallel(cond, choosers(0.0), *args, noise, frames[:, 0].clone(), stats)
-    assert torch.equal(right, frames[:, 0]) and stats[1] == 1
 
 
 def test_cumulative_codewords_sum_the_path_level_by_level():

@@ -108,6 +108,7 @@ def test_cached_and_naive_prediction_agree(prior):
     model.eval()
     context, _ = clips(data, 2)
     cached = model.predict(context, 2)
+    # parallel_decoding: retired and ignored; a config that names it still predicts the same
     variants = [{"cached": False}] + ([{"parallel_decoding": True}, {"wavefront": False}] if prior == "vpn" else [])
     for change in variants:
         other = SHRVQVAE(dataclasses.replace(model.config, **change), model.spec)

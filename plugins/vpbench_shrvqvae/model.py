@@ -31,8 +31,8 @@ the first author's public code and VQ-VAE / PixelCNN practice; each is a config 
   0.11); with AdamW lambda weighs the two terms in the prior's gradient, not the decoder's step;
 - generation: argmax or temperature sampling, restricted to codewords seen as prior-training
   targets; cached incremental generation, for ``vpn`` by wavefronts of independent positions
-  (the default) or fixed-point (Jacobi) decoding of each frame (Gumbel-max sampling with noise
-  drawn per frame), all proven identical to the naive path;
+  (the default) or one position at a time (Gumbel-max sampling with noise drawn per frame),
+  both proven identical to the naive path;
 - minimum-Bayes-risk frame choice (``mbr_samples``, off by default): per frame, the candidate
   (argmax frame, blank frame, last context frame) with the highest mean SSIM against K sampled
   rollouts; the ground truth is never seen.
@@ -144,8 +144,8 @@ class SHRVQVAEConfig:
     cached: bool = True  # cached incremental generation (False: naive, for checks only)
     wavefront: bool = True  # vpn: decode a wavefront of independent positions per step; the same codes as
     # one position at a time, in fewer steps
-    parallel_decoding: bool = False  # vpn: decode each frame by fixed-point (Jacobi) iteration; the same codes
-    # (off: with trained weights it needs ~24 passes for a frame's 128 codes, slower than the cached path)
+    parallel_decoding: bool = False  # retired with fixed-point (Jacobi) decoding (RESULTS.md): ignored, kept so that
+    # the configs of runs saved with it load (its codes were the wavefront path's)
     # minimum-Bayes-risk frame choice (0: off): K rollouts sampled at mbr_temperature estimate each
     # frame's expected SSIM for the argmax frame, a blank frame and the last context frame; the best is drawn
     mbr_samples: int = 0
@@ -349,7 +349,7 @@ class SHRVQVAE(nn.Module):
         generate = prior.generate if self.config.cached else prior.generate_naive
         if self.config.prior == "vpn":
             c = self.config
-            extra = {"parallel": c.parallel_decoding, "wavefront": c.wavefront} if c.cached else {}
+            extra = {"wavefront": c.wavefront} if c.cached else {}
             return generate(glob, n_out, choose, to_global, self.quantizer.cumulative_codewords, **extra)
         return generate(glob, n_out, choose, to_global)
 
