@@ -1,7 +1,7 @@
-"""Generation speed of S-HR-VQVAE's priors: naive, cached sequential, wavefront and parallel (Jacobi) decoding.
+"""Generation speed of S-HR-VQVAE's priors: naive, cached sequential and wavefront decoding.
 
     python -m vpbench_shrvqvae.benchmarks [--size cpu|kth|all] [--prior vpn|pixelcnn|all] [--batch 1,100]
-                                          [--frames F] [--no-parallel] [--run RUN_DIR --data-dir DIR]
+                                          [--frames F] [--run RUN_DIR --data-dir DIR]
 
 Per generated frame (what a prediction of ``1 + F`` frames takes over one of 1 frame, divided
 by ``F = --frames``; reading the context and preparing weights, the same for any number of
@@ -9,12 +9,11 @@ frames, are the ``fixed`` column, for the default path): the naive loop (the who
 the whole clip at every step; ``--naive-steps`` steps timed and multiplied, as every naive step
 costs the same), the cached sequential path (one position and level per step from cached layer
 inputs) and, for the VPN prior, wavefront decoding (the default: a wavefront of independent
-positions per step) and fixed-point decoding (whole frames per pass), with the speed-up of each
-over the cached path and the mean number of passes. ``cpu`` is the cpu preset's size (8x8 latent, 2 levels of 16, 10 -> 10),
-``kth`` the paper preset's on KTH (32x32 latent, 3 levels of 16, 10 -> 20). Weights are random
-unless ``--run`` names a trained run, whose prior decodes that run's own test clips: the number
-of passes, and so the speed-up, depends on how predictable the frames are. Equality of the
-codes of all paths is a unit test (tests/test_layers_prior.py), not re-checked here.
+positions per step), with the speed-up of each over the cached path. ``cpu`` is the cpu
+preset's size (8x8 latent, 2 levels of 16, 10 -> 10), ``kth`` the paper preset's on KTH (32x32
+latent, 3 levels of 16, 10 -> 20). Weights are random unless ``--run`` names a trained run,
+whose prior decodes that run's own test clips. Equality of the codes of all paths is a unit
+test (tests/test_layers_prior.py), not re-checked here.
 """
 
 from __future__ import annotations
@@ -87,25 +86,22 @@ def per_frame(generate, frames: int, repeats: int = 5) -> tuple[float, float]:
     return step, one - step
 
 
-def measure(model, glob: torch.Tensor, frames: int, naive_steps: int, parallel: bool = True) -> dict:
+def measure(model, glob: torch.Tensor, frames: int, naive_steps: int) -> dict:
     prior, q = model.prior, model.quantizer
     choose = model._chooser(glob.device, 0.0)
     vpn = model.config.prior == "vpn"
     args = (choose, q.global_codes) + ((q.cumulative_codewords,) if vpn else ())
-    sequential = {"parallel": False, "wavefront": False} if vpn else {}
+    sequential = {"wavefront": False} if vpn else {}
     volume = torch.cat([glob, glob[:, -1:].expand(-1, frames, -1, -1, -1)], 1)
     with torch.no_grad():
         cached, fixed = per_frame(lambda k: prior.generate(glob, k, *args, **sequential), frames)
-        wavefront = jacobi = None
-        passes: list[int] = []
+        wavefront = None
         if vpn:
             wavefront, fixed = per_frame(lambda k: prior.generate(glob, k, *args), frames)
-        if vpn and parallel:
-            jacobi, _ = per_frame(lambda k: prior.generate(glob, k, *args, parallel=True, stats=passes), frames)
         step = timed(lambda: [model.prior_logits(volume) for _ in range(naive_steps)], 1) / naive_steps
     hh, ww = glob.shape[-2:]
-    return {"naive": step * hh * ww * q.levels, "cached": cached, "wavefront": wavefront, "parallel": jacobi,
-            "fixed": fixed, "passes": sum(passes) / len(passes) if passes else None, "codes": hh * ww * q.levels}
+    return {"naive": step * hh * ww * q.levels, "cached": cached, "wavefront": wavefront, "fixed": fixed,
+            "codes": hh * ww * q.levels}
 
 
 def positive(text: str) -> int:
@@ -128,8 +124,6 @@ def main() -> None:
     parser.add_argument("--frames", type=positive, default=2, help="frames added to a one-frame prediction, per path")
     parser.add_argument("--naive-steps", type=positive, default=2)
     parser.add_argument("--prior", choices=["vpn", "pixelcnn", "all"], default="vpn")
-    parser.add_argument("--no-parallel", action="store_true",
-                        help="skip fixed-point decoding (off by default in the model; minutes per frame at the KTH size)")
     parser.add_argument("--run", default=None, help="a trained S-HR-VQVAE run directory")
     parser.add_argument("--data-dir", default=None, help="the data root of that run's dataset")
     args = parser.parse_args()
@@ -137,22 +131,20 @@ def main() -> None:
     priors = ["run"] if args.run else (["vpn", "pixelcnn"] if args.prior == "all" else [args.prior])
     console = Console()
     table = Table(title=f"S-HR-VQVAE generation: seconds per generated frame ({torch.get_num_threads()} torch threads)")
-    for col in ("prior", "size", "batch", "codes", "fixed", "naive", "cached", "wavefront", "parallel", "passes",
-                "cached/naive", "wavefront/cached", "parallel/cached"):
+    for col in ("prior", "size", "batch", "codes", "fixed", "naive", "cached", "wavefront", "cached/naive",
+                "wavefront/cached"):
         table.add_column(col, justify="right")
     for prior in priors:
         for size in sizes:
             for batch in args.batch:
                 model, glob, _ = build(size, args.run, batch, prior, args.data_dir)
-                m = measure(model, glob, args.frames, args.naive_steps, not args.no_parallel)
-                par, wave = m["parallel"], m["wavefront"]
+                m = measure(model, glob, args.frames, args.naive_steps)
+                wave = m["wavefront"]
                 console.log(f"{prior} {size} batch {batch}: cached {m['cached']:.3g} s, wavefront "
                             f"{'-' if wave is None else f'{wave:.3g}'} s per frame")
                 table.add_row(model.config.prior, size, str(batch), str(m["codes"]), f"{m['fixed']:.3g}", f"{m['naive']:.3g}",
                               f"{m['cached']:.3g}", "-" if wave is None else f"{wave:.3g}",
-                              "-" if par is None else f"{par:.3g}", "-" if par is None else f"{m['passes']:.1f}",
-                              f"{m['naive'] / m['cached']:.0f}x", "-" if wave is None else f"{m['cached'] / wave:.1f}x",
-                              "-" if par is None else f"{m['cached'] / par:.1f}x")
+                              f"{m['naive'] / m['cached']:.0f}x", "-" if wave is None else f"{m['cached'] / wave:.1f}x")
     console.print(table)
 
 
