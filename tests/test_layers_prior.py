@@ -92,6 +92,24 @@ def test_incremental_conv_and_attention_equal_the_full_forward():
         assert torch.allclose(attn.at(v, h * W + w, hk, hv, ck, cv), full_attn[:, :, t, h, w])
 
 
+@pytest.mark.parametrize("make", [lambda: CausalConv3d(4, 6, (2, 3, 3), 2, "A"), lambda: GatedBlock(4, (3, 3, 3), 2),
+                                  lambda: CausalSTAttention(4, 2)])
+def test_layer_caches_step_through_frames_like_the_full_forward(make):
+    """``layer.cache`` after the first frame, then every later frame position by position (each
+    input stored once final): the outputs of the full forward, frame after frame."""
+    torch.manual_seed(2)
+    layer = make().double()
+    x = torch.randn(2, 4, T + 1, H, W, dtype=torch.float64)
+    full = layer(x)
+    cache = layer.cache(x[:, :, :1])
+    for t in range(1, T + 1):
+        cache.begin_frame()
+        for h, w in itertools.product(range(H), range(W)):
+            assert torch.allclose(cache.step(x[:, :, t, h, w], h, w), full[:, :, t, h, w])
+            assert torch.allclose(cache.step(x[:, :, t, h, w], h, w, store=True), full[:, :, t, h, w])
+        cache.end_frame()
+
+
 def choosers(temperature, seed=0):
     g = torch.Generator().manual_seed(seed)
 
