@@ -263,11 +263,38 @@ def read_results(path: str | Path, name: str | None = None) -> tuple[pd.DataFram
             raise ValueError("columns model, metric, horizon, value are missing")
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise RunError(f"{where / 'results.csv'} is corrupt ({one_line(exc)}); re-evaluate the run with `vpbench eval`") from None
+    return table, _read_meta(where / "results.json")
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    """A results.json, checked to have the shape that the reports read (one clear line where it has not)."""
     try:
-        meta = json.loads((where / "results.json").read_text())
+        meta = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as exc:
-        raise RunError(f"{where / 'results.json'} is corrupt ({one_line(exc)}); re-evaluate the run with `vpbench eval`") from None
-    return table, meta
+        raise RunError(f"{path} is corrupt ({one_line(exc)}); re-evaluate the run with `vpbench eval`") from None
+
+    def need(ok: bool, where: str, value: Any, kind: str = "an object") -> None:
+        if not ok:
+            what = {dict: "an object", list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean",
+                    type(None): "null"}.get(type(value), type(value).__name__)
+            raise RunError(f"{path} is not a vpbench results file ({where} is {what}, not {kind}); "
+                           "re-evaluate the run with `vpbench eval`")
+
+    need(isinstance(meta, dict), "its top level", meta)
+    for part, inner in (("provenance", ("versions", "plugins", "dataset", "set_metrics")), ("evaluation", ("predict", "sets")),
+                        ("config", ())):
+        value = meta.get(part)
+        if part not in meta or (part == "config" and value is None):
+            continue
+        need(isinstance(value, dict), f"'{part}'", value)
+        for key in inner:
+            need(isinstance(value.get(key, {}), dict), f"'{part}.{key}'", value.get(key))
+    for name, info in meta.get("provenance", {}).get("set_metrics", {}).items():
+        need(isinstance(info, dict), f"'provenance.set_metrics.{name}'", info)
+    metrics = meta.get("evaluation", {}).get("metrics", [])
+    need(isinstance(metrics, (list, dict)) and all(isinstance(m, str) for m in metrics), "'evaluation.metrics'", metrics,
+         "a list of names")
+    return meta
 
 
 def read_per_clip(path: str | Path) -> dict[str, np.ndarray]:
@@ -290,7 +317,7 @@ def write_index(run_dir: Path) -> None:
     rows = []
     latest = None
     for p in found:
-        meta = json.loads((p / "results.json").read_text())
+        meta = _read_meta(p / "results.json")
         key = meta.get("evaluation", {})
         rows.append([f"[{p.name}]({EVALS}/{p.name}/report.md)", str(key.get("split", "?")), str(key.get("clips", "?")),
                      ", ".join(key.get("metrics", {})), str(key.get("samples", "?")),

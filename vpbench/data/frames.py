@@ -61,6 +61,8 @@ def load_frames(path: str | Path, spec: DataSpec) -> torch.Tensor:
             array = np.load(path)
         except Exception as exc:
             raise DataError(f"{path} is not a readable .npy file: {exc}") from None
+        if array.dtype.kind not in "buif":  # strings, dates, records
+            raise DataError(f"{path} holds {array.dtype} values, not pixels; give uint8 (0..255) or float (0..1) frames")
     elif path.suffix.lower() in VIDEO_SUFFIXES:
         from vpbench.data.video import decode_video
 
