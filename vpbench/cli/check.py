@@ -44,7 +44,7 @@ def check(
     if table.row_count:
         c.console().print(table)
     c.console().print(f"{counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped "
-                      f"({len({(o.case.kind, o.case.name) for o in outcomes})} objects)", highlight=False)
+                      f"({len({(o.case.kind, o.case.name) for o in outcomes})} objects)", highlight=False, markup=False)
     if counts["failed"]:
         raise typer.Exit(1)
 

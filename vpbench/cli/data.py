@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from vpbench.cli import common as c
@@ -30,7 +31,7 @@ def info(
     spec = dataset.spec
     table.add_row("frames", f"{spec.channels}x{spec.height}x{spec.width}, {spec.n_in} -> {spec.n_out}")
     for key, value in dataset.info().items():
-        table.add_row(key, str(value))
+        table.add_row(escape(str(key)), escape(str(value)))
     c.console().print(table)
 
 
@@ -47,12 +48,12 @@ def download(
 
     dataset = open_dataset(get_harness(), name, root=data_dir, prepare=False)
     if not implements(dataset, "download", "dataset"):
-        c.console().print(f"{name} needs no download ({dataset.info().get('status', 'embedded')})")
+        c.console().print(f"{name} needs no download ({dataset.info().get('status', 'embedded')})", markup=False)
         return
     with c.rich_events() as events:
         paths = member(dataset, "download", "dataset")(events, optional=optional)
     for path in paths or []:
-        c.console().print(f"ok: {path}", highlight=False)
+        c.console().print(f"ok: {path}", highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:

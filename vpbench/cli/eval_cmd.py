@@ -26,7 +26,7 @@ def eval_(
         table = runs.reevaluate(run_, set_, split, events)
     cfg = run_.config
     c.print_results(table, title=f"{cfg.model_name} on {cfg.dataset_name} ({cfg.eval.split})")
-    c.console().print(f"result set: {run_.eval_dir}", highlight=False)
+    c.console().print(f"result set: {run_.eval_dir}", highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:

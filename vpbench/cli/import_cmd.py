@@ -27,7 +27,7 @@ def import_(
     with c.rich_events() as events:
         run = import_checkpoint(get_harness(), source, file, model, dataset=dataset, preset=preset, sets=set_,
                                 out=out, data_dir=data_dir, events=events)
-    c.console().print(f"run directory: {run.run_dir}; score it with `vpbench eval {run.run_dir}`", highlight=False)
+    c.console().print(f"run directory: {run.run_dir}; score it with `vpbench eval {run.run_dir}`", highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:

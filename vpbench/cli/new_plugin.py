@@ -19,8 +19,8 @@ def new_plugin(
 
     target = write(name, parent)
     for path in sorted(p for p in target.rglob("*") if p.is_file()):
-        c.console().print(f"wrote {path}", highlight=False)
-    c.console().print(f"next: pip install -e {target} && vpbench check {name}", highlight=False)
+        c.console().print(f"wrote {path}", highlight=False, markup=False)
+    c.console().print(f"next: pip install -e {target} && vpbench check {name}", highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:

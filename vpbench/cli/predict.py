@@ -61,7 +61,7 @@ def predict(
             pred = checked_predict(model, context[None].to(run_.device), spec, run_.config.model_name)[0].cpu()
             save_strip(out_dir / f"{name}.png", context, truth, pred)
             save_gif(out_dir / f"{name}.gif", context, truth, pred)
-            c.console().print(f"wrote {out_dir / name}.png and .gif", highlight=False)
+            c.console().print(f"wrote {out_dir / name}.png and .gif", highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:

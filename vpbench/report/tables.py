@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 import pandas as pd
+from rich.markup import escape
 from rich.table import Table
 
 COST_METRICS = ("params", "params_trainable", "gflops", "gmacs", "latency", "throughput", "train_steps", "train_flops",
@@ -112,7 +113,7 @@ def rich_table(table: pd.DataFrame, title: str | None = None, horizon: str = "al
     for i, h in enumerate(headers):
         out.add_column(h, justify="left" if i < n_keys else "right", min_width=8 if i < n_keys else None)
     for row in rows:
-        out.add_row(*row)
+        out.add_row(*(escape(str(cell)) for cell in row))  # names and labels, never markup
     return out
 
 
