@@ -188,6 +188,18 @@ def test_cli_plugins_lists_third_party_and_failures(tmp_path):
     assert "1 plugin(s) failed to load" in out.stdout
 
 
+def test_version_names_vpbench_and_every_plugin_distribution(tmp_path):
+    from vpbench import __version__
+
+    _broken_plugin_site(tmp_path)
+    out = subprocess.run([sys.executable, "-m", "vpbench", "--version"], capture_output=True, text=True,
+                         env=_cli_env(tmp_path), cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines == [f"vpbench {__version__}", "plugins, by distribution:", f"  vpbench {__version__}: baselines, shrvqvae",
+                     "  vpbench-broken 9.9: broken (failed)", "  vpbench-example 0.1.0: example"], out.stdout
+
+
 def test_third_party_model_runs_through_vpbench_run(tmp_path):
     """No change to vpbench: the example plugin's model trains and is scored by `vpbench run`."""
     write_dist_info(tmp_path, "vpbench-example", "0.1.0", {"example": "vpbench_example"})

@@ -61,6 +61,34 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    """``vpbench --version``: vpbench's version, then one line per distribution of loaded
+    plugins with its version and the plugins (entry points) it provides."""
+    if not value:
+        return
+    from vpbench import __version__
+    from vpbench.plugins import get_harness
+
+    dists: dict[tuple[str, str], list[str]] = {}
+    for r in get_harness().records:
+        if not r.name.startswith("builtin:"):
+            dists.setdefault((r.distribution, r.version), []).append(r.name + (" (failed)" if r.error else ""))
+    console().print(f"vpbench {__version__}", highlight=False)
+    if dists:
+        console().print("plugins, by distribution:", highlight=False)
+    for (dist, version), names in sorted(dists.items()):
+        console().print(Text(f"  {dist} {version}: {', '.join(sorted(names))}"), highlight=False)
+    raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print vpbench's version and the loaded plugins' versions, then exit."),
+) -> None:
+    pass
+
+
 def _register_builtin_commands() -> None:
     from vpbench.cli import (
         ablate,
