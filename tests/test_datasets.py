@@ -185,10 +185,10 @@ def test_kth_decodes_once(kth_root, monkeypatch):
     cache_files = sorted((kth_root / "kth" / "cache").rglob("*.npy"))
     assert len(cache_files) == len(KTH_VIDEOS)
 
-    def no_decoding(path, grey=True):
+    def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again")
 
-    monkeypatch.setattr(K, "decode_video", no_decoding)
+    monkeypatch.setattr(K, "decode_resized", no_decoding)
     data = K.KTH(kth_config(), kth_root)
     assert len(data.split("train")) > 0
     frames = np.load(cache_files[0], mmap_mode="r")
@@ -228,6 +228,38 @@ def test_kth_variants_and_defaults():
     cfg = K.KTHConfig()
     assert set(cfg.train_persons) | set(cfg.val_persons) == set(range(1, 17))
     assert set(cfg.test_persons) == set(range(17, 26))
+
+
+def test_a_declared_variant_is_the_hand_written_subclass(tmp_path):
+    """``variant(...)`` gives what the 8-line subclass gave: fields, types, spec and run identity."""
+    import pickle
+    import typing
+    from dataclasses import dataclass, fields
+
+    from vpbench import config as C
+    from vpbench.builtin.trivial import CopyLast
+    from vpbench.data.variant import variant
+    from vpbench.rundir import config_hash
+
+    class ByHand(K.KTH):
+        name = "kth40"
+        description = "KTH human actions, 128x128, 10 -> 40"
+
+        @dataclass(frozen=True)
+        class Config(K.KTHConfig):
+            n_out: int = 40  # predicted frames
+
+    declared = K.KTH40
+    assert (declared.name, declared.version, declared.description) == (ByHand.name, ByHand.version, ByHand.description)
+    assert [(f.name, f.default) for f in fields(declared.Config)] == [(f.name, f.default) for f in fields(ByHand.Config)]
+    assert typing.get_type_hints(declared.Config) == typing.get_type_hints(ByHand.Config)
+    assert declared(None, tmp_path).spec == ByHand(None, tmp_path).spec
+    run_config = {cls: C.resolve("copylast", CopyLast, lambda n, cls=cls: cls, dataset="kth40") for cls in (declared, ByHand)}
+    assert config_hash(run_config[declared], CopyLast) == config_hash(run_config[ByHand], CopyLast)
+    again = pickle.loads(pickle.dumps(declared(None, tmp_path)))  # DataLoader workers get it by name
+    assert type(again) is declared and again.config == declared.Config()
+    with pytest.raises(TypeError, match="variant kth7: KTH.Config has no field n_future"):
+        variant(K.KTH, "KTH7", name="kth7", description="", n_future=7)
 
 
 # -- videofolder ---------------------------------------------------------------------------

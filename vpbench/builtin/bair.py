@@ -36,6 +36,7 @@ from vpbench.data import download as dl
 from vpbench.data.archive import extract
 from vpbench.data.arrays import WindowedDataset, save_npy, source_key, span_counts
 from vpbench.data.tfrecord import parse_example, read_records
+from vpbench.data.variant import variant
 from vpbench.errors import ConfigError, DataError
 from vpbench.events import Events
 from vpbench.hookspecs import hookimpl
@@ -205,25 +206,11 @@ class BAIR(WindowedDataset):
         return out
 
 
-class BAIR2(BAIR):
-    name = "bair2"
-    description = "BAIR robot pushing, 3x64x64, 2 -> 10 (PredRNN's setting)"
-
-    @dataclass(frozen=True)
-    class Config(BAIRConfig):
-        n_in: int = 2  # context frames
-        n_out: int = 10  # predicted frames
-
-
-class BAIRFVD(BAIR):
-    name = "bair_fvd"
-    description = "BAIR robot pushing, 3x64x64, 1 -> 15 (the FVD protocol: first 16 frames of each test video)"
-
-    @dataclass(frozen=True)
-    class Config(BAIRConfig):
-        n_in: int = 1  # context frames
-        n_out: int = 15  # predicted frames
-        test_windows: Literal["all", "first"] = "first"  # first: only the first n_in + n_out frames of a test trajectory
+BAIR2 = variant(BAIR, "BAIR2", name="bair2", description="BAIR robot pushing, 3x64x64, 2 -> 10 (PredRNN's setting)",
+                n_in=2, n_out=10)
+# test_windows=first: only the first n_in + n_out frames of a test trajectory
+BAIRFVD = variant(BAIR, "BAIRFVD", name="bair_fvd", description="BAIR robot pushing, 3x64x64, 1 -> 15 (the FVD protocol: "
+                  "first 16 frames of each test video)", n_in=1, n_out=15, test_windows="first")
 
 
 @hookimpl

@@ -36,6 +36,7 @@ from typing import Literal
 import numpy as np
 
 from vpbench.data.arrays import WindowedDataset, save_npy, span_counts
+from vpbench.data.variant import variant
 from vpbench.errors import ConfigError, DataError
 from vpbench.events import Events
 from vpbench.hookspecs import hookimpl
@@ -236,13 +237,8 @@ class Human(WindowedDataset):
         return out
 
 
-class Human128(Human):
-    name = "human128"
-    description = "Human3.6M, 3x128x128, 4 -> 4 frames 5 apart (OpenSTL's clip lists or a subject split)"
-
-    @dataclass(frozen=True)
-    class Config(HumanConfig):
-        size: int = 128  # frames are size x size
+Human128 = variant(Human, "Human128", name="human128", description="Human3.6M, 3x128x128, 4 -> 4 frames 5 apart "
+                   "(OpenSTL's clip lists or a subject split)", size=128)
 
 
 @hookimpl

@@ -23,13 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-import torch
-
 from vpbench.data import download as dl
 from vpbench.data.archive import extract as unpack
 from vpbench.data.cache import CachedWindows, FrameCache
-from vpbench.data.video import decode_video, resize_uint8
+from vpbench.data.variant import variant
+from vpbench.data.video import decode_resized
 from vpbench.data.windows import window_starts
 from vpbench.errors import ConfigError, DataError
 from vpbench.events import Events
@@ -124,11 +122,6 @@ class KTHConfig:
             raise ConfigError("KTH persons are numbered 1-25")
 
 
-def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
-    """uint8 ``(T, H, W)`` -> uint8 ``(T, size, size)``, bilinear with half-pixel centres."""
-    return resize_uint8(torch.from_numpy(frames).float()[:, None], size, size)[:, 0]
-
-
 class KTH:
     """KTH actions, 1x128x128, 10 -> 20 (persons 1-16 train / 17-25 test)."""
 
@@ -202,7 +195,8 @@ class KTH:
             )
         lengths, digests, skipped = self.cache.decode_all(
             [(video, files[video]) for video in needed], dl._cached_sha256,
-            lambda path: resize_frames(decode_video(path), c.size), c.on_corrupt, events, "kth", "decoding KTH (once)")
+            lambda path: decode_resized(path, c.size, c.size, "first")[:, 0], c.on_corrupt, events, "kth",
+            "decoding KTH (once)")
         self._digests.update(digests)
         self.skipped += skipped
         clip = c.n_in + c.n_out
@@ -274,22 +268,8 @@ def extract(archive: Path, target: Path) -> None:
     unpack(archive, target, keep=lambda name: name.endswith(".avi"), flat=True)
 
 
-class KTH40(KTH):
-    name = "kth40"
-    description = "KTH human actions, 128x128, 10 -> 40"
-
-    @dataclass(frozen=True)
-    class Config(KTHConfig):
-        n_out: int = 40  # predicted frames
-
-
-class KTH64(KTH):
-    name = "kth64"
-    description = "KTH human actions, 64x64, 10 -> 20"
-
-    @dataclass(frozen=True)
-    class Config(KTHConfig):
-        size: int = 64  # frames are resized to size x size
+KTH40 = variant(KTH, "KTH40", name="kth40", description="KTH human actions, 128x128, 10 -> 40", n_out=40)
+KTH64 = variant(KTH, "KTH64", name="kth64", description="KTH human actions, 64x64, 10 -> 20", size=64)
 
 
 @hookimpl

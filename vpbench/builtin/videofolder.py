@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import torch
 
 from vpbench.data import download as dl
 from vpbench.data.cache import CachedWindows, FrameCache
 from vpbench.data.frames import IMAGE_SUFFIXES, VIDEO_SUFFIXES
-from vpbench.data.video import decode_video, resize_uint8
+from vpbench.data.video import decode_resized
 from vpbench.data.windows import window_starts
 from vpbench.errors import ConfigError, DataError
 from vpbench.events import Events
@@ -120,20 +119,7 @@ class VideoFolder:
 
     def decode(self, source: Path) -> np.ndarray:
         c = self.config
-        if source.is_dir():
-            from PIL import Image
-
-            files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            try:
-                frames = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
-            except Exception as exc:
-                raise DataError(f"cannot read the frames in {source}: {exc}") from None
-        else:
-            frames = decode_video(source, grey=False)
-        x = torch.from_numpy(frames).float().permute(0, 3, 1, 2)  # (T, 3, H, W)
-        if c.channels == 1:
-            x = x.mean(1, keepdim=True)
-        return resize_uint8(x, c.height, c.width)
+        return decode_resized(source, c.height, c.width, "mean" if c.channels == 1 else "rgb")
 
     def digest(self, source: Path) -> str:
         if source.is_file():

@@ -47,6 +47,7 @@ from vpbench import io
 from vpbench.data import download as dl
 from vpbench.data.archive import extract
 from vpbench.data.arrays import WindowedDataset, require, save_npy, source_key, span_counts
+from vpbench.data.variant import variant
 from vpbench.errors import ConfigError, DataError
 from vpbench.events import Events
 from vpbench.hookspecs import hookimpl
@@ -309,19 +310,11 @@ def _extract_flat(archive: Path, target: Path) -> list[Path]:
     return extract(archive, target, keep=lambda name: name.endswith(".nc"), flat=True)
 
 
-class WeatherBenchMV(WeatherBench):
-    """OpenSTL's multi-variable WeatherBench (r, t, u, v at 150 / 500 / 850 hPa), 4 -> 4 frames 6 h apart."""
-
-    name = "weatherbench_mv"
-    description = "WeatherBench 5.625 deg multi-variable (r, t, u, v at 3 levels, 12 channels), 4 -> 4 frames 6 h apart"
-
-    @dataclass(frozen=True)
-    class Config(WeatherBenchConfig):
-        variable: Literal["t2m", "r", "uv10", "tcc", "mv", "mv5"] = "mv"  # OpenSTL's data_name
-        n_in: int = 4  # context frames
-        n_out: int = 4  # predicted frames
-        step: int = 6  # hours between frames
-        train_years: tuple[int, int] = (1979, 2015)  # first and last training year (inclusive)
+WeatherBenchMV = variant(
+    WeatherBench, "WeatherBenchMV", name="weatherbench_mv",
+    description="WeatherBench 5.625 deg multi-variable (r, t, u, v at 3 levels, 12 channels), 4 -> 4 frames 6 h apart",
+    doc="OpenSTL's multi-variable WeatherBench (r, t, u, v at 150 / 500 / 850 hPa), 4 -> 4 frames 6 h apart.",
+    variable="mv", n_in=4, n_out=4, step=6, train_years=(1979, 2015))
 
 
 @hookimpl

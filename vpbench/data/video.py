@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -32,6 +33,37 @@ def decode_video(path: str | Path, grey: bool = True) -> np.ndarray:
     if not frames:
         raise DataError(f"{path} decoded to zero frames (corrupt or truncated?)")
     return np.stack(frames)
+
+
+def read_frames(source: str | Path, grey: bool = False) -> np.ndarray:
+    """uint8 frames of a video file or of a folder of images (sorted by name): ``(T, H, W)``
+    (grey: the first channel) or ``(T, H, W, 3)``; an unreadable source is a :class:`DataError`."""
+    source = Path(source)
+    if not source.is_dir():
+        return decode_video(source, grey=grey)
+    from PIL import Image
+
+    from vpbench.data.frames import IMAGE_SUFFIXES
+
+    files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    try:
+        frames = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
+    except Exception as exc:
+        raise DataError(f"cannot read the frames in {source}: {exc}") from None
+    return frames[..., 0] if grey else frames
+
+
+def decode_resized(source: str | Path, height: int, width: int, colour: Literal["first", "mean", "rgb"]) -> np.ndarray:
+    """The frames of ``source`` (:func:`read_frames`) as uint8 ``(T, C, height, width)``:
+    ``first`` keeps the first channel (grey content stored as RGB, like KTH's AVIs), ``mean``
+    averages R, G and B, ``rgb`` keeps all three."""
+    import torch
+
+    x = torch.from_numpy(read_frames(source, grey=colour == "first"))
+    x = (x[:, None] if x.dim() == 3 else x.permute(0, 3, 1, 2)).float()  # (T, C, H, W)
+    if colour == "mean":
+        x = x.mean(1, keepdim=True)
+    return resize_uint8(x, height, width)
 
 
 def resize_uint8(frames, height: int, width: int) -> np.ndarray:
