@@ -138,6 +138,7 @@ def run_ablation(harness, model: str, axes: dict[str, list[str]], out: Path, *, 
     events = events or Events()
     if not axes or not all(axes.values()):
         raise ConfigError("give at least one grid, e.g. --grid FIELD=a,b")
+    rundir.check_output_dir(out, "ablation")  # before anything trains
     model_cls = harness.models.get(model)
     for field in axes:
         if field not in {f for f in model_cls.Config.__dataclass_fields__}:
@@ -155,14 +156,15 @@ def run_ablation(harness, model: str, axes: dict[str, list[str]], out: Path, *, 
     if until is not None and not predict_only and parse_budget(variants[0].run.config.train.budget) is not None:
         until, base_sets = _budget_sharing(variants, data, until, base_sets, events)
     tables, per_clip = [], {}
-    for variant in variants:
-        with runs.lock(variant.run, events):
-            tables.append(_train_and_evaluate(harness, model, variant, variants, data, until, shared_fields,
-                                              predict_only, base_sets, common, out, events, resume))
-        per_clip[variant.label] = results.read_per_clip(variant.run.eval_dir)
-    table = pd.concat(tables, ignore_index=True)
-    diffs = differences(per_clip, variants, harness, variants[0].run.config)
-    write(out, table, diffs, variants)
+    with rundir.claimed(out, "ablation"):
+        for variant in variants:
+            with runs.lock(variant.run, events):
+                tables.append(_train_and_evaluate(harness, model, variant, variants, data, until, shared_fields,
+                                                  predict_only, base_sets, common, out, events, resume))
+            per_clip[variant.label] = results.read_per_clip(variant.run.eval_dir)
+        table = pd.concat(tables, ignore_index=True)
+        diffs = differences(per_clip, variants, harness, variants[0].run.config)
+        write(out, table, diffs, variants)
     return table, diffs, variants
 
 

@@ -85,6 +85,8 @@ def run_comparison(harness: Any, models: list[str], *, dataset: str | None = Non
 
     if len(set(models)) != len(models):
         raise ConfigError("each model may appear once in vpbench compare")
+    if out:  # before anything trains: a directory that is not a comparison's is refused
+        rundir.check_output_dir(Path(out), "comparison")
     events = events or Events()
     sets = list(sets or []) + ([f"train.budget={budget}"] if budget else [])
     common = dict(preset=preset, config_file=config_file, sets=sets, seed=seed, device=device, models=models)
@@ -149,8 +151,9 @@ def run_comparison(harness: Any, models: list[str], *, dataset: str | None = Non
     examples = [(*split[i], {name: preds[i] for name, preds in predictions.items()})
                 for i in range(min(len(p) for p in predictions.values()))] if predictions else []
     done = [r for r in prepared if r.config.model_name not in failures]
-    write_comparison(out_dir, table, paired, done, harness, [data] * len(done), examples, note,
-                     protocol_line=line, budget=budget, failures=failures, reference=ref)
+    with rundir.claimed(out_dir, "comparison"):
+        write_comparison(out_dir, table, paired, done, harness, [data] * len(done), examples, note,
+                         protocol_line=line, budget=budget, failures=failures, reference=ref)
     return Outcome(prepared, table, paired, failures, out_dir, protocol, ref)
 
 

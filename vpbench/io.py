@@ -9,8 +9,10 @@ removed and the old file stays as it was.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -56,14 +58,39 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def remove_partials(directory: str | Path) -> list[Path]:
-    """Remove the temporary files of writes that a kill interrupted (``.NAME.*.partial``);
-    call it only while holding the directory's lock."""
+    """Remove the temporary files of writes that a kill interrupted (``.NAME.*.partial``) directly in
+    ``directory`` (not below it); call it only while holding the directory's lock."""
     removed = []
-    for path in Path(directory).rglob(".*.partial"):
+    for path in Path(directory).glob(".*.partial"):
+        if path.is_symlink() or not path.is_file():
+            continue
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
             removed.append(path)
     return removed
+
+
+def append_text(path: str | Path, text: str) -> None:
+    """Append ``text`` to the file ``path`` (created if missing), never through a symbolic link or into a
+    file with other names: either is refused with one line."""
+    from vpbench.errors import RunError
+
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, FILE_MODE)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise RunError(f"{path} is a symbolic link; vpbench appends only to its own file: delete the link and "
+                           "rerun") from None
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            raise RunError(f"{path} is not a plain file of its own (a hard link or a special file); delete it and rerun")
+        data = text.encode("utf-8")
+        while data:
+            data = data[os.write(fd, data):]
+    finally:
+        os.close(fd)
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:

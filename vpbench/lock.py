@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import fcntl
 import json
 import os
 import socket
+import stat
 import sys
 from pathlib import Path
 from typing import Callable, Iterator
@@ -43,17 +45,39 @@ def _describe(holder: dict) -> str:
             f"`{holder.get('command', '?')}`")
 
 
+def _open(path: Path) -> int:
+    """The lock file, created (``O_EXCL``) or opened, never through a symbolic link and only if it is a
+    plain file with no other name (a lock file is truncated and written: it must not stand for another)."""
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        except FileExistsError:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except FileNotFoundError:
+                continue  # released (unlinked) in between: create it
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise RunError(f"{path} is a symbolic link, not a vpbench lock file; delete the link and rerun") from None
+                raise
+        info = os.fstat(fd)
+        if stat.S_ISREG(info.st_mode) and info.st_nlink <= 1:  # 0: its holder unlinked it just now
+            return fd
+        os.close(fd)
+        raise RunError(f"{path} is not a plain vpbench lock file (a hard link or a special file); delete it and rerun")
+
+
 def _open_locked(path: Path) -> tuple[int, bool]:
     """``(fd, held)``: the lock file opened (created if needed) and, if free, locked. A file
     unlinked by its releasing holder between our open and our flock is retried."""
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open(path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return fd, False
         try:
-            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            same = os.fstat(fd).st_ino == os.lstat(path).st_ino
         except FileNotFoundError:
             same = False
         if same:

@@ -87,9 +87,12 @@ def prepare_dir(run_dir: Path, config: Any, model_cls: type, saved_config: Calla
     moved aside instead. A non-empty directory that is not a run is refused, ``fresh`` or not."""
     events = events or Events()
     saved = run_dir / "config.json"
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if run_dir.exists() and any(run_dir.iterdir()) and not _only_a_torn_config(run_dir):
         if not saved.is_file():
             raise RunError(f"{run_dir} exists and is not a vpbench run (no config.json); choose another --out")
+        if _foreign_config(saved):
+            raise RunError(f"{run_dir} exists and is not a vpbench run (its config.json has no model_name and "
+                           "dataset_name: another tool's?); choose another --out")
         if fresh:
             events.message(f"moved the previous run to {move_aside(run_dir)}")
         else:
@@ -103,21 +106,151 @@ def prepare_dir(run_dir: Path, config: Any, model_cls: type, saved_config: Calla
     io.write_json(saved, config.to_dict())
 
 
+def is_run_config(data: Any) -> bool:
+    """Whether ``data`` (a parsed ``config.json``) is a vpbench run's config."""
+    return (isinstance(data, dict) and all(isinstance(data.get(k), str) for k in ("model_name", "dataset_name"))
+            and isinstance(data.get("model"), dict))
+
+
+def is_run(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a vpbench run: a ``config.json`` with vpbench's keys."""
+    path = Path(run_dir) / "config.json"
+    try:
+        return path.is_file() and not path.is_symlink() and is_run_config(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return False
+
+
+def _foreign_config(path: Path) -> bool:
+    """A ``config.json`` that parses but is not vpbench's (one that does not parse is reported by its reader)."""
+    try:
+        return not is_run_config(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return False
+
+
+def _only_a_torn_config(run_dir: Path) -> bool:
+    """Whether all ``run_dir`` holds is the temporary file of a ``config.json`` write that a kill interrupted
+    (the directory was being made a run); those are removed."""
+    entries = list(run_dir.iterdir())
+    torn = [p for p in entries if p.name.startswith(".config.json.") and p.name.endswith(".partial")
+            and p.is_file() and not p.is_symlink()]
+    if not entries or len(torn) != len(entries):
+        return False
+    for path in torn:
+        path.unlink(missing_ok=True)
+    return True
+
+
+MARKER = "vpbench-dir.json"  # what a comparison, ablation or combined-report directory is
+WRITERS = {"comparison": "vpbench compare", "ablation": "vpbench ablate", "report": "vpbench report --out",
+           "site": "vpbench site"}
+
+
+def output_kind(path: Path) -> str | None:
+    """What vpbench made ``path``: ``"run"``, ``"comparison"``, ``"ablation"``, ``"report"`` (from its
+    marker file, or the files an earlier version wrote there), or None."""
+    path = Path(path)
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        kind = json.loads((path / MARKER).read_text()).get("kind")
+        if kind in WRITERS:
+            return kind
+    if is_run(path):
+        return "run"
+    if (path / "paired.csv").is_file():
+        return "comparison"
+    if (path / "differences.csv").is_file():
+        return "ablation"
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        title = (path / "report.md").read_text().partition("\n")[0]
+        if title == "# vpbench combined report" and not (path / "results.json").exists():
+            return "report"
+    entries = [p for p in path.iterdir() if not (p.name.startswith(".") and p.name.endswith(".lock"))]
+    if entries and all(p.is_dir() and not p.is_symlink() and is_run(p) for p in entries):
+        return "ablation"  # an unfinished one: its variants' runs only
+    return None
+
+
+def check_output_dir(path: Path, kind: str) -> None:
+    """The policy of ``run`` for the directory of a comparison, an ablation or a combined report:
+    refuse ``path`` unless it is new, empty or already a ``kind`` directory."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunError(f"{path} exists and is not a directory; choose another --out")
+    if not path.is_dir() or not any(path.iterdir()):
+        return
+    found = output_kind(path)
+    if found != kind:
+        what = f"a vpbench {found} directory" if found else f"not a vpbench {kind} directory"
+        raise RunError(f"{path} exists and is {what}; {WRITERS[kind]} writes only into a new or empty directory or "
+                       f"one of its own: choose another --out")
+
+
+@contextlib.contextmanager
+def claimed(path: Path, kind: str) -> Iterator[Path]:
+    """Check ``path`` (:func:`check_output_dir`) and mark it a ``kind`` directory for the block that writes
+    into it; a block that fails before writing anything leaves no marker (and no new directory) behind."""
+    path = Path(path)
+    check_output_dir(path, kind)
+    made = not path.exists()
+    marker = path / MARKER
+    marked = not marker.is_file()
+    if marked:
+        io.write_json(marker, {"kind": kind, "written_by": WRITERS[kind]})
+    try:
+        yield path
+    except BaseException:
+        if marked and [p.name for p in path.iterdir()] == [MARKER]:
+            marker.unlink(missing_ok=True)
+            if made:
+                path.rmdir()
+        raise
+
+
 def is_trained(run_dir: Path, until: str | None = None) -> bool:
     """Whether ``run_dir`` holds its final weights (or, with ``until``, the stages before that one)."""
     done = Path(run_dir) / (f"trained-until-{until}.txt" if until is not None else "model.pt")
     return done.is_file()
 
 
+RUN_SUBDIRS = ("checkpoints", "evals", "predictions")  # where a run's own atomic writes happen, besides its top
+
+
+def run_partials(run_dir: Path) -> list[Path]:
+    """Remove the half-written temporary files a killed process left in a vpbench run: at its top level,
+    in its known subfolders and in each result set (and its examples/); nothing deeper, nothing followed
+    through a link, nothing in a directory that is not a run."""
+    run_dir = Path(run_dir)
+    if not is_run(run_dir):
+        return []
+    places = [run_dir, *(run_dir / name for name in RUN_SUBDIRS)]
+    evals = run_dir / "evals"
+    if evals.is_dir() and not evals.is_symlink():
+        for entry in sorted(evals.iterdir()):
+            places += [entry, entry / "examples"]
+    removed = []
+    for place in places:
+        if place.is_dir() and not place.is_symlink():
+            removed += io.remove_partials(place)
+    return removed
+
+
+def out_path(out: str | Path) -> Path:
+    """``--out`` as a path with a name: ``.`` or ``..`` (from inside a run directory) is resolved, so the lock
+    beside it and ``--fresh``'s move aside name the directory itself."""
+    path = Path(out)
+    return path.resolve() if path.name in ("", "..") else path
+
+
 @contextlib.contextmanager
 def locked(run_dir: Path, events: Events | None = None) -> Iterator[None]:
-    """The exclusive lock of ``run_dir`` (:mod:`vpbench.lock`); half-written temporary files
-    that a killed process left in it are removed once it is held."""
+    """The exclusive lock of ``run_dir`` (:mod:`vpbench.lock`); once it is held, half-written temporary
+    files that a killed process left in it are removed if it is a vpbench run (:func:`run_partials`)."""
     from vpbench.lock import locked as hold
 
     with hold(run_dir, events.message if events is not None else None):
         if run_dir.is_dir():
-            removed = io.remove_partials(run_dir)
+            removed = run_partials(run_dir)
             if removed and events is not None:
                 events.message(f"removed {len(removed)} half-written temporary file(s) an interrupted write left in {run_dir}")
         yield
