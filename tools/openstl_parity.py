@@ -23,8 +23,13 @@ vpbench model, and both predict from the same random clip (``--batch`` clips, un
 noise (BatchNorm running means shifted, variances scaled), so that zero-initialised and
 layer-scale weights count. Printed per model: the max abs difference of the outputs (unclamped;
 the recurrent models' whole ``n_in + n_out - 1``-frame rollout, unpatched) and the largest output,
-and for PredRNN.V2 and PhyDNet the difference of their training losses (teacher-forced / no
-teacher forcing, as in ``--help``). The run's torch, timm and checkout are printed first.
+and for PredRNN.V2 and PhyDNet the difference of their training losses (PredRNN.V2: a random
+scheduled-sampling mask of the future inputs; PhyDNet: no teacher forcing). The run's torch,
+timm and checkout are printed first. ``--authors-order`` runs vpbench's SimVP translators and
+PredFormer in the authors' operation order (translator in contiguous layout, explicit-softmax
+attention, HorNet's hand-written LayerNorm) to show that the remaining differences are operation
+order; ``--float64`` runs both in float64 (a recurrent rollout amplifies float32 rounding step by
+step).
 """
 
 from __future__ import annotations
@@ -376,6 +381,9 @@ def main(argv=None) -> int:
     parser.add_argument("--models", default=",".join(ALL), help=f"comma-separated, of: {','.join(ALL)}")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--float64", action="store_true",
+                        help="build and run both in float64 (a rollout's float32 rounding differences grow over its steps; "
+                             "in float64 they stay near 1e-15 where the networks are the same)")
     parser.add_argument("--authors-order", action="store_true",
                         help="run vpbench's SimVP translators and PredFormer in the authors' operation order (contiguous "
                              "translator, explicit softmax attention, HorNet's hand-written LayerNorm)")
@@ -384,6 +392,8 @@ def main(argv=None) -> int:
         parser.error("--batch must be a positive integer")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.float64:
+        torch.set_default_dtype(torch.float64)
     try:
         importlib.import_module("torchvision")
     except ImportError:
@@ -395,7 +405,8 @@ def main(argv=None) -> int:
         else "openstl2023"
     print(f"OpenSTL {describe(args.openstl)}; PredFormer {describe(args.predformer) if args.predformer else '-'}")
     order = "the authors' operation order" if args.authors_order else "vpbench's operation order"
-    print(f"torch {torch.__version__}, timm {timm.__version__}, batch {args.batch}, float32 CPU; ConvLSTM cell {cell}; {order}")
+    dtype = "float64" if args.float64 else "float32"
+    print(f"torch {torch.__version__}, timm {timm.__version__}, batch {args.batch}, {dtype} CPU; ConvLSTM cell {cell}; {order}")
     print(f"{'model':<18} {'weights':<10} {'max |out diff|':>15} {'max |out|':>10} {'|loss diff|':>12} {'loss':>10}")
     gen = torch.Generator().manual_seed(0)
     for name in args.models.split(","):
