@@ -31,6 +31,16 @@ def _error(text: str) -> None:
     err_console().print(Text.assemble(("error:", "bold red"), " ", text), highlight=False, soft_wrap=True)
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing what is left at exit cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no real file descriptor (captured in-process)
+        pass
+
+
 class VPBenchGroup(TyperGroup):
     def invoke(self, ctx):
         try:
@@ -41,6 +51,9 @@ class VPBenchGroup(TyperGroup):
         except KeyboardInterrupt:
             err_console().print("[bold red]interrupted[/]")
             raise typer.Exit(130) from None
+        except BrokenPipeError:  # the reader of our output went away (`| head`): stop quietly, as Unix tools do
+            _silence_stdout()
+            raise typer.Exit(141) from None
         except OSError as exc:  # e.g. a full disk: files are written atomically, so nothing is half-written
             _error(disk_error(exc))
             raise typer.Exit(1) from None
@@ -124,7 +137,7 @@ def main() -> None:
         harness.register_commands(app)
         harness.freeze()
     except VPBenchError as exc:  # pragma: no cover - loading never raises VPBenchError today
-        err_console().print(f"[bold red]error:[/] {exc}")
+        _error(str(exc))
         sys.exit(2)
     app(prog_name="vpbench")
 
