@@ -74,7 +74,7 @@ def ablate(
     for r in diffs.itertuples():
         diff_table.add_row(r.variant, r.metric, fmt_value(r.diff), f"[{fmt_value(r.ci_low)}, {fmt_value(r.ci_high)}]")
     c.console().print(diff_table)
-    c.console().print(f"results: {out_dir / 'results.csv'}", highlight=False)
+    c.console().print(f"results: {out_dir / 'results.csv'}", highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Iterator, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
@@ -49,11 +50,11 @@ class RichEvents(Events):
         self.tasks: dict[str, Any] = {}
 
     def task_start(self, key, description, total, completed=0):
-        self.tasks[key] = self.progress.add_task(description, total=total, completed=completed, info="")
+        self.tasks[key] = self.progress.add_task(escape(description), total=total, completed=completed, info="")
 
     def task_advance(self, key, advance=1, **fields):
         info = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
-        self.progress.update(self.tasks[key], advance=advance, info=info)
+        self.progress.update(self.tasks[key], advance=advance, info=escape(info))
 
     def task_end(self, key):
         task = self.tasks.pop(key, None)
@@ -79,6 +80,7 @@ def print_results(table, title: str, horizon: str = "all") -> None:
     """The quality table, then the cost table when the results have cost rows."""
     from vpbench.report.tables import COST_METRICS, rich_table
 
+    title = escape(title)  # names and paths, never markup
     console().print(rich_table(table, title=title, horizon=horizon, kind="quality"))
     if table["metric"].isin(COST_METRICS).any():
         console().print(rich_table(table, title=title, kind="cost"))

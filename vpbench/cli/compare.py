@@ -46,7 +46,7 @@ def compare(
     from vpbench.compare import rich_paired
 
     c.console().print(rich_paired(outcome.paired, models[0]))
-    c.console().print(f"results: {outcome.out_dir / 'results.csv'}", highlight=False)
+    c.console().print(f"results: {outcome.out_dir / 'results.csv'}", highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:

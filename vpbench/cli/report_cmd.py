@@ -22,7 +22,7 @@ def report(
     if out:
         for where, table in results.write_combined(Path(out), [Path(p) for p in run_dirs], eval_set):
             c.print_results(table, title=str(where), horizon=horizon)
-        c.console().print(f"wrote {Path(out) / 'report.md'}", highlight=False)
+        c.console().print(f"wrote {Path(out) / 'report.md'}", highlight=False, markup=False)
         return
     for run_dir in run_dirs:
         where, table = results.rerender(Path(run_dir), eval_set)
@@ -30,7 +30,7 @@ def report(
         kind = results.composite(where)
         if kind:
             c.console().print(f"{where}/report.md kept: a {kind}'s report is written by the command at its top "
-                              "(rerun it: trained runs are reused), or combine with --out DIR", highlight=False)
+                              "(rerun it: trained runs are reused), or combine with --out DIR", highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -49,7 +49,7 @@ def run(
     if run_.is_main:
         cfg = run_.config
         c.print_results(table, title=f"{cfg.model_name} on {cfg.dataset_name} ({cfg.eval.split})")
-        c.console().print(f"run directory: {run_.run_dir} (this result set: {run_.eval_dir})", highlight=False)
+        c.console().print(f"run directory: {run_.run_dir} (this result set: {run_.eval_dir})", highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:
