@@ -23,6 +23,7 @@ from vpbench import io
 from vpbench.errors import ConfigError, DataError, PluginError, RunError, one_line
 from vpbench.events import Events
 from vpbench.protocols import implements, member
+from vpbench.safeload import load_pt
 
 PREFIXES = ("module.", "model.")
 
@@ -32,7 +33,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise DataError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_pt(path, "import a checkpoint that holds only a state dict of tensors", error=DataError)
+    except DataError:
+        raise
     except Exception as exc:
         raise DataError(f"{path} is not a readable PyTorch checkpoint ({one_line(exc)})") from None
     for key in ("state_dict", "model"):

@@ -40,6 +40,7 @@ from vpbench.plugins import Harness
 from vpbench.protocols import is_set_metric, member
 from vpbench.provenance import device_description, provenance
 from vpbench.runtime import seed_everything, select_device
+from vpbench.safeload import load_pt
 from vpbench.train import Trainer
 
 
@@ -233,8 +234,10 @@ def load_trained(run: Run, dataset: Any) -> torch.nn.Module:
 def load_weights(model: torch.nn.Module, run: Run) -> None:
     path = run.run_dir / "model.pt"
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_pt(path, "train the run again with --fresh")
         model.load_state_dict(state["model"])
+    except RunError:
+        raise
     except Exception as exc:
         raise RunError(f"{path} cannot be loaded ({one_line(exc)}); rerun `vpbench run` with --fresh") from None
     trained = state.get("config")

@@ -34,9 +34,12 @@ def select_device(name: str) -> torch.device:
 
 
 def rng_state() -> dict[str, Any]:
+    """The Python, NumPy and torch random states as tensors and plain values (a checkpoint holding
+    them loads with ``weights_only=True``)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": (name, keys.tolist(), int(pos), int(has_gauss), float(cached)),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -45,11 +48,24 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    """Restore :func:`rng_state` (or the NumPy array form that checkpoints before it stored)."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def legacy_rng_globals() -> list[Any]:
+    """What a checkpoint that pickled ``np.random.get_state()`` as NumPy objects needs to load with
+    ``weights_only=True``: a uint32 array rebuilt from its bytes, nothing that runs other code
+    (named as NumPy 1 and NumPy 2 pickle them)."""
+    core = getattr(np, "_core", None) or np.core
+    reconstruct = core.multiarray._reconstruct
+    return [np.ndarray, np.dtype, type(np.dtype(np.uint32)),
+            (reconstruct, "numpy.core.multiarray._reconstruct"), (reconstruct, "numpy._core.multiarray._reconstruct")]
 
 
 def native_bf16_cpu() -> bool:

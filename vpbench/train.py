@@ -30,7 +30,8 @@ from vpbench.config import RunConfig
 from vpbench.errors import DataError, PluginError, RunError, TrainingError, blamed, one_line
 from vpbench.events import Events
 from vpbench.protocols import Stage, member, train_mode
-from vpbench.runtime import native_bf16_cpu, rng_state, set_rng_state
+from vpbench.runtime import legacy_rng_globals, native_bf16_cpu, rng_state, set_rng_state
+from vpbench.safeload import load_pt
 
 CHECKPOINT_FORMAT = 1
 
@@ -309,7 +310,7 @@ class Trainer:
         if stage.steps > 0:
             self._validate_and_select(index, stage, step, best)
             if cfg.train.select_best and best["step"] not in (-1, step):
-                model.load_state_dict(torch.load(self._best_path(index), weights_only=False))
+                model.load_state_dict(load_pt(self._best_path(index), "delete it and resume, or train again with --fresh"))
                 self.events.message(f"stage '{stage.name}': restored best weights from step {best['step']}")
         self._model_code(f"ending stage '{stage.name}'", member(model, "on_stage_end"), stage.name)
         account()
@@ -422,7 +423,9 @@ class Trainer:
 def load_checkpoint(path: Path) -> dict:
     """A checkpoint written by :class:`Trainer`, or a clear error if it is unreadable."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = load_pt(path, "train again with --fresh", allow=legacy_rng_globals())
+    except RunError:
+        raise
     except Exception as exc:
         raise RunError(
             f"checkpoint {path} is unreadable ({type(exc).__name__}); it may be truncated. "

@@ -25,6 +25,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from vpbench.errors import VPBenchError
+
 SIZES = {"cpu": ("cpu", 64, 64, 10, 10), "kth": ("paper", 128, 128, 10, 20)}  # preset, frame H, W, n_in, n_out
 
 
@@ -137,7 +139,10 @@ def main() -> None:
     for prior in priors:
         for size in sizes:
             for batch in args.batch:
-                model, glob, _ = build(size, args.run, batch, prior, args.data_dir)
+                try:
+                    model, glob, _ = build(size, args.run, batch, prior, args.data_dir)
+                except VPBenchError as exc:  # e.g. a --run whose model.pt is refused: one line, as vpbench says it
+                    parser.exit(2, f"error: {exc}\n")
                 m = measure(model, glob, args.frames, args.naive_steps)
                 wave = m["wavefront"]
                 console.log(f"{prior} {size} batch {batch}: cached {m['cached']:.3g} s, wavefront "

@@ -33,6 +33,7 @@ from vpbench.hookspecs import hookimpl
 from vpbench.metrics.i3d import I3D, MIN_FRAMES
 from vpbench.metrics.lpips import _sha256, hub_checkpoints, offline
 from vpbench.protocols import SetMetric
+from vpbench.safeload import load_pt
 
 WEIGHTS_FILE = "i3d_pretrained_400.pt"
 WEIGHTS_URLS = (
@@ -68,7 +69,9 @@ def load_weights(net: I3D) -> str:
             raise MetricUnavailable(f"FVD needs the I3D Kinetics-400 weights ({type(exc).__name__} downloading "
                                     f"them): {_where()}") from None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_pt(path, f"delete it; {_where()}", error=MetricUnavailable)
+    except MetricUnavailable:
+        raise
     except Exception as exc:
         raise MetricUnavailable(f"{path} is not a readable state dict ({type(exc).__name__}); {_where()}") from None
     check_state_dict(net, state, path)

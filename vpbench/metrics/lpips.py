@@ -29,9 +29,11 @@ from torch import nn
 
 from vpbench.errors import MetricUnavailable
 from vpbench.hookspecs import hookimpl
+from vpbench.safeload import load_pt
 
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 ALEXNET_URL = "https://download.pytorch.org/models/" + ALEXNET_FILE
+ALEXNET_SHA256_PREFIX = "7be5be79"  # all of the digest torchvision publishes (in the file name)
 LIN_FILE = "lpips-v0.1-alex-df73285e.pth"
 LIN_URL = "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/alex.pth"
 LIN_SHA256 = "df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0"
@@ -107,19 +109,31 @@ def _sha256(path: Path) -> str:
 
 
 def load_alexnet() -> dict:
+    """The AlexNet weights: the cached file, or downloaded into the cache; either way its sha256
+    is checked before it is read, and it is read as tensors only."""
     path = hub_checkpoints() / ALEXNET_FILE
-    if path.is_file():
-        if not _sha256(path).startswith("7be5be79"):
-            raise MetricUnavailable(f"{path} has the wrong sha256 (expected 7be5be79...); delete it and retry")
-        return torch.load(path, map_location="cpu", weights_only=True)
-    if offline():
-        raise MetricUnavailable(f"LPIPS needs AlexNet weights: put {ALEXNET_URL} at {path}")
-    try:
-        return torch.hub.load_state_dict_from_url(ALEXNET_URL, map_location="cpu", progress=False, check_hash=True)
-    except Exception as exc:
-        raise MetricUnavailable(
-            f"LPIPS needs AlexNet weights ({type(exc).__name__} downloading them): put {ALEXNET_URL} at {path}"
-        ) from None
+    downloaded = not path.is_file()
+    if downloaded:
+        if offline():
+            raise MetricUnavailable(f"LPIPS needs AlexNet weights: put {ALEXNET_URL} at {path}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(ALEXNET_URL, str(path), progress=False)  # to a temporary file, then moved
+        except Exception as exc:
+            raise MetricUnavailable(
+                f"LPIPS needs AlexNet weights ({type(exc).__name__} downloading them): put {ALEXNET_URL} at {path}"
+            ) from None
+    if not _sha256(path).startswith(ALEXNET_SHA256_PREFIX):
+        if downloaded:
+            path.unlink()
+            raise MetricUnavailable(f"{ALEXNET_URL} sent a file with the wrong sha256 (expected {ALEXNET_SHA256_PREFIX}...); "
+                                    f"it was discarded: put the real file at {path}")
+        raise MetricUnavailable(f"{path} has the wrong sha256 (expected {ALEXNET_SHA256_PREFIX}...); delete it and retry")
+    return _load(path)
+
+
+def _load(path: Path) -> dict:
+    return load_pt(path, "delete it and retry", error=MetricUnavailable)
 
 
 def lin_weights_path() -> Path | None:
@@ -143,14 +157,14 @@ def load_lin() -> dict:
         if path is not None and path.is_file():
             if _sha256(path) != LIN_SHA256:
                 raise MetricUnavailable(f"{path} is not the LPIPS v0.1 alex.pth (sha256 mismatch)")
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return _load(path)
     if offline():
         raise MetricUnavailable(f"LPIPS needs its v0.1 linear weights: put {LIN_URL} at {cached}")
     try:
         dl.fetch(dl.RemoteFile(LIN_FILE, (LIN_URL,), LIN_SHA256), cached.parent)
     except DataError:
         raise MetricUnavailable(f"LPIPS needs its v0.1 linear weights: put {LIN_URL} at {cached}") from None
-    return torch.load(cached, map_location="cpu", weights_only=True)
+    return _load(cached)
 
 
 def to_lpips_input(frames: torch.Tensor) -> torch.Tensor:
