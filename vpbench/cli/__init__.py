@@ -116,10 +116,11 @@ def _register_builtin_commands() -> None:
         profile_cmd,
         report_cmd,
         run,
+        site_cmd,
     )
 
     for module in (run, eval_cmd, predict, compare, ablate, profile_cmd, plugins_cmd, check, new_plugin, report_cmd,
-                   data, import_cmd):
+                   data, import_cmd, site_cmd):
         module.register(app)
 
 
