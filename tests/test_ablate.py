@@ -37,9 +37,9 @@ def test_lambda_ablation_shares_stages_one_and_two(in_tmp):
     row = diffs.query("metric == 'mse'").iloc[0]
     assert abs(row["diff"] - (mse["lam=1"] - mse["lam=0"])) < 1e-6 * max(1.0, abs(row["diff"]))
     assert row["ci_low"] <= row["diff"] <= row["ci_high"]
-    w0 = torch.load(in_tmp / "abl" / "lam-0" / "model.pt", weights_only=False)["model"]
-    w1 = torch.load(in_tmp / "abl" / "lam-1" / "model.pt", weights_only=False)["model"]
-    base = torch.load(in_tmp / "abl" / "base-until-joint" / "checkpoints" / "last.pt", weights_only=False)["model"]
+    w0 = torch.load(in_tmp / "abl" / "lam-0" / "model.pt", weights_only=True)["model"]
+    w1 = torch.load(in_tmp / "abl" / "lam-1" / "model.pt", weights_only=True)["model"]
+    base = torch.load(in_tmp / "abl" / "base-until-joint" / "checkpoints" / "last.pt", weights_only=True)["model"]
     for k in w0:
         if k.startswith(("encoder.", "quantizer.")):
             assert torch.equal(w0[k], w1[k]) and torch.equal(w0[k], base[k]), k  # stages 1-2 shared, frozen after
@@ -56,21 +56,21 @@ def test_lambda_ablation_shares_stages_one_and_two(in_tmp):
     assert again.exit_code == 0, again.output
     assert "stages before 'joint' are already trained" in again.output
     assert (in_tmp / "abl" / "base-until-joint" / "checkpoints" / "last.pt").stat().st_mtime_ns == base_mtime
-    w1_again = torch.load(in_tmp / "abl" / "lam-1" / "model.pt", weights_only=False)["model"]
+    w1_again = torch.load(in_tmp / "abl" / "lam-1" / "model.pt", weights_only=True)["model"]
     assert all(torch.equal(w1[k], w1_again[k]) for k in w1)  # same base, same seed: same weights
 
 
 def test_an_interrupted_variant_continues_with_resume(in_tmp):
     result = invoke("ablate", "-m", "shrvqvae", "--grid", "levels=1,2", *FAST, "--out", "abl")
     assert result.exit_code == 0, result.output
-    done = torch.load(in_tmp / "abl" / "levels-2" / "model.pt", weights_only=False)["model"]
+    done = torch.load(in_tmp / "abl" / "levels-2" / "model.pt", weights_only=True)["model"]
     (in_tmp / "abl" / "levels-2" / "model.pt").unlink()  # as if stopped after its last checkpoint
     again = invoke("ablate", "-m", "shrvqvae", "--grid", "levels=1,2", *FAST, "--out", "abl")
     assert again.exit_code == 2 and "unfinished training" in again.output
     resumed = invoke("ablate", "-m", "shrvqvae", "--grid", "levels=1,2", *FAST, "--out", "abl", "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert "levels=1" in resumed.output and "already trained" in resumed.output  # the finished variant is kept
-    weights = torch.load(in_tmp / "abl" / "levels-2" / "model.pt", weights_only=False)["model"]
+    weights = torch.load(in_tmp / "abl" / "levels-2" / "model.pt", weights_only=True)["model"]
     assert all(torch.equal(done[k], weights[k]) for k in done)
 
 
@@ -119,9 +119,9 @@ def test_an_ablation_of_the_prior_architecture_shares_the_autoencoder(in_tmp):
     result = invoke("ablate", "-m", "shrvqvae", "--grid", "prior=pixelcnn,vpn", *FAST, "--out", "abl")
     assert result.exit_code == 0, result.output
     assert "stages before 'prior' shared from" in result.output
-    w = {v: torch.load(in_tmp / "abl" / f"prior-{v}" / "model.pt", weights_only=False)["model"]
+    w = {v: torch.load(in_tmp / "abl" / f"prior-{v}" / "model.pt", weights_only=True)["model"]
          for v in ("pixelcnn", "vpn")}
-    base = torch.load(in_tmp / "abl" / "base-until-prior" / "checkpoints" / "last.pt", weights_only=False)["model"]
+    base = torch.load(in_tmp / "abl" / "base-until-prior" / "checkpoints" / "last.pt", weights_only=True)["model"]
     shared = [k for k in base if k.startswith(("encoder.", "quantizer."))]
     assert shared and all(torch.equal(w["pixelcnn"][k], base[k]) and torch.equal(w["vpn"][k], base[k]) for k in shared)
     prior_keys = {v: {k for k in w[v] if k.startswith("prior.")} for v in w}
@@ -143,8 +143,8 @@ def test_prediction_only_fields_share_the_whole_training(in_tmp):
     result = invoke("ablate", "-m", "shrvqvae", "--grid", "mbr_samples=0,2", *FAST, "--out", "abl")
     assert result.exit_code == 0, result.output
     assert "prediction-only change" in result.output
-    w0 = torch.load(in_tmp / "abl" / "mbr_samples-0" / "model.pt", weights_only=False)["model"]
-    w2 = torch.load(in_tmp / "abl" / "mbr_samples-2" / "model.pt", weights_only=False)["model"]
+    w0 = torch.load(in_tmp / "abl" / "mbr_samples-0" / "model.pt", weights_only=True)["model"]
+    w2 = torch.load(in_tmp / "abl" / "mbr_samples-2" / "model.pt", weights_only=True)["model"]
     assert all(torch.equal(w0[k], w2[k]) for k in w0)  # trained once
     assert not (in_tmp / "abl" / "mbr_samples-2" / "checkpoints").exists()
     table = pd.read_csv(in_tmp / "abl" / "results.csv", dtype={"horizon": str})

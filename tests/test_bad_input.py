@@ -114,7 +114,7 @@ def test_full_disk_leaves_no_half_written_files(in_tmp, monkeypatch):
     assert leftovers == []
     assert [p.name for p in (in_tmp / "r" / "evals").iterdir()] == [first.name]  # no half-written result set
     assert {p.name: p.read_bytes() for p in first.iterdir() if p.is_file()} == before  # the old one survives
-    assert torch.load(in_tmp / "r" / "model.pt", weights_only=False)["model"] == {}
+    assert torch.load(in_tmp / "r" / "model.pt", weights_only=True)["model"] == {}
 
 
 # -- the fault pass (issue: no run directory is ever overwritten, shared or hung) ---------------
@@ -319,7 +319,7 @@ def test_a_data_error_in_training_names_the_dataset_and_a_foreign_checkpoint_nam
     # a checkpoint of another model in the run directory: the file is named, not the model
     assert invoke("run", "twostage", *args, "--set", "train.ckpt_every=2", "--out", "r").exit_code == 0
     (in_tmp / "r" / "model.pt").unlink()
-    ckpt = torch.load(in_tmp / "r" / "checkpoints" / "last.pt", weights_only=False)
+    ckpt = torch.load(in_tmp / "r" / "checkpoints" / "last.pt", weights_only=True)
     ckpt["model"] = {"something.else": torch.zeros(1)}
     torch.save(ckpt, in_tmp / "r" / "checkpoints" / "last.pt")
     result = invoke("run", "twostage", *args, "--set", "train.ckpt_every=2", "--out", "r", "--resume")

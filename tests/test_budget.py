@@ -114,8 +114,8 @@ def test_a_wall_clock_budget_stops_within_one_step_and_replays_exactly(in_tmp, w
     # the recorded steps, replayed without a budget (and without the delay), give the same weights
     again = invoke("run", "twostage", *sets, "--set", f"train.steps={record.replay()}", "--out", "replay")
     assert again.exit_code == 0, again.output
-    w1 = torch.load(in_tmp / "timed" / "model.pt", weights_only=False)["model"]
-    w2 = torch.load(in_tmp / "replay" / "model.pt", weights_only=False)["model"]
+    w1 = torch.load(in_tmp / "timed" / "model.pt", weights_only=True)["model"]
+    w2 = torch.load(in_tmp / "replay" / "model.pt", weights_only=True)["model"]
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
     assert [s.steps_taken for s in load_record(in_tmp / "replay").stages] == [a.steps_taken, b.steps_taken]
 

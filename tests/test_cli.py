@@ -109,11 +109,11 @@ def test_bad_config_value_is_one_line(in_tmp):
 def test_trained_work_is_never_overwritten(in_tmp, with_twostage):
     base = ["run", "twostage", "--out", "r", "--set", "data.n_train=16", "--set", "data.n_val=4", *SMALL]
     assert invoke(*base).exit_code == 0
-    weights = torch.load(in_tmp / "r" / "model.pt", weights_only=False)["model"]
+    weights = torch.load(in_tmp / "r" / "model.pt", weights_only=True)["model"]
     changed = invoke(*base, "--set", "model.steps_a=3")
     assert changed.exit_code == 2
     assert "holds a run with another config (model.steps_a: 6 -> 3)" in changed.output
-    kept = torch.load(in_tmp / "r" / "model.pt", weights_only=False)["model"]
+    kept = torch.load(in_tmp / "r" / "model.pt", weights_only=True)["model"]
     assert all(torch.equal(weights[k], kept[k]) for k in weights)
     fresh = invoke(*base, "--set", "model.steps_a=3", "--fresh")
     assert fresh.exit_code == 0, fresh.output

@@ -39,7 +39,7 @@ def run(cmd, timeout=300):
 
 
 def weights(run_dir: Path) -> dict:
-    return torch.load(run_dir / "model.pt", weights_only=False)["model"]
+    return torch.load(run_dir / "model.pt", weights_only=True)["model"]
 
 
 def metrics(run_dir: Path) -> pd.DataFrame:

@@ -62,7 +62,7 @@ def test_a_second_process_on_a_live_run_gets_one_line_naming_the_holder(tmp_path
         first.kill()
     assert not lock_path(tmp_path / "r").exists()  # released
     config = json.loads((tmp_path / "r" / "config.json").read_text())
-    assert config["model"]["steps_a"] == 100 and torch.load(tmp_path / "r" / "model.pt", weights_only=False)["model"]
+    assert config["model"]["steps_a"] == 100 and torch.load(tmp_path / "r" / "model.pt", weights_only=True)["model"]
 
 
 def test_a_killed_holder_leaves_a_stale_lock_that_is_reported_and_taken_over(tmp_path):
@@ -116,5 +116,5 @@ def test_sigterm_to_the_process_group_with_loader_workers_checkpoints_and_exits_
     assert first.returncode == 2, out
     assert "training stopped by a signal; checkpoint written" in out and "--resume" in out
     assert "DataLoader worker" not in out and "Traceback" not in out
-    ckpt = torch.load(tmp_path / "r" / "checkpoints" / "last.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / "r" / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["stage_index"] == 0 and ckpt["step"] > 0
