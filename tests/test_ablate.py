@@ -25,8 +25,13 @@ def test_shared_stage_follows_the_models_late_fields():
 
 
 def test_lambda_ablation_shares_stages_one_and_two(in_tmp):
-    result = invoke("ablate", "-m", "shrvqvae", "--lambda", "0,1", *FAST, "--out", "abl")
+    # no -m: S-HR-VQVAE is the one installed model declaring --lambda
+    result = invoke("ablate", "--lambda", "0,1", "--dataset", "digits", *FAST, "--out", "abl")
     assert result.exit_code == 0, result.output
+    assert "ablation of shrvqvae" in result.output
+    quality = result.output.split("ablation of shrvqvae", 1)[1].split("└", 1)[0]  # the first table: one row per lambda
+    assert [[cell.strip() for cell in line.split("│")[1:3]] for line in quality.splitlines() if line.startswith("│")] == [
+        ["shrvqvae", "lam=0"], ["shrvqvae", "lam=1"]], result.output
     table = pd.read_csv(in_tmp / "abl" / "results.csv", dtype={"horizon": str})
     assert set(table["variant"]) == {"lam=0", "lam=1"}
     diffs = pd.read_csv(in_tmp / "abl" / "differences.csv")
@@ -98,7 +103,7 @@ def test_model_shortcuts_resolve_to_config_fields():
 
 
 def test_ablate_errors_are_one_line(in_tmp):
-    result = invoke("ablate", "--lambda", "0,1", *FAST)
+    result = invoke("ablate", "--grid", "lam=0,1", *FAST)
     assert result.exit_code == 2 and "error: vpbench ablate needs --model/-m MODEL, one of blank," in result.output
     assert "shrvqvae" in result.output and "Traceback" not in result.output
     result = invoke("ablate", "-m", "shrvqvae", "--foo", "1,2", *FAST)
@@ -194,6 +199,34 @@ def test_the_default_ablation_directory_names_the_dataset_the_preset_chooses():
     assert "ablate-shrvqvae-mmnist-cpu-" in str(default_dir(harness, "shrvqvae", preset="cpu"))
     assert "ablate-shrvqvae-digits-smoke-" in str(default_dir(harness, "shrvqvae", preset="smoke"))
     assert "ablate-shrvqvae-kth-paper-" in str(default_dir(harness, "shrvqvae", preset="paper", dataset="kth"))
+
+
+def test_without_model_the_shortcut_options_must_name_one_model(in_tmp):
+    from tests.cli_helpers import register
+    from tests.models import OneConv
+
+    class Narrow(OneConv):
+        name = "narrowconv"
+        ablation_shortcuts = {"width": "hidden"}
+
+    class Wide(OneConv):
+        name = "wideconv1"
+        ablation_shortcuts = {"width": "hidden", "steps": "steps"}
+
+    register("shortcutpair", models=(Narrow, Wide))
+    result = invoke("ablate", "--width", "4,8", "--preset", "smoke", "--out", "abl")
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == ("error: --width: several models declare this option (narrowconv, wideconv1); "
+                                     "choose one with --model/-m MODEL")
+    result = invoke("ablate", "--width=4,8", "--lambda", "-1,0", "--preset", "smoke", "--out", "abl")
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: no installed model declares --width --lambda (shortcut options: narrowconv: "
+                                    "--width; shrvqvae: --lambda, --levels, --codebook-size, --quantizer; wideconv1: "
+                                    "--width, --steps); give --model/-m MODEL and --grid FIELD=a,b")
+    assert len(result.output.strip().splitlines()) == 1 and not (in_tmp / "abl").exists()
+    result = invoke("ablate", "--width", "4", "--steps", "2,3", "--preset", "smoke", "--out", "abl")
+    assert result.exit_code == 0, result.output  # only wideconv1 declares both
+    assert "ablation of wideconv1" in result.output and (in_tmp / "abl" / "hidden-4_steps-3").is_dir()
 
 
 def test_ablate_help_names_the_installed_models_shortcuts():

@@ -1,4 +1,7 @@
-"""``vpbench ablate -m MODEL --grid FIELD=a,b``: one table over a grid of model config values."""
+"""``vpbench ablate -m MODEL --grid FIELD=a,b``: one table over a grid of model config values.
+
+Without ``-m`` the model is the one installed model that declares every shortcut option given
+(``vpbench ablate --lambda 0,1`` ablates S-HR-VQVAE)."""
 
 from __future__ import annotations
 
@@ -12,7 +15,8 @@ from typer.core import TyperCommand
 from vpbench.cli import common as c
 
 SHORTCUTS_HELP = ("A model may offer its own options for its fields (its ablation_shortcuts): "
-                  "`vpbench ablate -m shrvqvae --lambda 0,1` is `--grid lam=0,1`.")
+                  "`vpbench ablate -m shrvqvae --lambda 0,1` is `--grid lam=0,1`; without -m the model is the one "
+                  "that declares every shortcut option given.")
 
 
 class AblateCommand(TyperCommand):
@@ -33,40 +37,60 @@ def _installed_shortcuts() -> str:
     return (" Installed: " + "; ".join(lines) + ".") if lines else ""
 
 
+def model_for_shortcuts(models, extra: list[str]) -> str:
+    """The one model of ``models`` (a registry) declaring every shortcut option in ``extra``
+    (the command line's other arguments, e.g. ``["--lambda", "0,1"]``)."""
+    from vpbench.ablate import shortcut_options
+    from vpbench.errors import ConfigError
+
+    given, i = [], 0
+    while i < len(extra):  # --NAME VALUES or --NAME=VALUES (values may start with one '-')
+        name, eq, _ = extra[i].lstrip("-").partition("=")
+        if extra[i].startswith("-") and f"--{name}" not in given:
+            given.append(f"--{name}")
+        i += 2 if extra[i].startswith("-") and not eq and i + 1 < len(extra) and not extra[i + 1].startswith("--") else 1
+    if not given:
+        raise ConfigError(f"vpbench ablate needs --model/-m MODEL, one of {', '.join(models.names())}")
+    offers = {name: shortcut_options(models.get(name)) for name in models.names()}
+    matches = [name for name, offer in offers.items() if set(given) <= set(offer)]
+    if len(matches) == 1:
+        return matches[0]
+    options = " ".join(given)
+    if matches:
+        raise ConfigError(f"{options}: several models declare {'these options' if len(given) > 1 else 'this option'} "
+                          f"({', '.join(matches)}); choose one with --model/-m MODEL")
+    declared = "; ".join(f"{name}: {', '.join(offer)}" for name, offer in offers.items() if offer) or "none"
+    raise ConfigError(f"no installed model declares {options} (shortcut options: {declared}); give --model/-m MODEL "
+                      "and --grid FIELD=a,b")
+
+
+@c.protocol_options
 def ablate(
     ctx: typer.Context,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model plugin to ablate (required).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model plugin to ablate (default: the one "
+                                                 "model declaring the shortcut options given).")] = None,
     grid: Annotated[Optional[list[str]], typer.Option("--grid", help="A model field and its values: --grid field=v1,v2 "
                                                                       "(repeatable).")] = None,
-    dataset: c.Dataset = None,
-    preset: c.Preset = None,
-    config: c.ConfigFile = None,
-    set_: c.Sets = None,
-    seed: c.Seed = None,
-    device: c.Device = None,
-    budget: c.Budget = None,
+    protocol: c.Protocol = c.Protocol(),
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Ablation directory (default runs/ablate-...).")] = None,
-    data_dir: c.DataDir = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue unfinished trainings of the variants.")] = False,
 ) -> None:
     """Train and evaluate one variant per grid point; shared early stages are trained once."""
     from vpbench.ablate import default_dir, parse_axes, run_ablation
-    from vpbench.errors import ConfigError
     from vpbench.plugins import get_harness
     from vpbench.report.tables import fmt_value
 
     harness = get_harness()
     if model is None:
-        raise ConfigError(f"vpbench ablate needs --model/-m MODEL, one of {', '.join(harness.models.names())}")
+        model = model_for_shortcuts(harness.models, ctx.args)
     axes = parse_axes(harness.models.get(model), grid, ctx.args)
-    if budget is not None:
-        set_ = list(set_ or []) + [f"train.budget={budget}"]
-    out_dir = Path(out) if out else default_dir(harness, model, dataset=dataset, preset=preset, config_file=config,
-                                                sets=set_)
+    p = protocol
+    out_dir = Path(out) if out else default_dir(harness, model, dataset=p.dataset, preset=p.preset, config_file=p.config,
+                                                sets=p.sets)
     with c.rich_events() as events:
-        table, diffs, variants = run_ablation(harness, model, axes, out_dir, dataset=dataset, preset=preset,
-                                              config_file=config, sets=set_, seed=seed, device=device,
-                                              data_dir=data_dir, resume=resume, events=events)
+        table, diffs, variants = run_ablation(harness, model, axes, out_dir, dataset=p.dataset, preset=p.preset,
+                                              config_file=p.config, sets=p.sets, seed=p.seed, device=p.device,
+                                              data_dir=p.data_dir, resume=resume, events=events)
     c.print_results(table, title=f"ablation of {model}")
     diff_table = Table(title=f"difference to {variants[0].label} (paired over the same test clips)")
     for col in ("variant", "metric", "diff", "95% CI"):

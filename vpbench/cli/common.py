@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Annotated, Any, Iterator, Optional
+import functools
+import inspect
+from dataclasses import dataclass
+from typing import Annotated, Any, Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -35,6 +38,46 @@ Out = Annotated[Optional[str], typer.Option("--out", "-o", help="Output director
 Budget = Annotated[Optional[str], typer.Option("--budget", help="Training budget per model: FLOPs (2e15) or wall-clock "
                                                                "time (30m); every stage's steps are scaled to spend it.")]
 DataDir = Annotated[Optional[str], typer.Option("--data-dir", help="Data root (default: $VPBENCH_DATA or datasets/).")]
+
+PROTOCOL_OPTIONS = {"dataset": Dataset, "preset": Preset, "config": ConfigFile, "set_": Sets, "seed": Seed,
+                    "device": Device, "budget": Budget, "data_dir": DataDir}
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """The options ``run``, ``compare`` and ``ablate`` share: what to train on, and how."""
+
+    dataset: str | None = None
+    preset: str | None = None
+    config: str | None = None
+    set_: list[str] | None = None
+    seed: int | None = None
+    device: str | None = None
+    budget: str | None = None
+    data_dir: str | None = None
+
+    @property
+    def sets(self) -> list[str] | None:
+        """The ``--set`` overrides, with ``--budget`` as ``train.budget``."""
+        return self.set_ if self.budget is None else [*(self.set_ or []), f"train.budget={self.budget}"]
+
+
+def protocol_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``command`` with the shared options (:data:`PROTOCOL_OPTIONS`) in place of its
+    ``protocol: Protocol`` parameter, which receives them."""
+    signature = inspect.signature(command, eval_str=True)
+    params = []
+    for param in signature.parameters.values():
+        params += [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=annotation)
+                   for name, annotation in PROTOCOL_OPTIONS.items()] if param.name == "protocol" else [param]
+
+    @functools.wraps(command)
+    def with_protocol(*args, **kwargs):
+        return command(*args, protocol=Protocol(**{name: kwargs.pop(name) for name in PROTOCOL_OPTIONS}), **kwargs)
+
+    with_protocol.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    with_protocol.__annotations__ = {p.name: p.annotation for p in params}
+    return with_protocol
 
 
 class RichEvents(Events):

@@ -9,18 +9,12 @@ import typer
 from vpbench.cli import common as c
 
 
+@c.protocol_options
 def compare(
     models: Annotated[list[str], typer.Argument(help="Model plugin names; the first is the reference for paired "
                                                      "differences and its preset sets the shared data protocol.")],
-    dataset: c.Dataset = None,
-    preset: c.Preset = None,
-    config: c.ConfigFile = None,
-    set_: c.Sets = None,
-    seed: c.Seed = None,
-    device: c.Device = None,
-    budget: c.Budget = None,
+    protocol: c.Protocol = c.Protocol(),
     out: Annotated[str | None, typer.Option("--out", "-o", help="Where the combined results go (default runs/compare-...).")] = None,
-    data_dir: c.DataDir = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue unfinished trainings of the compared runs.")] = False,
     keep_going: Annotated[bool, typer.Option("--keep-going", help="Go on past a model that fails; its row says why.")] = False,
     note: Annotated[str | None, typer.Option("--note", help="Text (or @FILE) added to the report's Notes section, "
@@ -36,9 +30,10 @@ def compare(
     note_text = read_note(note)
 
     with c.rich_events() as events:
-        outcome = run_comparison(get_harness(), models, dataset=dataset, preset=preset, config_file=config, sets=set_,
-                                 seed=seed, device=device, budget=budget, out=out, data_dir=data_dir, resume=resume,
-                                 keep_going=keep_going, note=note_text, events=events)
+        p = protocol
+        outcome = run_comparison(get_harness(), models, dataset=p.dataset, preset=p.preset, config_file=p.config,
+                                 sets=p.set_, seed=p.seed, device=p.device, budget=p.budget, out=out, data_dir=p.data_dir,
+                                 resume=resume, keep_going=keep_going, note=note_text, events=events)
     cfg = outcome.runs[0].config
     c.print_results(outcome.table, title=f"{cfg.dataset_name} ({cfg.eval.split}), preset {cfg.preset}")
     for name, why in outcome.failures.items():

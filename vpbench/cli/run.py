@@ -9,17 +9,11 @@ import typer
 from vpbench.cli import common as c
 
 
+@c.protocol_options
 def run(
     model: Annotated[str, typer.Argument(help="Model plugin name, e.g. copylast or shrvqvae.")],
-    dataset: c.Dataset = None,
-    preset: c.Preset = None,
-    config: c.ConfigFile = None,
-    set_: c.Sets = None,
-    seed: c.Seed = None,
-    device: c.Device = None,
-    budget: c.Budget = None,
+    protocol: c.Protocol = c.Protocol(),
     out: c.Out = None,
-    data_dir: c.DataDir = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an unfinished training in the run directory.")] = False,
     fresh: Annotated[bool, typer.Option("--fresh", help="Move an existing run directory aside and start over.")] = False,
     samples: Annotated[Optional[int], typer.Option("--samples", help="Predictions per clip: adds best-of-K and mean-of-K metrics.")] = None,
@@ -29,12 +23,10 @@ def run(
     from vpbench.plugins import get_harness
 
     harness = get_harness()
-    if samples is not None:
-        set_ = list(set_ or []) + [f"eval.samples={samples}"]
-    if budget is not None:
-        set_ = list(set_ or []) + [f"train.budget={budget}"]
-    run_ = runs.prepare(harness, model, dataset=dataset, preset=preset, config_file=config, sets=set_,
-                        seed=seed, device=device, out=out, data_dir=data_dir)
+    p = protocol
+    sets = p.sets if samples is None else [*(p.sets or []), f"eval.samples={samples}"]
+    run_ = runs.prepare(harness, model, dataset=p.dataset, preset=p.preset, config_file=p.config, sets=sets,
+                        seed=p.seed, device=p.device, out=out, data_dir=p.data_dir)
     from vpbench.distributed import shutdown
 
     try:
