@@ -88,7 +88,7 @@ def prepare(harness: Harness, model: str, *, dataset: str | None = None, preset:
         harness.metrics.get(metric)  # unknown metric names fail before any work
     if "WORLD_SIZE" not in os.environ:
         select_device(config.device)
-    run_dir = Path(out) if out else rundir.default_run_dir(config, model_cls)
+    run_dir = rundir.out_path(out) if out else rundir.default_run_dir(config, model_cls)
     from vpbench import distributed
 
     return Run(harness, config, run_dir, Path(data_dir) if data_dir else None, distributed.from_env(config.device))
@@ -97,7 +97,7 @@ def prepare(harness: Harness, model: str, *, dataset: str | None = None, preset:
 def load_run(harness: Harness, run_dir: str | Path, *, device: str | None = None,
              data_dir: str | Path | None = None) -> Run:
     """The :class:`Run` saved in ``run_dir`` (its ``config.json``)."""
-    run_dir = Path(run_dir)
+    run_dir = rundir.out_path(run_dir)
     path = run_dir / "config.json"
     if not path.is_file():
         raise RunError(f"{run_dir} is not a run directory (no config.json); create one with `vpbench run`")
@@ -105,6 +105,9 @@ def load_run(harness: Harness, run_dir: str | Path, *, device: str | None = None
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise RunError(f"{path} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    if not rundir.is_run_config(data):
+        raise RunError(f"{run_dir} is not a vpbench run (its config.json has no model_name and dataset_name: "
+                       "another tool's?)")
     model_cls = _installed(harness, "model", data.get("model_name", "?"), run_dir)
     dataset_cls = _installed(harness, "dataset", data.get("dataset_name", "?"), run_dir)
     if device is not None:

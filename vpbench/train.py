@@ -291,8 +291,7 @@ class Trainer:
             if self.is_main and (step % cfg.train.log_every == 0 or step == stage.steps):
                 logs.update(stage=stage.name, step=step, lr=scheduler.get_last_lr()[0],
                             seconds=round(time.perf_counter() - started, 3))
-                with open(log_path, "a") as fh:
-                    fh.write(json.dumps(logs) + "\n")
+                io.append_text(log_path, json.dumps(logs) + "\n")
             if cfg.train.val_every and step % cfg.train.val_every == 0 and step < stage.steps:
                 self._validate_and_select(index, stage, step, best)
             if step % cfg.train.ckpt_every == 0 and step < stage.steps:
@@ -383,8 +382,7 @@ class Trainer:
             return
         val = self.validation_loss(stage)
         if self.is_main:
-            with open(self.run_dir / "train_log.jsonl", "a") as fh:
-                fh.write(json.dumps({"stage": stage.name, "step": step, "val_loss": val}) + "\n")
+            io.append_text(self.run_dir / "train_log.jsonl", json.dumps({"stage": stage.name, "step": step, "val_loss": val}) + "\n")
         self.events.message(f"stage '{stage.name}' step {step}: validation loss {val:.5g}")
         if math.isfinite(val) and val < best["loss"]:
             best.update(loss=val, step=step)

@@ -17,10 +17,12 @@ def report(
     eval_set: Annotated[Optional[str], typer.Option("--eval", help="Result set of each run to use (default: its latest).")] = None,
 ) -> None:
     """Print the results table of each run; rewrite its report.md (or one combined report)."""
-    from vpbench import results
+    from vpbench import results, rundir
 
     if out:
-        for where, table in results.write_combined(Path(out), [Path(p) for p in run_dirs], eval_set):
+        with rundir.claimed(Path(out), "report"):
+            combined = results.write_combined(Path(out), [Path(p) for p in run_dirs], eval_set)
+        for where, table in combined:
             c.print_results(table, title=str(where), horizon=horizon)
         c.console().print(f"wrote {Path(out) / 'report.md'}", highlight=False, markup=False)
         return
