@@ -100,3 +100,12 @@ def test_the_package_is_typed():
     assert (ROOT / "vpbench" / "py.typed").is_file()
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert 'vpbench = ["py.typed"]' in pyproject
+
+
+def test_the_baselines_docstring_names_every_model_it_registers():
+    import vpbench_baselines
+    from vpbench.plugins import get_harness
+
+    (record,) = [r for r in get_harness().records if r.name == "baselines"]
+    missing = [name for name in record.registered.models if f"``{name}``" not in vpbench_baselines.__doc__]
+    assert record.registered.models and not missing, f"vpbench_baselines' docstring does not name {missing}"

@@ -1,5 +1,7 @@
-"""Baseline model plugins for vpbench: ConvLSTM, PredRNN, SimVP (IncepU translator), SimVP.V2 (gSTA),
-TAU and PredFormer.
+"""Baseline model plugins for vpbench: ConvLSTM (``convlstm``), PredRNN (``predrnn``), PredRNN-V2
+(``predrnnv2``), PredRNN++ (``predrnnpp``), MAU (``mau``), MIM (``mim``), E3D-LSTM (``e3dlstm``),
+PhyDNet (``phydnet``), SimVP with the IncepU translator (``simvp``), SimVP.V2 with gSTA (``gsta``),
+TAU (``tau``) and PredFormer (``predformer``).
 
 Each is a port of the network behind the OpenSTL benchmark tables (Tan et al., NeurIPS 2023
 Datasets and Benchmarks, arXiv 2306.11249), written from the papers and the published
