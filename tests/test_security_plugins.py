@@ -210,10 +210,11 @@ class _Split:
         return self.fn(*self.inner[i])
 
 
-def _faulty(name: str, fn=lambda c, f: (c, f), spec: DataSpec | None = None, length: int | None = None) -> type:
+def _faulty(name: str, fn=lambda c, f: (c, f), spec: DataSpec | None = None, length: int | None = None,
+            parts: tuple[str, ...] = ("train", "val", "test")) -> type:
     class Faulty(Digits):
         def split(self, part):
-            return _Split(super().split(part), fn, length)
+            return _Split(super().split(part), fn, length) if part in parts else super().split(part)
 
         @property
         def spec(self):
@@ -245,6 +246,14 @@ def test_faulty_dataset_is_named_not_the_model(in_tmp, dataset):
     assert result.exit_code == 2, result.output
     assert f"dataset '{dataset}' from plugin 'faulty' (vpbench-faulty 0.3)" in result.output and expected in result.output
     assert "model 'copylast'" not in result.output and "metric" not in result.output
+
+
+def test_a_faulty_test_split_is_named_when_the_run_is_evaluated(in_tmp):
+    register("faultytest", datasets=[_faulty("bad_test", lambda c, f: (c, f * 255), parts=("test",))])
+    result = invoke("run", "copylast", "-d", "bad_test", *SMOKE, "--set", "eval.metrics=mse", "--out", "r")
+    assert result.exit_code == 2, result.output
+    assert "dataset 'bad_test' from plugin 'faultytest' (vpbench-faultytest 0.3): the future of clip 0 of its test " \
+           "split has values in [0, 255]" in result.output
 
 
 def test_evaluated_split_is_checked_too():

@@ -34,7 +34,7 @@ from vpbench import io, rundir
 from vpbench.budget import Probe
 from vpbench.data.root import data_root
 from vpbench.errors import ConfigError, PluginError, RunError, VPBenchError, one_line
-from vpbench.evaluate import COLUMNS, clips_scored, cost_rows, derived_metrics, score, set_protocol, tidy
+from vpbench.evaluate import COLUMNS, check_spec, clips_scored, cost_rows, derived_metrics, open_split, score, set_protocol, tidy
 from vpbench.events import Events
 from vpbench.plugins import Harness
 from vpbench.protocols import is_set_metric, member
@@ -154,12 +154,14 @@ def open_dataset(harness: Harness, name: str, config: Any = None, root: str | Pa
     """The dataset plugin ``name`` with ``config`` (default: its own defaults) on the data root
     ``root`` (default: ``$VPBENCH_DATA`` or ``datasets/``). Its ``prepare(events)`` step
     (decoding, caching, cutting windows) runs here, with progress, unless ``prepare`` is false
-    (to read its spec or info only). Every dataset vpbench uses is opened here."""
+    (to read its spec or info only); a prepared dataset's spec is checked. Every dataset vpbench uses
+    is opened here."""
     cls = harness.datasets.get(name)
     dataset = plugin_call(harness, "dataset", name, "loading", cls, cls.Config() if config is None else config,
                           data_root(root))
     if prepare:
         plugin_call(harness, "dataset", name, "preparing its data", member(dataset, "prepare", "dataset"), events)
+        check_spec(plugin_call(harness, "dataset", name, "giving its spec", lambda: dataset.spec), name)
     return dataset
 
 
@@ -346,7 +348,7 @@ def evaluate(run: Run, model: torch.nn.Module, dataset: Any, *, events: Events |
 
     cfg = run.config
     metrics = [run.harness.metrics.get(name) for name in cfg.eval.metrics]
-    split = dataset.split(cfg.eval.split)
+    split = open_split(dataset, cfg.eval.split, cfg.dataset_name)
     protocol = None
     if any(is_set_metric(m) for m in metrics):  # checked before anything is predicted
         protocol = set_protocol(cfg.eval, cfg.dataset_name, dataset.spec, clips_scored(len(split), cfg.eval.max_clips),
