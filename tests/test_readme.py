@@ -79,5 +79,5 @@ def test_readme_config_example_parses(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "examples" / "vpbench-example"))
     import vpbench_example
 
-    cfg = C.resolve("tinyconv", vpbench_example.TinyConv, lambda n: Digits, config_file=path)
+    cfg = C.resolve("tinyconv", vpbench_example.Model, lambda n: Digits, config_file=path)
     assert cfg.model.hidden == 64 and cfg.train.val_every == 100 and cfg.eval.metrics == ("mse", "mae", "psnr", "ssim")

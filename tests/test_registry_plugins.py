@@ -188,6 +188,15 @@ def test_cli_plugins_lists_third_party_and_failures(tmp_path):
     assert "1 plugin(s) failed to load" in out.stdout
 
 
+def test_the_example_plugins_model_is_the_one_new_plugin_writes(tmp_path):
+    from vpbench.scaffold import new_plugin
+
+    written = new_plugin("tinyconv", tmp_path) / "vpbench_tinyconv" / "model.py"
+    example = EXAMPLE_PLUGIN / "vpbench_example" / "model.py"
+    assert example.read_text() == written.read_text(), f"{example} differs from vpbench.scaffold.MODEL: change both"
+    assert "if config.window > spec.n_in:" in example.read_text()
+
+
 def test_version_names_vpbench_and_every_plugin_distribution(tmp_path):
     from vpbench import __version__
 

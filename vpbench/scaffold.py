@@ -3,7 +3,9 @@
 The package has a model (the last frame plus a learned convolutional correction, rolled
 forward), a metric (gradient difference, after Mathieu et al., ICLR 2016), the entry point, a
 README and tests that run :mod:`vpbench.testing`; it installs and passes ``vpbench check NAME``
-as generated.
+as generated. :data:`MODEL` is also the example plugin's model
+(``examples/vpbench-example/vpbench_example/model.py`` is ``MODEL`` for ``tinyconv``; a test keeps
+them equal).
 """
 
 from __future__ import annotations
