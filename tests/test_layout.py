@@ -33,6 +33,62 @@ def test_the_core_imports_no_in_repo_plugin():
     assert not offenders
 
 
+
+def public_face_offences(path: Path, text: str) -> list[str]:
+    """Where ``text`` reaches past ``vpbench``'s public face (``vpbench.__all__``, ``vpbench.layers``, ``vpbench.testing``)."""
+    import vpbench
+
+    allowed = {*vpbench.__all__, "layers", "testing"}
+    out = []
+    for node in ast.walk(ast.parse(text, str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module == "vpbench":
+            names = [f"vpbench.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [node.module or ""]
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "vpbench":
+            names = [f"vpbench.{node.attr}"]
+        else:
+            continue
+        out += [f"{path}:{node.lineno} uses {n}" for n in names
+                if n.startswith("vpbench.") and n.split(".")[1] not in allowed]
+    return out
+
+
+def test_plugins_examples_and_the_scaffold_use_only_the_public_face(tmp_path):
+    from vpbench.scaffold import new_plugin
+
+    sources = [*(ROOT / "plugins").rglob("*.py"), *(ROOT / "examples").rglob("*.py"),
+               *new_plugin("demo", tmp_path).rglob("*.py")]
+    assert len(sources) > 20
+    offenders = [o for path in sorted(sources) for o in public_face_offences(path, path.read_text())]
+    assert not offenders
+    assert public_face_offences(Path("x.py"), "from vpbench.errors import ConfigError\nimport vpbench\nvpbench.runs.train")\
+        == ["x.py:1 uses vpbench.errors", "x.py:3 uses vpbench.runs"]
+
+
+def test_the_public_face_has_every_name_it_lists_and_checks_configs():
+    import vpbench
+
+    assert all(hasattr(vpbench, name) for name in vpbench.__all__)
+
+    @dataclass
+    class Config:
+        width: int = 4
+        rate: float = 0.5
+
+    vpbench.positive(Config(), "width")
+    with pytest.raises(ConfigError, match=r"^width must be > 0, got 0$"):
+        vpbench.positive(Config(width=0), "width", "rate")
+    with pytest.raises(ConfigError, match=r"^width must be >= 0, got -1$"):
+        vpbench.non_negative(Config(width=-1), "width")
+    with pytest.raises(ConfigError, match=r"^width must be at most 3, got 4$"):
+        vpbench.at_most(Config(), 3, "width")
+    vpbench.in_range(Config(rate=1.0), 0, 1, "rate")
+    with pytest.raises(ConfigError, match=r"^rate must be in \[0, 1\), got 1.0$"):
+        vpbench.in_range(Config(rate=1.0), 0, 1, "rate", closed=False)
+
 def test_run_identity_lives_in_rundir_and_names_runs_as_before():
     from vpbench import config as C
     from vpbench import rundir, runs

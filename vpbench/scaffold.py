@@ -84,8 +84,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import vpbench
-from vpbench import DataSpec, Stage
-from vpbench.errors import ConfigError
+from vpbench import ConfigError, DataSpec, Stage
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from vpbench.errors import ConfigError
-from vpbench.protocols import DataSpec
+from vpbench import ConfigError, DataSpec
 from vpbench_baselines.recurrent import RecurrentConfig, RecurrentModel, openstl_recurrent_keys, presets
 
 

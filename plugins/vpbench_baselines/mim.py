@@ -24,8 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vpbench.errors import ConfigError
-from vpbench.protocols import DataSpec
+from vpbench import ConfigError, DataSpec
 from vpbench_baselines.predrnn import STLSTMCell
 from vpbench_baselines.recurrent import RecurrentConfig, RecurrentModel, openstl_recurrent_keys, presets
 

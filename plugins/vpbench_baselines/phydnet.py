@@ -30,8 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vpbench.errors import ConfigError
-from vpbench.protocols import DataSpec, Stage
+from vpbench import ConfigError, DataSpec, Stage
 
 
 @dataclass(frozen=True)

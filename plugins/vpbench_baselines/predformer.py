@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vpbench.errors import ConfigError
-from vpbench.protocols import DataSpec, Stage
+import vpbench
+from vpbench import ConfigError, DataSpec, Stage
 from vpbench_baselines.simvp import repeated_calls
 from vpbench_baselines.translators import drop_path
 
@@ -54,14 +54,10 @@ class PredFormerConfig:
     batch: int = 0  # clips per step; 0 = train.batch_size
 
     def __post_init__(self) -> None:
-        for name in ("patch", "dim", "heads", "dim_head", "scale_dim", "depth", "ndepth"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        vpbench.positive(self, "patch", "dim", "heads", "dim_head", "scale_dim", "depth", "ndepth")
         if not self.layout or set(self.layout) - {"t", "s"}:
             raise ConfigError(f"layout must be a string of t (time) and s (space), e.g. tsst, got {self.layout!r}")
-        for name in ("dropout", "attn_dropout", "drop_path"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        vpbench.in_range(self, 0, 1, "dropout", "attn_dropout", "drop_path", closed=False)
         if self.steps < 0 or self.lr <= 0 or self.weight_decay < 0:
             raise ConfigError("steps must be >= 0, lr > 0 and weight_decay >= 0")
 

@@ -22,8 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vpbench.errors import ConfigError
-from vpbench.protocols import DataSpec
+from vpbench import ConfigError, DataSpec
 from vpbench_baselines.recurrent import RecurrentConfig, RecurrentModel, openstl_recurrent_keys, presets
 
 

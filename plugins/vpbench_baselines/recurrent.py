@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vpbench.errors import ConfigError
-from vpbench.protocols import DataSpec, Stage
+import vpbench
+from vpbench import ConfigError, DataSpec, Stage
 
 
 @dataclass(frozen=True)
@@ -54,9 +54,7 @@ class RecurrentConfig:
     batch: int = 0  # clips per step; 0 = train.batch_size
 
     def __post_init__(self) -> None:
-        for name in ("layers", "hidden", "filter_size", "patch_size"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        vpbench.positive(self, "layers", "hidden", "filter_size", "patch_size")
         if self.filter_size % 2 == 0:
             raise ConfigError(f"filter_size must be odd, got {self.filter_size}")
         if not 0 <= self.sampling_start <= 1 or self.sampling_rate < 0:

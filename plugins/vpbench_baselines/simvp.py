@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vpbench.errors import ConfigError
-from vpbench.protocols import DataSpec, Stage
+import vpbench
+from vpbench import ConfigError, DataSpec, Stage
 
 
 @dataclass(frozen=True)
@@ -61,9 +61,7 @@ class SimVPConfig:
     def __post_init__(self) -> None:
         from vpbench_baselines.translators import KINDS
 
-        for name in ("hid_s", "hid_t", "n_s", "groups", "spatio_kernel"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        vpbench.positive(self, "hid_s", "hid_t", "n_s", "groups", "spatio_kernel")
         if self.translator not in ("incepu", *KINDS):
             raise ConfigError(f"translator must be one of incepu, {', '.join(KINDS)}; got {self.translator!r}")
         if self.n_t < 2:

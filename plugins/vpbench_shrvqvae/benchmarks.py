@@ -25,25 +25,19 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from vpbench.errors import VPBenchError
+import vpbench
+from vpbench import VPBenchError
 
 SIZES = {"cpu": ("cpu", 64, 64, 10, 10), "kth": ("paper", 128, 128, 10, 20)}  # preset, frame H, W, n_in, n_out
 
 
 def build(size: str, run_dir: str | None, batch: int, prior: str = "vpn", data_dir: str | None = None):
     """A model (random weights, or the run's) and the global codes of ``batch`` context clips."""
-    from vpbench import config as C
-    from vpbench.protocols import DataSpec
     from vpbench_shrvqvae.model import SHRVQVAE, SHRVQVAEConfig
 
     torch.manual_seed(0)
     if run_dir:
-        from vpbench import runs
-        from vpbench.plugins import get_harness
-
-        run = runs.load_run(get_harness(), run_dir, data_dir=data_dir)
-        data = runs.build_dataset(run)
-        model = runs.load_trained(run, data)
+        model, data = vpbench.load_trained(run_dir, data_dir=data_dir)
         split = data.split("test")
         context = torch.stack([split[i][0] for i in range(batch)])
         n_out = data.spec.n_out
@@ -52,7 +46,7 @@ def build(size: str, run_dir: str | None, batch: int, prior: str = "vpn", data_d
         return model.eval(), glob, n_out
     preset, h, w, n_in, n_out = SIZES[size]
     fields = dict(SHRVQVAE.presets[preset]["model"], prior=prior)
-    model = SHRVQVAE(C.build(SHRVQVAEConfig, fields), DataSpec(channels=1, height=h, width=w, n_in=n_in, n_out=n_out))
+    model = SHRVQVAE(vpbench.build_config(SHRVQVAEConfig, fields), vpbench.DataSpec(channels=1, height=h, width=w, n_in=n_in, n_out=n_out))
     q = model.quantizer
     hh, ww = model.latent_hw
     glob = q.global_codes(torch.randint(0, q.M, (batch, n_in, hh, ww, q.levels))).permute(0, 1, 4, 2, 3)

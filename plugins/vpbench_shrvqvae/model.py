@@ -48,11 +48,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vpbench.errors import ConfigError
+import vpbench
+from vpbench import ConfigError, DataSpec, Stage, autocast_off, expected_ssim
 from vpbench.layers.hrvq import HRVQ
-from vpbench.metrics.basic import expected_ssim
-from vpbench.protocols import DataSpec, Stage
-from vpbench.runtime import autocast_off
 from vpbench_shrvqvae.prior import STPixelCNN
 from vpbench_shrvqvae.vpn import VPNPrior
 
@@ -162,10 +160,8 @@ class SHRVQVAEConfig:
     joint_batch: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("hidden", "embed_dim", "levels", "codebook_size", "prior_embed", "prior_hidden", "prior_blocks",
-                     "kernel_time", "ae_frames", "stream_hidden", "stream_layers"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0")
+        vpbench.positive(self, "hidden", "embed_dim", "levels", "codebook_size", "prior_embed", "prior_hidden", "prior_blocks",
+                         "kernel_time", "ae_frames", "stream_hidden", "stream_layers")
         for name in ("kernel_space", "first_kernel_space", "stream_kernel"):
             if getattr(self, name) % 2 == 0:
                 raise ConfigError(f"{name} must be odd")

@@ -21,9 +21,9 @@ from typing import Callable
 import torch
 from torch import nn
 
+from vpbench import sampled_loop
 from vpbench.layers.attention import CausalSTAttention
 from vpbench.layers.masked_conv import CausalConv3d, GatedBlock, GroupLinear
-from vpbench.profile import sampled_loop
 
 
 class STPixelCNN(nn.Module):

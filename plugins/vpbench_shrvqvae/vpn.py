@@ -27,8 +27,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from vpbench import sampled_loop
 from vpbench.layers.masked_conv import CausalConv3d, GatedBlock, GroupLinear
-from vpbench.profile import sampled_loop
 from vpbench_shrvqvae.vpn_decoding import Sequential, Wavefront
 
 

@@ -18,8 +18,8 @@ from typing import Callable
 
 import torch
 
+from vpbench import sampled_loop
 from vpbench.layers.masked_conv import CausalConv3d, causal_mask
-from vpbench.profile import sampled_loop
 
 
 def causal_cells(kh: int, kw: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -41,6 +41,7 @@ from vpbench.errors import ConfigError, DataError
 from vpbench.events import Events
 from vpbench.hookspecs import hookimpl
 from vpbench.protocols import SPLITS, DataSpec
+from vpbench.validate import positive
 
 # No checksum is published (the sha256 is recorded at the first download). https first; the
 # published link is plain http, kept as the fallback (a checksum recorded from it is announced as unverified).
@@ -80,9 +81,7 @@ class BAIRConfig:
     check_crc: bool = True  # verify every record's CRC-32C (needs the crc32c package)
 
     def __post_init__(self) -> None:
-        for name in ("n_in", "n_out", "stride"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0")
+        positive(self, "n_in", "n_out", "stride")
         if self.val_files < 1:
             raise ConfigError("val_files must be >= 1 (validation is never the test split)")
 

@@ -20,6 +20,7 @@ from vpbench.data.moving import MovingGlyphs
 from vpbench.errors import ConfigError
 from vpbench.hookspecs import hookimpl
 from vpbench.protocols import SPLITS, DataSpec
+from vpbench.validate import positive
 
 SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
 GLYPH_STREAM, CLIP_STREAM = 0, 1
@@ -41,9 +42,7 @@ class DigitsConfig:
     seed: int = 1234  # data seed (independent of the run seed, so splits never change)
 
     def __post_init__(self) -> None:
-        for name in ("n_train", "n_val", "n_test", "n_in", "n_out", "n_digits", "glyph_bank"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0")
+        positive(self, "n_train", "n_val", "n_test", "n_in", "n_out", "n_digits", "glyph_bank")
         for name in ("n_train", "n_val", "n_test"):
             if getattr(self, name) > MAX_CLIPS:
                 raise ConfigError(f"{name} must be at most {MAX_CLIPS:,} clips, got {getattr(self, name)}")

@@ -41,6 +41,7 @@ from vpbench.errors import ConfigError, DataError
 from vpbench.events import Events
 from vpbench.hookspecs import hookimpl
 from vpbench.protocols import SPLITS, DataSpec
+from vpbench.validate import positive
 
 PUBLISHED = {"train": 73404, "test": 8582}  # lines of OpenSTL's tools/prepare_data/meta/human/{train,test}.txt
 LISTS_URL = "https://github.com/chengtan9907/OpenSTL/tree/master/tools/prepare_data/meta/human"
@@ -63,9 +64,7 @@ class HumanConfig:
     every: int = 25  # subjects: clips start at frames 1, 1 + every, ...
 
     def __post_init__(self) -> None:
-        for name in ("n_in", "n_out", "size", "step", "every"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0")
+        positive(self, "n_in", "n_out", "size", "step", "every")
         if not 0 < self.val_fraction < 1:
             raise ConfigError("val_fraction must be in (0, 1)")
         test = set(self.test_subjects)

@@ -39,6 +39,7 @@ from vpbench.errors import ConfigError, DataError
 from vpbench.events import Events
 from vpbench.hookspecs import hookimpl
 from vpbench.protocols import DataSpec
+from vpbench.validate import positive
 
 KITTI_URL = "https://www.dropbox.com/s/rpwlnn6j39jjme4/kitti_data.zip?dl=0"
 KITTI_FIGSHARE = "https://figshare.com/articles/dataset/KITTI_hkl_files/7985684"
@@ -110,9 +111,7 @@ class KittiCaltechConfig:
     caltech_cache_bgr: bool = True  # OpenSTL's data_cache.npy was decoded by OpenCV (BGR): flip it to RGB
 
     def __post_init__(self) -> None:
-        for name in ("n_in", "n_out"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0")
+        positive(self, "n_in", "n_out")
 
 
 class KittiCaltech(WindowedDataset):

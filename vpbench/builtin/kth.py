@@ -33,6 +33,7 @@ from vpbench.errors import ConfigError, DataError
 from vpbench.events import Events
 from vpbench.hookspecs import hookimpl
 from vpbench.protocols import SPLITS, DataSpec
+from vpbench.validate import positive
 
 ACTIONS = ("boxing", "handclapping", "handwaving", "jogging", "running", "walking")
 FAST_ACTIONS = ("jogging", "running")
@@ -107,9 +108,7 @@ class KTHConfig:
     on_corrupt: Literal["stop", "skip"] = "stop"  # a corrupt AVI stops the run, or is skipped
 
     def __post_init__(self) -> None:
-        for name in ("n_in", "n_out", "size", "fast_stride"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0")
+        positive(self, "n_in", "n_out", "size", "fast_stride")
         if self.stride < 0:
             raise ConfigError("stride must be >= 0")
         unknown = set(self.actions) - set(ACTIONS)

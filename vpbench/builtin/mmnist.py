@@ -28,6 +28,7 @@ from vpbench.errors import ConfigError, DataError
 from vpbench.events import Events
 from vpbench.hookspecs import hookimpl
 from vpbench.protocols import SPLITS, DataSpec
+from vpbench.validate import positive
 
 MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/",
            "http://yann.lecun.com/exdb/mnist/")
@@ -62,9 +63,7 @@ class MMNISTConfig:
     test_set: Literal["auto", "official", "generated"] = "auto"  # auto: official when present
 
     def __post_init__(self) -> None:
-        for name in ("n_train", "n_val", "n_test", "n_in", "n_out", "n_digits"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0")
+        positive(self, "n_train", "n_val", "n_test", "n_in", "n_out", "n_digits")
         if not 0 < self.step <= 1:
             raise ConfigError(f"step must be in (0, 1] (a fraction of the free range per frame), got {self.step}")
         if self.seed < 0:

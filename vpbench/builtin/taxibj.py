@@ -48,6 +48,7 @@ from vpbench.errors import ConfigError, DataError
 from vpbench.events import Events
 from vpbench.hookspecs import hookimpl
 from vpbench.protocols import DataSpec
+from vpbench.validate import positive
 
 YEARS = (13, 14, 15, 16)
 H5_FILES = tuple(f"BJ{y}_M32x32_T30_InOut.h5" for y in YEARS)
@@ -74,9 +75,7 @@ class TaxiBJConfig:
     val_days: int = 14  # h5: the days before the test period held out for validation
 
     def __post_init__(self) -> None:
-        for name in ("n_in", "n_out", "val_clips", "test_days", "val_days"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0")
+        positive(self, "n_in", "n_out", "val_clips", "test_days", "val_days")
 
 
 def parse_slot(stamp: bytes | str) -> datetime:

@@ -30,6 +30,7 @@ from vpbench.errors import ConfigError, DataError
 from vpbench.events import Events
 from vpbench.hookspecs import hookimpl
 from vpbench.protocols import SPLITS, DataSpec
+from vpbench.validate import positive
 
 
 @dataclass(frozen=True)
@@ -47,9 +48,7 @@ class VideoFolderConfig:
     on_corrupt: Literal["stop", "skip"] = "stop"  # a corrupt video stops the run, or is skipped
 
     def __post_init__(self) -> None:
-        for name in ("n_in", "n_out", "height", "width"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0")
+        positive(self, "n_in", "n_out", "height", "width")
         if self.stride < 0:
             raise ConfigError(f"stride must be >= 0 (0 = the clip length), got {self.stride}")
         if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):

@@ -52,6 +52,7 @@ from vpbench.errors import ConfigError, DataError
 from vpbench.events import Events
 from vpbench.hookspecs import hookimpl
 from vpbench.protocols import SPLITS, DataSpec
+from vpbench.validate import positive
 
 LONG = {"t2m": "2m_temperature", "r": "relative_humidity", "u10": "10m_u_component_of_wind",
         "v10": "10m_v_component_of_wind", "tcc": "total_cloud_cover", "t": "temperature",
@@ -82,9 +83,7 @@ class WeatherBenchConfig:
     margin: float = 0.1  # the [0, 1] map spans the training range widened by this fraction on each side
 
     def __post_init__(self) -> None:
-        for name in ("n_in", "n_out", "step"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0")
+        positive(self, "n_in", "n_out", "step")
         spans = {"train": self.train_years, "val": self.val_years, "test": self.test_years}
         for name, (a, b) in spans.items():
             if a > b:
