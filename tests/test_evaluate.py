@@ -9,9 +9,10 @@ import torch
 from vpbench.builtin.digits import Digits, DigitsConfig
 from vpbench.builtin.trivial import Blank, CopyLast
 from vpbench.errors import PluginError
-from vpbench.evaluate import bootstrap_ci, check_prediction, paired_difference, score, tidy
+from vpbench.evaluate import check_prediction, score, tidy
 from vpbench.metrics.basic import METRICS
 from vpbench.protocols import DataSpec
+from vpbench.stats import bootstrap_ci, paired_difference
 
 SPEC = DataSpec(2, 3, 1, 8, 8)
 

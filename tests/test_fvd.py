@@ -10,15 +10,17 @@ import numpy as np
 import pytest
 import torch
 
+from vpbench.builtin.bair import BAIRFVD
 from vpbench.builtin.digits import Digits, DigitsConfig
 from vpbench.builtin.trivial import CopyLast
 from vpbench.config import EvalConfig
 from vpbench.errors import ConfigError, MetricUnavailable, RegistryError
-from vpbench.evaluate import SetProtocol, derived_metrics, paired_set_difference, score, set_protocol, set_summary, tidy
+from vpbench.evaluate import SetProtocol, derived_metrics, score, set_protocol, tidy
 from vpbench.metrics import fvd as fvdmod
 from vpbench.metrics.fvd import FVD, check_state_dict, frechet_distance, frechet_from_stats
 from vpbench.metrics.i3d import I3D, MIN_FRAMES, MIN_SIZE, feature_size
-from vpbench.protocols import DataSpec, is_set_metric, validate_metric
+from vpbench.protocols import DataSpec, is_set_metric, member, validate_metric
+from vpbench.stats import paired_set_difference, set_summary
 
 TINY = dict(width=0.125, pool=(2, 1, 1))  # the real structure at 1/8 of the channels, any frame size
 
@@ -179,25 +181,33 @@ def test_context_and_resize_shape_what_the_metric_sees():
     assert seen == [(10, 4, 1, 48, 48)] * 2
 
 
+def test_the_bair_datasets_declare_fvd_on_context_and_predictions():
+    from vpbench.plugins import get_harness
+
+    datasets = get_harness().datasets
+    declared = {n for n in datasets.names() if member(datasets.get(n), "fvd_includes_context", "dataset")}
+    assert declared == {"bair", "bair2", "bair_fvd"}
+
+
 def test_protocol_defaults_overrides_and_clear_errors():
     fvd = FVD(I3D(**TINY))
     spec = DataSpec(1, 15, 3, 64, 64)
-    bair = set_protocol(EvalConfig(), "bair_fvd", spec, 256, [fvd])
+    bair = set_protocol(EvalConfig(), "bair_fvd", spec, 256, [fvd], BAIRFVD.fvd_includes_context)
     assert bair.include_context and "bair_fvd" in bair.include_context_source  # 16-frame clips
-    off = set_protocol(EvalConfig(fvd_include_context=False), "bair_fvd", spec, 256, [fvd])
+    off = set_protocol(EvalConfig(fvd_include_context=False), "bair_fvd", spec, 256, [fvd], BAIRFVD.fvd_includes_context)
     assert not off.include_context and off.describe()["include_context_from"] == "eval.fvd_include_context"
     mmnist = set_protocol(EvalConfig(), "mmnist", DataSpec(10, 10, 1, 64, 64), 100, [fvd])
     assert not mmnist.include_context  # Moving MNIST: the 10 predicted frames
     with pytest.raises(ConfigError, match="fvd needs clips of at least 9 frames but gets 5.*eval.fvd_include_context=true"):
         set_protocol(EvalConfig(), "kth", DataSpec(10, 5, 1, 64, 64), 100, [fvd])
     with pytest.raises(ConfigError, match="eval.fvd_frames=20 but the clips have 16 frames.*never padded"):
-        set_protocol(EvalConfig(fvd_frames=20), "bair_fvd", spec, 256, [fvd])
+        set_protocol(EvalConfig(fvd_frames=20), "bair_fvd", spec, 256, [fvd], BAIRFVD.fvd_includes_context)
     with pytest.raises(ConfigError, match="eval.fvd_clips=300 but only 256"):
-        set_protocol(EvalConfig(fvd_clips=300), "bair_fvd", spec, 256, [fvd])
+        set_protocol(EvalConfig(fvd_clips=300), "bair_fvd", spec, 256, [fvd], BAIRFVD.fvd_includes_context)
     with pytest.raises(ConfigError, match="eval.fvd_repeats=4 needs 0 < eval.fvd_clips < 256"):
-        set_protocol(EvalConfig(fvd_repeats=4), "bair_fvd", spec, 256, [fvd])
+        set_protocol(EvalConfig(fvd_repeats=4), "bair_fvd", spec, 256, [fvd], BAIRFVD.fvd_includes_context)
     assert set_protocol(EvalConfig(fvd_clips=100, fvd_repeats=4, samples=3), "bair_fvd", spec, 256,
-                        [fvd]).describe()["sample"] == "the first of 3 per clip"
+                        [fvd], BAIRFVD.fvd_includes_context).describe()["sample"] == "the first of 3 per clip"
 
 
 def test_set_metric_registration_and_no_derived_views():

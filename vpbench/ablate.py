@@ -22,10 +22,10 @@ import pandas as pd
 
 from vpbench import io, results, rundir, runs
 from vpbench.budget import parse_budget
-from vpbench.compare import paired_differences
 from vpbench.errors import ConfigError
 from vpbench.events import Events
 from vpbench.protocols import member
+from vpbench.stats import paired_differences
 
 
 @dataclass

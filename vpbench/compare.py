@@ -14,11 +14,12 @@ from rich.table import Table
 from vpbench import io, results, rundir
 from vpbench.config import Protocol, RunConfig
 from vpbench.errors import ConfigError, RunError, VPBenchError
-from vpbench.evaluate import clips_scored, paired_difference, paired_set_difference
+from vpbench.evaluate import clips_scored
 from vpbench.events import Events
 from vpbench.protocols import member
 from vpbench.report import markdown
 from vpbench.report.tables import fmt_value, markdown_table
+from vpbench.stats import paired_differences, paired_set_differences
 
 
 @dataclass
@@ -155,46 +156,6 @@ def run_comparison(harness: Any, models: list[str], *, dataset: str | None = Non
         write_comparison(out_dir, table, paired, done, harness, [data] * len(done), examples, note,
                          protocol_line=line, budget=budget, failures=failures, reference=ref)
     return Outcome(prepared, table, paired, failures, out_dir, protocol, ref)
-
-
-def paired_differences(per_clip: dict[str, dict[str, np.ndarray]], reference: str, resamples: int = 1000,
-                       seed: int = 0) -> list[tuple[str, str, dict[str, float]]]:
-    """``(name, metric, difference)`` of every other entry of ``per_clip`` against ``reference``:
-    mean of (name - reference) over paired clips with its 95% bootstrap CI. Metrics scored on
-    other clips, or that could not be computed (LPIPS without weights), are left out."""
-    ref = per_clip[reference]
-    out = []
-    for name, scores in per_clip.items():
-        if name == reference:
-            continue
-        for metric, values in scores.items():
-            if metric not in ref or ref[metric].shape != values.shape:
-                continue
-            if not (np.isfinite(values).any() and np.isfinite(ref[metric]).any()):
-                continue
-            out.append((name, metric, paired_difference(ref[metric].mean(axis=1), values.mean(axis=1), resamples, seed)))
-    return out
-
-
-def paired_set_differences(features: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], reference: str,
-                           harness: Any, resamples: int = 1000, seed: int = 0) -> list[tuple[str, str, dict[str, float]]]:
-    """``(name, metric, difference)`` for the set-level metrics (FVD), which have no per-clip values:
-    the difference of the two models' set scores on the same clips, with a paired bootstrap CI
-    (each resample scores both models on the same resampled clips). Left out where the clips
-    differ or a metric could not be computed."""
-    ref = features.get(reference, {})
-    out = []
-    for name, sets in features.items():
-        if name == reference:
-            continue
-        for metric, (pred, true) in sets.items():
-            if metric not in ref or metric not in harness.metrics or ref[metric][0].shape != pred.shape:
-                continue
-            if pred.size == 0 or not (np.isfinite(pred).all() and np.isfinite(ref[metric][0]).all()):
-                continue
-            out.append((name, metric, paired_set_difference(harness.metrics.get(metric), ref[metric], (pred, true),
-                                                            resamples, seed)))
-    return out
 
 
 def paired_table(per_clip: dict[str, dict[str, np.ndarray]], reference: str, harness: Any,

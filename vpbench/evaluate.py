@@ -33,6 +33,7 @@ import torch
 from vpbench.errors import ConfigError, DataError, MetricUnavailable, PluginError, VPBenchError, one_line
 from vpbench.events import Events
 from vpbench.protocols import DataSpec, is_set_metric, member
+from vpbench.stats import bootstrap_ci, set_summary
 
 RANGE_TOLERANCE = 1e-4
 COLUMNS = [
@@ -52,12 +53,6 @@ class Scores:
     unavailable: dict[str, str] = field(default_factory=dict)  # metric -> why it is n/a
     features: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # set metric -> (pred, true)
     protocol: SetProtocol | None = None
-
-
-# Datasets whose published FVD protocol scores the context frames with the predictions: BAIR
-# (Unterthiner et al. 2018; SAVP): 1 context + 15 predicted = 16-frame clips. Everywhere else
-# (Moving MNIST 10 -> 10, KTH 10 -> 20/30/40, ...) FVD is computed on the predicted frames only.
-FVD_INCLUDES_CONTEXT = frozenset({"bair", "bair2", "bair_fvd"})
 
 
 @dataclass(frozen=True)
@@ -89,13 +84,16 @@ class SetProtocol:
         return resize_clips(x, self.resize)
 
 
-def set_protocol(eval_cfg: Any, dataset_name: str, spec: DataSpec, n_clips: int, metrics: Sequence[Any]) -> SetProtocol:
+def set_protocol(eval_cfg: Any, dataset_name: str, spec: DataSpec, n_clips: int, metrics: Sequence[Any],
+                 includes_context: bool = False) -> SetProtocol:
     """The resolved protocol of the set-level metrics in ``metrics``, checked before anything is scored:
-    a clip shorter than a metric's ``min_frames`` or than ``eval.fvd_frames`` is a ConfigError, never padded."""
+    a clip shorter than a metric's ``min_frames`` or than ``eval.fvd_frames`` is a ConfigError, never padded.
+    ``includes_context`` is the dataset's published convention (``Dataset.fvd_includes_context``), the
+    default of ``eval.fvd_include_context``."""
     include = eval_cfg.fvd_include_context
     source = "eval.fvd_include_context"
     if include is None:
-        include = dataset_name in FVD_INCLUDES_CONTEXT
+        include = bool(includes_context)
         source = f"the published convention of {dataset_name}" if include else "default (predictions only)"
     length = (spec.n_in if include else 0) + spec.n_out
     what = f"{spec.n_in} context + {spec.n_out} predicted frames" if include else f"the {spec.n_out} predicted frames"
@@ -433,81 +431,6 @@ def derived_metrics(metrics: Sequence[Any], samples: int) -> list[Any]:
             out += [Derived(f"{m.name}@{kind}{samples}", m.unit, m.higher_is_better, str(m.version))
                     for kind in ("best", "mean", "worst")]
     return out
-
-
-def bootstrap_ci(x: np.ndarray, resamples: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of ``x`` (1-D, one value per clip)."""
-    x = np.asarray(x, dtype=np.float64)
-    if len(x) < 2 or resamples <= 0 or not np.isfinite(x).all():
-        return (float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
-    means = np.empty(resamples)
-    chunk = max(1, 2_000_000 // len(x))  # bound memory for large test sets
-    for start in range(0, resamples, chunk):
-        stop = min(resamples, start + chunk)
-        idx = rng.integers(0, len(x), size=(stop - start, len(x)))
-        means[start:stop] = x[idx].mean(axis=1)
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(means, [alpha, 1 - alpha])
-    return float(lo), float(hi)
-
-
-def paired_difference(a: np.ndarray, b: np.ndarray, resamples: int = 1000, seed: int = 0) -> dict[str, float]:
-    """Mean of ``b - a`` over paired clips with its bootstrap 95% CI."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"paired clips must match: {a.shape} vs {b.shape}")
-    diff = b - a
-    lo, hi = bootstrap_ci(diff, resamples, seed)
-    return {"diff": float(diff.mean()), "ci_low": lo, "ci_high": hi}
-
-
-def _set_score(metric, pred: np.ndarray, true: np.ndarray, idx: np.ndarray) -> float:
-    value = metric.score(torch.from_numpy(pred[idx]), torch.from_numpy(true[idx]))
-    return float(value)
-
-
-def set_summary(metric, pred: np.ndarray, true: np.ndarray, protocol: SetProtocol | None = None,
-                resamples: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, float]:
-    """The score of a set metric under ``protocol``: ``value`` (the mean over ``repeats`` draws of
-    ``clips`` clips without replacement; one draw of every clip by default), ``std`` over the
-    draws (NaN for one), and a percentile-bootstrap CI of one draw's score (``clips`` clips
-    resampled with replacement, the same indices in both sets). Features are ``(N, D)``."""
-    protocol = protocol or SetProtocol()
-    n = len(pred)
-    size = protocol.clips if 0 < protocol.clips < n else n
-    nan = float("nan")
-    if n < 2 or pred.shape[1] == 0 or not (np.isfinite(pred).all() and np.isfinite(true).all()):
-        return {"value": nan, "std": nan, "ci_low": nan, "ci_high": nan, "n_clips": size}
-    rng = np.random.default_rng(seed)
-    draws = [rng.choice(n, size, replace=False) for _ in range(protocol.repeats)] if size < n else [np.arange(n)]
-    scores = [_set_score(metric, pred, true, d) for d in draws]
-    lo = hi = nan
-    if resamples > 0:
-        boot = [_set_score(metric, pred, true, rng.integers(0, n, size)) for _ in range(resamples)]
-        alpha = (1 - level) / 2
-        lo, hi = (float(q) for q in np.quantile(boot, [alpha, 1 - alpha]))
-    return {"value": float(np.mean(scores)), "std": float(np.std(scores, ddof=1)) if len(scores) > 1 else nan,
-            "ci_low": lo, "ci_high": hi, "n_clips": size}
-
-
-def paired_set_difference(metric, a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray],
-                          resamples: int = 1000, seed: int = 0) -> dict[str, float]:
-    """``score(b) - score(a)`` of a set metric on the same clips, with a paired bootstrap 95% CI:
-    each resample draws clip indices once and scores both models' sets on them."""
-    (pa, ta), (pb, tb) = a, b
-    if pa.shape != pb.shape or ta.shape != tb.shape or len(pa) < 2:
-        raise ValueError(f"paired clips must match: {pa.shape} vs {pb.shape}")
-    n = len(pa)
-    every = np.arange(n)
-    diff = _set_score(metric, pb, tb, every) - _set_score(metric, pa, ta, every)
-    rng = np.random.default_rng(seed)
-    boot = []
-    for _ in range(resamples):
-        idx = rng.integers(0, n, n)
-        boot.append(_set_score(metric, pb, tb, idx) - _set_score(metric, pa, ta, idx))
-    lo, hi = (float(q) for q in np.quantile(boot, [0.025, 0.975])) if boot else (float("nan"),) * 2
-    return {"diff": float(diff), "ci_low": lo, "ci_high": hi}
 
 
 def tidy(scores: Scores, metrics: Sequence[Any], meta: dict[str, Any], resamples: int = 1000) -> pd.DataFrame:

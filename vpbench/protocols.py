@@ -214,6 +214,7 @@ class Metric:
     """Optional base class of a metric: the optional members with their defaults (see :class:`Model`)."""
 
     description: str = ""
+    fvd_includes_context: ClassVar[bool] = False  # FVD's published protocol scores the context frames with the predictions
 
 
 class SetMetric:

@@ -352,7 +352,7 @@ def evaluate(run: Run, model: torch.nn.Module, dataset: Any, *, events: Events |
     protocol = None
     if any(is_set_metric(m) for m in metrics):  # checked before anything is predicted
         protocol = set_protocol(cfg.eval, cfg.dataset_name, dataset.spec, clips_scored(len(split), cfg.eval.max_clips),
-                                metrics)
+                                metrics, member(dataset, "fvd_includes_context", "dataset"))
     key = results.eval_key(cfg, run.model_cls, metrics, len(split), protocol)
     scores = score(model, split, dataset.spec, metrics, model_name=cfg.model_name, device=run.device,
                    batch_size=cfg.eval.batch_size, max_clips=cfg.eval.max_clips, events=events,

@@ -94,6 +94,8 @@ class BAIR(WindowedDataset):
     description = "BAIR robot pushing, 3x64x64, 4 -> 12 (OpenSTL's), from the original TFRecords"
     Config = BAIRConfig
     folder = "softmotion30_44k"  # under the data root
+    # FVD on BAIR (Unterthiner et al. 2018; SAVP) scores the context frames with the predictions (1 + 15 = 16 frames)
+    fvd_includes_context = True
 
     @property
     def spec(self) -> DataSpec:
