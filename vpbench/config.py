@@ -22,6 +22,7 @@ from typing import Any, Literal, Mapping
 from vpbench.errors import ConfigError, short
 from vpbench.protocols import member
 from vpbench.registry import suggest
+from vpbench.validate import at_most, non_negative, positive
 
 
 @dataclass(frozen=True)
@@ -46,9 +47,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         from vpbench.budget import parse_budget, parse_stage_steps
 
-        _positive(self, "batch_size", "ckpt_every", "log_every")
-        _non_negative(self, "grad_clip", "val_every", "val_clips", "num_workers")
-        _at_most(self, MAX_WORKERS, "num_workers")
+        positive(self, "batch_size", "ckpt_every", "log_every")
+        non_negative(self, "grad_clip", "val_every", "val_clips", "num_workers")
+        at_most(self, MAX_WORKERS, "num_workers")
         if not 0 <= self.max_skipped <= 1:
             raise ConfigError(f"train.max_skipped must be in [0, 1], got {self.max_skipped}")
         parse_budget(self.budget)
@@ -80,12 +81,12 @@ class EvalConfig:
     fvd_repeats: int = 1  # draws of fvd_clips clips (without replacement): mean and standard deviation
 
     def __post_init__(self) -> None:
-        _positive(self, "batch_size")
-        _non_negative(self, "max_clips", "bootstrap", "examples", "fvd_frames", "fvd_resize", "fvd_clips")
-        _positive(self, "speed_budget", "max_batch", "samples", "fvd_repeats")
-        _at_most(self, 100_000, "bootstrap")
-        _at_most(self, 10_000, "fvd_repeats", "fvd_resize")
-        _at_most(self, 1_000, "samples")
+        positive(self, "batch_size")
+        non_negative(self, "max_clips", "bootstrap", "examples", "fvd_frames", "fvd_resize", "fvd_clips")
+        positive(self, "speed_budget", "max_batch", "samples", "fvd_repeats")
+        at_most(self, 100_000, "bootstrap")
+        at_most(self, 10_000, "fvd_repeats", "fvd_resize")
+        at_most(self, 1_000, "samples")
         if not self.metrics:
             raise ConfigError("eval.metrics must name at least one metric")
 
@@ -112,24 +113,6 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
-
-
-def _positive(obj: Any, *names: str) -> None:
-    for name in names:
-        if getattr(obj, name) <= 0:
-            raise ConfigError(f"{name} must be > 0, got {short(getattr(obj, name))}")
-
-
-def _non_negative(obj: Any, *names: str) -> None:
-    for name in names:
-        if getattr(obj, name) < 0:
-            raise ConfigError(f"{name} must be >= 0, got {short(getattr(obj, name))}")
-
-
-def _at_most(obj: Any, limit: int, *names: str) -> None:
-    for name in names:
-        if getattr(obj, name) > limit:
-            raise ConfigError(f"{name} must be at most {limit:,}, got {short(getattr(obj, name))}")
 
 
 MAX_WORKERS = max(64, 4 * (os.cpu_count() or 1))  # DataLoader processes: more only load the machine
