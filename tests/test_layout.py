@@ -138,7 +138,7 @@ def test_eval_overrides_take_eval_keys_and_prediction_fields_only():
     from vpbench import config as C
     from vpbench.builtin.digits import Digits
     from vpbench.builtin.trivial import CopyLast
-    from vpbench.runs import eval_overrides
+    from vpbench.overrides import eval_overrides
     from vpbench_shrvqvae.model import SHRVQVAE
 
     cfg = C.resolve("shrvqvae", SHRVQVAE, lambda n: Digits, preset="smoke")
@@ -218,3 +218,73 @@ def test_report_keeps_a_comparisons_report_and_combines_the_same_model_twice(in_
     rows = [line for line in text.splitlines() if line.startswith("| copylast |")]
     assert len({row.split(" | ")[1] for row in rows}) == 2 and any("(cmp)" in row for row in rows)
     assert [line.split(" | ")[1] for line in text.splitlines() if line.startswith("| blank | ")][0] == "none (cmp)"
+
+
+def import_graph(package: Path) -> dict[str, set[str]]:
+    """Every module of ``package`` and the package modules it imports, at the top or inside a
+    function (a lazy import that closes a circle is still a circle)."""
+    modules = {}
+    for path in package.rglob("*.py"):
+        parts = path.relative_to(package.parent).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        here = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = here.split(".")[: len(here.split(".")) - node.level + 1]
+                    base = ".".join(anchor + ([base] if base else []))
+                targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names]
+            else:
+                continue
+            for target in targets:
+                while target and target not in modules:
+                    target = target.rpartition(".")[0]
+                if target and target != name:
+                    graph[name].add(target)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_import_graph_has_no_cycle_lazy_imports_included():
+    assert cycles(import_graph(ROOT / "vpbench")) == []
+
+
+def test_the_cycle_finder_finds_a_lazy_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []

@@ -27,8 +27,7 @@ from vpbench.profile import sampled_loop
 from vpbench.protocols import Dataset, DataSpec, Metric, Model, SetMetric, Stage
 from vpbench.runtime import autocast_off
 from vpbench.validate import at_most, in_range, non_negative, positive
-
-__version__ = "0.1.0"
+from vpbench.version import __version__
 
 
 def build_config(cls: type, fields: dict | None = None):

@@ -28,7 +28,7 @@ from typing import Any
 import pluggy
 
 from vpbench import hookspecs
-from vpbench.errors import PluginError, one_line
+from vpbench.errors import PluginError, VPBenchError, one_line
 from vpbench.protocols import Registered, validate_dataset, validate_metric, validate_model
 from vpbench.registry import Registry, Source
 
@@ -53,7 +53,7 @@ KINDS = ("models", "datasets", "metrics")
 
 
 def _vpbench_version() -> str:
-    from vpbench import __version__
+    from vpbench.version import __version__
 
     return __version__
 
@@ -216,6 +216,16 @@ class Harness:
     def source_of(self, kind: str, name: str) -> Source:
         registry = {"model": self.models, "dataset": self.datasets, "metric": self.metrics}[kind]
         return registry.entry(name).source
+
+    def call(self, kind: str, name: str, what: str, fn, *args, **kwargs):
+        """``fn(*args, **kwargs)``; an exception of the plugin's own code becomes one line naming
+        the plugin, its distribution and what it was doing."""
+        try:
+            return fn(*args, **kwargs)
+        except VPBenchError:
+            raise
+        except Exception as exc:
+            raise PluginError(f"{kind} '{name}' from {self.source_of(kind, name)} raised while {what}: {one_line(exc)}") from exc
 
 
 class _Register(list):

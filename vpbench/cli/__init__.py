@@ -79,8 +79,8 @@ def _print_version(value: bool) -> None:
     plugins with its version and the plugins (entry points) it provides."""
     if not value:
         return
-    from vpbench import __version__
     from vpbench.plugins import get_harness
+    from vpbench.version import __version__
 
     dists: dict[tuple[str, str], list[str]] = {}
     for r in get_harness().records:

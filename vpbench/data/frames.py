@@ -8,11 +8,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vpbench.data.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, decode_video
 from vpbench.errors import DataError
 from vpbench.protocols import DataSpec
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif"}
 
 
 def _to_tensor(array: np.ndarray) -> torch.Tensor:
@@ -64,8 +62,6 @@ def load_frames(path: str | Path, spec: DataSpec) -> torch.Tensor:
         if array.dtype.kind not in "buif":  # strings, dates, records
             raise DataError(f"{path} holds {array.dtype} values, not pixels; give uint8 (0..255) or float (0..1) frames")
     elif path.suffix.lower() in VIDEO_SUFFIXES:
-        from vpbench.data.video import decode_video
-
         array = decode_video(path, grey=spec.channels == 1)
     else:
         raise DataError(f"{path}: use a folder of images, a .npy file or a video ({', '.join(sorted(VIDEO_SUFFIXES))})")

@@ -9,6 +9,9 @@ import numpy as np
 
 from vpbench.errors import DataError
 
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif"}
+
 
 def decode_video(path: str | Path, grey: bool = True) -> np.ndarray:
     """All frames of ``path`` as uint8 ``(T, H, W)`` (grey: first channel) or ``(T, H, W, 3)``.
@@ -42,8 +45,6 @@ def read_frames(source: str | Path, grey: bool = False) -> np.ndarray:
     if not source.is_dir():
         return decode_video(source, grey=grey)
     from PIL import Image
-
-    from vpbench.data.frames import IMAGE_SUFFIXES
 
     files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     try:
