@@ -484,3 +484,24 @@ def cost_rows(rows: list[tuple[str, float, str, bool]], meta: dict[str, Any]) ->
          "n_clips": 0, "unit": unit, "higher_is_better": higher}
         for name, value, unit, higher in rows
     ], columns=COLUMNS)
+
+
+def training_rows(record: Any, meta: dict[str, Any]) -> pd.DataFrame:
+    """What training cost (a run's ``training.json`` record): optimiser steps, counted training FLOPs
+    and measured wall time, on the device it ran on. Empty without a record (runs trained before it was kept)."""
+    if record is None:
+        return pd.DataFrame(columns=COLUMNS)
+    rows = [("train_steps", record.steps_taken, "count", False), ("train_flops", record.flops, "FLOPs", False),
+            ("train_time", record.seconds, "s", False)]
+    return cost_rows(rows, {**meta, "device": record.device})
+
+
+def predict_first(model: torch.nn.Module, split: Any, spec: DataSpec, model_name: str, device: torch.device,
+                  count: int) -> list[torch.Tensor]:
+    """Predictions (CPU) for the first ``count`` clips of ``split``, one clip at a time."""
+    out = []
+    for i in range(min(count, len(split))):
+        context, _ = split[i]
+        with torch.no_grad():
+            out.append(predict(model, context[None].to(device), spec, model_name)[0].cpu())
+    return out

@@ -24,12 +24,14 @@ import statistics
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, flop_registry, register_flop_formula, sdpa_flop_count
 
+from vpbench import io
 from vpbench.protocols import DataSpec
 
 # ops that move or describe data without arithmetic: not worth listing as "uncounted"
@@ -305,3 +307,24 @@ def _cpu_copy(model: torch.nn.Module) -> torch.nn.Module:
     import copy
 
     return copy.deepcopy(model).to("cpu")
+
+
+def measure_costs(model: torch.nn.Module, model_cls: type, config: Any, spec: DataSpec, device: torch.device,
+                  out_dir: Path, meta: dict[str, Any], *, events: Any = None, guard: Callable[..., Any] | None = None) -> Any:
+    """The cost rows (tidy, with ``meta``) of a run's evaluation (``config``: its RunConfig): parameters always;
+    FLOPs / MACs and speed as ``eval.profile`` / ``eval.speed`` say. The full profile (ops without a FLOP formula,
+    memory, device) goes to ``out_dir``/profile.json. ``guard(fn, *args)`` runs the profiling (to name a failing plugin)."""
+    from vpbench.evaluate import cost_rows, count_parameters
+
+    total, trainable = count_parameters(model)
+    rows = [("params", total, "count", False), ("params_trainable", trainable, "count", False)]
+    if not config.eval.profile:
+        return cost_rows(rows, meta)
+    if events is not None:
+        events.message("profiling: FLOPs on the meta device" + (", then latency and throughput" if config.eval.speed else ""))
+    prof = (guard or (lambda fn, *a, **k: fn(*a, **k)))(
+        profile_model, model, model_cls, config.model, spec, device, speed=config.eval.speed,
+        max_batch=config.eval.max_batch, budget_s=config.eval.speed_budget)
+    model.eval()
+    io.write_json(Path(out_dir) / "profile.json", prof.to_dict())
+    return cost_rows(prof.rows(), meta)

@@ -28,10 +28,11 @@ import numpy as np
 import pandas as pd
 
 from vpbench import io
-from vpbench.errors import RunError, one_line
+from vpbench.errors import RunError, VPBenchError, one_line
 from vpbench.protocols import member
+from vpbench.rundir import RunDir
 
-EVALS = "evals"
+EVALS = RunDir.EVALS
 _STAGING, _REPLACED = ".staging-", ".replaced-"
 
 
@@ -59,7 +60,7 @@ def set_name(key: dict[str, Any]) -> str:
 def staged(run_dir: Path, name: str) -> Iterator[Path]:
     """A staging directory for the files of result set ``name``; on success it becomes
     ``evals/<name>`` (replacing a set of the same name), on any error it is removed."""
-    evals = Path(run_dir) / EVALS
+    evals = RunDir(run_dir).evals
     recover(evals)
     staging = evals / f"{_STAGING}{name}-{os.getpid()}"
     if staging.exists():
@@ -111,7 +112,7 @@ def _alive(pid: int) -> bool:
 
 def sets(run_dir: Path) -> list[Path]:
     """The complete result sets of a run, oldest first."""
-    evals = Path(run_dir) / EVALS
+    evals = RunDir(run_dir).evals
     recover(evals)
     if not evals.is_dir():
         return []
@@ -332,5 +333,15 @@ def write_index(run_dir: Path) -> None:
         table = pd.read_csv(latest[0] / "results.csv", dtype={"horizon": str})
         headers, body = summary(table, kind="quality")
         blocks.append(section(f"Latest results ({latest[0].name})", markdown_table(headers, body)))
-    write_report(Path(run_dir) / "report.md", f"vpbench run {Path(run_dir).name}",
+    write_report(RunDir(run_dir).report, f"vpbench run {Path(run_dir).name}",
                  latest[1].get("provenance", {}) if latest is not None else None, sections=blocks)
+
+
+def made_with(run_dir: Path, kind: str) -> str:
+    """The distribution of a run's ``kind`` plugin (``model`` or ``dataset``) as its latest result set
+    recorded it; ``""`` when there is no readable record."""
+    try:
+        prov = json.loads((find_set(run_dir) / "results.json").read_text()).get("provenance", {})
+        return prov.get("plugins", {}).get(f"{kind}_distribution", "")
+    except (VPBenchError, OSError, ValueError):
+        return ""

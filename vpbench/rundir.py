@@ -13,8 +13,9 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
 from vpbench import io
 from vpbench.errors import RunError
@@ -23,6 +24,85 @@ from vpbench.protocols import member
 
 RUNS_DIR = Path("runs")
 NOT_TRAINING_KEYS = ("device", "eval")
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The layout of a run directory: the one place that names each file and folder a run writes."""
+
+    path: Path
+
+    CONFIG: ClassVar[str] = "config.json"
+    CHECKPOINTS: ClassVar[str] = "checkpoints"
+    EVALS: ClassVar[str] = "evals"
+    PREDICTIONS: ClassVar[str] = "predictions"
+    SUBDIRS: ClassVar[tuple[str, ...]] = (CHECKPOINTS, EVALS, PREDICTIONS)  # where a run's own atomic writes happen
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def config(self) -> Path:
+        """The resolved config (``config.json``)."""
+        return self.path / self.CONFIG
+
+    @property
+    def model(self) -> Path:
+        """The final weights with the config they were trained with (``model.pt``)."""
+        return self.path / "model.pt"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / self.CHECKPOINTS
+
+    @property
+    def last(self) -> Path:
+        """The resumable checkpoint (``checkpoints/last.pt``)."""
+        return self.checkpoints / "last.pt"
+
+    def best(self, stage: int) -> Path:
+        """The best weights of stage number ``stage`` (``checkpoints/best-stage{i}.pt``)."""
+        return self.checkpoints / f"best-stage{stage}.pt"
+
+    @property
+    def train_log(self) -> Path:
+        return self.path / "train_log.jsonl"
+
+    @property
+    def training(self) -> Path:
+        """The plan and cost of training (``training.json``)."""
+        return self.path / "training.json"
+
+    def until_marker(self, stage: str) -> Path:
+        """What a run trained only up to ``stage`` holds instead of ``model.pt``."""
+        return self.path / f"trained-until-{stage}.txt"
+
+    def trained(self, until: str | None = None) -> Path:
+        """The file whose presence means the run is trained (up to ``until``)."""
+        return self.until_marker(until) if until is not None else self.model
+
+    @property
+    def evals(self) -> Path:
+        """The result sets, one folder each (their files are :mod:`vpbench.results`')."""
+        return self.path / self.EVALS
+
+    def eval_set(self, name: str) -> Path:
+        return self.evals / name
+
+    @property
+    def report(self) -> Path:
+        """The index of the result sets (``report.md``)."""
+        return self.path / "report.md"
+
+    @property
+    def predictions(self) -> Path:
+        """Where ``vpbench predict`` writes by default."""
+        return self.path / self.PREDICTIONS
+
+    @property
+    def imported(self) -> Path:
+        """The record of an imported checkpoint (``vpbench import``)."""
+        return self.path / "imported.json"
 
 
 def training_key(config: Any, model_cls: type | None = None) -> dict[str, Any]:
@@ -86,7 +166,7 @@ def prepare_dir(run_dir: Path, config: Any, model_cls: type, saved_config: Calla
     must have the same training key (``saved_config()`` reads its config); with ``fresh`` it is
     moved aside instead. A non-empty directory that is not a run is refused, ``fresh`` or not."""
     events = events or Events()
-    saved = run_dir / "config.json"
+    saved = RunDir(run_dir).config
     if run_dir.exists() and any(run_dir.iterdir()) and not _only_a_torn_config(run_dir):
         if not saved.is_file():
             raise RunError(f"{run_dir} exists and is not a vpbench run (no config.json); choose another --out")
@@ -112,9 +192,24 @@ def is_run_config(data: Any) -> bool:
             and isinstance(data.get("model"), dict))
 
 
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """The saved config of the run in ``run_dir`` (its ``config.json``, parsed), or a one-line :class:`RunError`."""
+    path = RunDir(run_dir).config
+    if not path.is_file():
+        raise RunError(f"{run_dir} is not a run directory (no config.json); create one with `vpbench run`")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise RunError(f"{path} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    if not is_run_config(data):
+        raise RunError(f"{run_dir} is not a vpbench run (its config.json has no model_name and dataset_name: "
+                       "another tool's?)")
+    return data
+
+
 def is_run(run_dir: Path) -> bool:
     """Whether ``run_dir`` holds a vpbench run: a ``config.json`` with vpbench's keys."""
-    path = Path(run_dir) / "config.json"
+    path = RunDir(run_dir).config
     try:
         return path.is_file() and not path.is_symlink() and is_run_config(json.loads(path.read_text()))
     except (OSError, ValueError):
@@ -133,7 +228,7 @@ def _only_a_torn_config(run_dir: Path) -> bool:
     """Whether all ``run_dir`` holds is the temporary file of a ``config.json`` write that a kill interrupted
     (the directory was being made a run); those are removed."""
     entries = list(run_dir.iterdir())
-    torn = [p for p in entries if p.name.startswith(".config.json.") and p.name.endswith(".partial")
+    torn = [p for p in entries if p.name.startswith(f".{RunDir.CONFIG}.") and p.name.endswith(".partial")
             and p.is_file() and not p.is_symlink()]
     if not entries or len(torn) != len(entries):
         return False
@@ -144,7 +239,7 @@ def _only_a_torn_config(run_dir: Path) -> bool:
 
 MARKER = "vpbench-dir.json"  # what a comparison, ablation or combined-report directory is
 WRITERS = {"comparison": "vpbench compare", "ablation": "vpbench ablate", "report": "vpbench report --out",
-           "site": "vpbench site"}
+           "site": "vpbench site", "ladder": "vpbench compare --budget B1,B2,..."}
 
 
 def output_kind(path: Path) -> str | None:
@@ -209,11 +304,7 @@ def claimed(path: Path, kind: str) -> Iterator[Path]:
 
 def is_trained(run_dir: Path, until: str | None = None) -> bool:
     """Whether ``run_dir`` holds its final weights (or, with ``until``, the stages before that one)."""
-    done = Path(run_dir) / (f"trained-until-{until}.txt" if until is not None else "model.pt")
-    return done.is_file()
-
-
-RUN_SUBDIRS = ("checkpoints", "evals", "predictions")  # where a run's own atomic writes happen, besides its top
+    return RunDir(run_dir).trained(until).is_file()
 
 
 def run_partials(run_dir: Path) -> list[Path]:
@@ -223,8 +314,8 @@ def run_partials(run_dir: Path) -> list[Path]:
     run_dir = Path(run_dir)
     if not is_run(run_dir):
         return []
-    places = [run_dir, *(run_dir / name for name in RUN_SUBDIRS)]
-    evals = run_dir / "evals"
+    places = [run_dir, *(run_dir / name for name in RunDir.SUBDIRS)]
+    evals = RunDir(run_dir).evals
     if evals.is_dir() and not evals.is_symlink():
         for entry in sorted(evals.iterdir()):
             places += [entry, entry / "examples"]

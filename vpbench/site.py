@@ -25,6 +25,7 @@ import pandas as pd
 
 from vpbench.errors import RunError, one_line
 from vpbench.report.tables import fmt_cell, fmt_value
+from vpbench.rundir import RunDir
 
 COST_METRICS = ("params", "params_trainable", "gflops", "gmacs", "latency", "throughput", "train_steps", "train_flops",
                 "train_time")
@@ -99,11 +100,11 @@ def load_source(path: Path) -> Source:
     report = path / "report.md"
     plots = sorted(path.glob("horizon*.png")) + sorted(path.glob("scaling*.png"))
     examples = sorted((path / "examples").glob("*.png")) + sorted((path / "examples").glob("*.gif"))
-    if (path / "config.json").is_file() and (path / "evals").is_dir():
+    if RunDir(path).config.is_file() and RunDir(path).evals.is_dir():
         from vpbench import results
 
         where = results.find_set(path)
-        config = _json(path / "config.json")
+        config = _json(RunDir(path).config)
         model = str(config.get("model_name", "?"))
         set_examples = sorted((where / "examples").glob("*.png")) + sorted((where / "examples").glob("*.gif"))
         return Source(path, "run", read_csv(where / "results.csv"), report_provenance(where / "report.md"),
@@ -135,9 +136,9 @@ def find_sources(paths: list[Path]) -> list[Source]:
     out: list[Source] = []
     for path in paths:
         path = Path(path)
-        if path.is_dir() and not (path / "results.csv").is_file() and not (path / "config.json").is_file():
+        if path.is_dir() and not (path / "results.csv").is_file() and not RunDir(path).config.is_file():
             inner = [p for p in sorted(path.iterdir()) if p.is_dir() and ((p / "results.csv").is_file()
-                                                                          or (p / "config.json").is_file())]
+                                                                          or RunDir(p).config.is_file())]
             if inner:
                 out += [load_source(p) for p in inner]
                 continue

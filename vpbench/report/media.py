@@ -4,6 +4,7 @@ GIF (truth beside prediction, frame by frame)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -115,3 +116,12 @@ def save_comparison(png: str | Path, gif: str | Path, context: torch.Tensor, tru
         tiles = [np.concatenate([_label(name[: max(1, w // 6)], w), frames_[i]]) for name, frames_ in panels]
         frames.append(np.concatenate(tiles, axis=1))
     _write_gif(gif, frames, ms_per_frame, scale)
+
+
+def write_examples(folder: Path, split: Any, predictions: list[torch.Tensor]) -> None:
+    """A PNG strip (context / truth / prediction / error) and a GIF in ``folder`` for each prediction of
+    the first clips of ``split``."""
+    for i, pred in enumerate(predictions):
+        context, future = split[i]
+        save_strip(folder / f"clip{i:05d}.png", context, future, pred)
+        save_gif(folder / f"clip{i:05d}.gif", context, future, pred)
