@@ -53,7 +53,7 @@ def test_the_surface_is_what_the_harness_reads():
     names = {m.split("(")[0].split(":")[0] for _, m in DECLARED}
     assert {"on_stage_start", "on_stage_end", "late_fields", "predict_fields", "ablation_shortcuts",
             "import_state_dict", "prepare", "download", "presets", "description", "per_frame", "spec"} <= names
-    assert len(HOOKS) == 4
+    assert len(HOOKS) == 5
 
 
 @pytest.mark.parametrize("owner, text", DECLARED, ids=[f"{o}.{t.split('(')[0].split(':')[0]}" for o, t in DECLARED])

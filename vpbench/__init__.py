@@ -26,6 +26,7 @@ from vpbench.metrics.basic import expected_ssim
 from vpbench.profile import sampled_loop
 from vpbench.protocols import Dataset, DataSpec, Metric, Model, SetMetric, Stage
 from vpbench.runtime import autocast_off
+from vpbench.tracking import Tracker
 from vpbench.validate import at_most, in_range, non_negative, positive
 from vpbench.version import __version__
 
@@ -49,7 +50,7 @@ def load_trained(run_dir: str | Path, data_dir: str | Path | None = None) -> tup
 
 __all__ = [
     "ConfigError", "DataError", "DataSpec", "Dataset", "Events", "Metric", "MetricUnavailable", "Model", "PluginError",
-    "RegistryError", "RunError", "SetMetric", "Stage", "TrainingError", "VPBenchError", "__version__", "at_most",
+    "RegistryError", "RunError", "SetMetric", "Stage", "Tracker", "TrainingError", "VPBenchError", "__version__", "at_most",
     "autocast_off", "build_config", "expected_ssim", "hookimpl", "in_range", "load_trained", "non_negative", "positive",
     "sampled_loop",
 ]

@@ -31,6 +31,7 @@ from vpbench import hookspecs
 from vpbench.errors import PluginError, VPBenchError, one_line
 from vpbench.protocols import Registered, validate_dataset, validate_metric, validate_model
 from vpbench.registry import Registry, Source
+from vpbench.tracking import validate_tracker
 
 BUILTIN_PLUGINS = (
     "vpbench.builtin.digits",
@@ -47,9 +48,10 @@ BUILTIN_PLUGINS = (
     "vpbench.metrics.basic",
     "vpbench.metrics.lpips",
     "vpbench.metrics.fvd",
+    "vpbench.trackers",
 )
 BUILTIN_DIST = "vpbench"
-KINDS = ("models", "datasets", "metrics")
+KINDS = ("models", "datasets", "metrics", "trackers")
 
 
 def _vpbench_version() -> str:
@@ -82,6 +84,7 @@ class Harness:
         self.models: Registry[type] = Registry("model", validate_model)
         self.datasets: Registry[type] = Registry("dataset", validate_dataset)
         self.metrics: Registry[Any] = Registry("metric", validate_metric)
+        self.trackers: Registry[type] = Registry("tracker", validate_tracker)
         self.records: list[PluginRecord] = []
         if os.environ.get("VPBENCH_TRACE_PLUGINS"):
             self.pm.trace.root.setwriter(sys.stderr.write)
@@ -162,7 +165,7 @@ class Harness:
         for kind in KINDS:
             if self._implements(plugin, f"vpbench_register_{kind}"):
                 self._hook(f"vpbench_register_{kind}", plugin)(register=staged[kind])
-        registries = {"models": self.models, "datasets": self.datasets, "metrics": self.metrics}
+        registries = {"models": self.models, "datasets": self.datasets, "metrics": self.metrics, "trackers": self.trackers}
         try:
             with contextlib.ExitStack() as stack:
                 for registry in registries.values():
@@ -176,7 +179,7 @@ class Harness:
 
     def freeze(self) -> None:
         """No registrations after this (the CLI freezes once plugins and their commands are loaded)."""
-        for registry in (self.models, self.datasets, self.metrics):
+        for registry in (self.models, self.datasets, self.metrics, self.trackers):
             registry.freeze()
 
     def register_commands(self, app: Any) -> None:
@@ -214,7 +217,7 @@ class Harness:
         return [r for r in self.records if r.error]
 
     def source_of(self, kind: str, name: str) -> Source:
-        registry = {"model": self.models, "dataset": self.datasets, "metric": self.metrics}[kind]
+        registry = {"model": self.models, "dataset": self.datasets, "metric": self.metrics, "tracker": self.trackers}[kind]
         return registry.entry(name).source
 
     def call(self, kind: str, name: str, what: str, fn, *args, **kwargs):

@@ -362,3 +362,4 @@ class Registered:
     models: list[str] = field(default_factory=list)
     datasets: list[str] = field(default_factory=list)
     metrics: list[str] = field(default_factory=list)
+    trackers: list[str] = field(default_factory=list)

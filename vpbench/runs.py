@@ -55,6 +55,7 @@ class Run:
     # ``vpbench compare`` draws its side-by-side strips without generating them a second time.
     examples: list | None = field(default=None, repr=False, compare=False)
     eval_dir: Path | None = None  # the result set the last ``evaluate`` wrote (evals/<name>/)
+    tracking: Any = None  # a vpbench.tracking.Tracking while the run is tracked (vpbench.tracking.tracked)
 
     @property
     def is_main(self) -> bool:
@@ -318,7 +319,7 @@ def train(run: Run, dataset: Any, *, resume: bool = False, fresh: bool = False,
             f"{s.name} {s.steps:,} steps" for s in record.stages))
     source = run.harness.source_of("model", cfg.model_name)
     trainer = Trainer(model, dataset, cfg, run_dir, run.device, events, dist=run.dist, record=record,
-                      blame=f"model '{cfg.model_name}' from {source}")
+                      blame=f"model '{cfg.model_name}' from {source}", tracking=run.tracking)
     with stop_on_signals(trainer):  # the trainer names the model only for errors of the model's own code
         finished = trainer.fit(resume, until=until)
     if not finished:
@@ -381,6 +382,8 @@ def evaluate(run: Run, model: torch.nn.Module, dataset: Any, *, events: Events |
         write_examples(run, model, dataset, staging)
     run.eval_dir = run.run_dir / results.EVALS / name
     results.write_index(run.run_dir)
+    if run.tracking:
+        run.tracking.results(table, run.eval_dir)
     if run.dist is not None:
         run.dist.barrier()
     return table

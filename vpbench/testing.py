@@ -48,7 +48,7 @@ class CheckSkipped(Exception):
 class Case:
     """One check of one registered object: ``case.fn()`` passes, raises AssertionError, or skips."""
 
-    kind: str  # model | dataset | metric | plugin
+    kind: str  # model | dataset | metric | tracker | plugin
     name: str
     check: str
     fn: Callable[[], None]
@@ -105,13 +105,15 @@ def cases(target: str | None = None, harness: Harness | None = None, data_dir: s
         models = [m for r in records for m in r.registered.models]
         datasets = [d for r in records for d in r.registered.datasets]
         metrics = [m for r in records for m in r.registered.metrics]
-        if not (models or datasets or metrics or out):
+        trackers = [t for r in records for t in r.registered.trackers]
+        if not (models or datasets or metrics or trackers or out):
             out.append(Case("plugin", target or "all", "registers something",
                             _fails(f"plugin '{target}' registered no model, dataset or metric")))
-    elif target in harness.models or target in harness.datasets or target in harness.metrics:
+    elif target in harness.models or target in harness.datasets or target in harness.metrics or target in harness.trackers:
         models = [target] if target in harness.models else []
         datasets = [target] if target in harness.datasets else []
         metrics = [target] if target in harness.metrics else []
+        trackers = [target] if target in harness.trackers else []
     else:
         known = sorted({r.name for r in harness.records} | {r.distribution for r in harness.records}
                        | set(harness.models.names()) | set(harness.datasets.names()) | set(harness.metrics.names()))
@@ -123,6 +125,8 @@ def cases(target: str | None = None, harness: Harness | None = None, data_dir: s
         out += dataset_cases(harness, name, root)
     for name in metrics:
         out += metric_cases(harness, name)
+    for name in trackers:
+        out.append(Case("tracker", name, "starts, logs and finishes", _bind(_tracker_round_trip, harness, name)))
     return out
 
 
@@ -335,6 +339,34 @@ def metric_cases(harness: Harness, name: str) -> list[Case]:
               ("is deterministic", _metric_deterministic), ("leaves its inputs unchanged", _metric_pure)]
     return [Case("metric", name, check, _bind(fn, harness, name, channels), f"{channels}ch")
             for channels in (1, 3) for check, fn in checks]
+
+
+def _tracker_round_trip(harness: Harness, name: str) -> None:
+    """Build the tracker, then start / log / log_media / finish on a temporary run directory, without
+    a real server (``MLFLOW_TRACKING_URI`` unset, ``WANDB_MODE=offline``)."""
+    import os
+    import tempfile
+    from unittest import mock
+
+    from vpbench.errors import ConfigError
+
+    try:
+        tracker = harness.trackers.get(name)()
+    except ConfigError as exc:  # its package is not installed
+        raise CheckSkipped(str(exc)) from None
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"WANDB_MODE": "offline"}
+    with tempfile.TemporaryDirectory() as tmp, mock.patch.dict(os.environ, env, clear=True):
+        run_dir = Path(tmp) / "run"
+        run_dir.mkdir()
+        image = run_dir / "strip.png"
+        from PIL import Image
+
+        Image.new("RGB", (8, 4), (255, 0, 0)).save(image)
+        tracker.start(run_dir, {"model_name": "check", "train": {"lr": 0.001}}, {"seed": 0})
+        tracker.log({"train/loss": 0.5}, 1)
+        tracker.log({"test/mse": 0.25, "test/mse@h1": 0.2}, 2)
+        tracker.log_media("examples/strip.png", image, 2)
+        tracker.finish("success")
 
 
 def _frames(channels: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

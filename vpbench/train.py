@@ -115,8 +115,9 @@ class Trainer:
 
     def __init__(self, model: torch.nn.Module, dataset: Any, config: RunConfig, run_dir: Path,
                  device: torch.device, events: Events | None = None, dist: Any = None, record: Any = None,
-                 blame: str | None = None):
+                 blame: str | None = None, tracking: Any = None):
         self.model, self.dataset, self.cfg = model, dataset, config
+        self.tracking = tracking  # a vpbench.tracking.Tracking (rank 0): the log lines also go to the trackers
         # who is named when the model's own code raises: "model 'x' from plugin 'p' (dist 1.0)"
         self.blame = blame or f"model '{config.model_name}'"
         # a vpbench.budget.Record: planned steps per stage (a budget or train.steps), wall-clock
@@ -147,6 +148,7 @@ class Trainer:
             if until not in names:
                 raise RunError(f"{self.cfg.model_name} has no stage '{until}' (stages: {', '.join(names)})")
             stages = stages[: names.index(until)]
+        self.offsets = [sum(s.steps for s in stages[:i]) for i in range(len(stages))]  # trackers' step: over all stages
         self.run_dir.mkdir(parents=True, exist_ok=True)
         position = Position()
         ckpt = self._load_checkpoint() if resume else None
@@ -176,6 +178,10 @@ class Trainer:
         for p in self.model.parameters():
             p.requires_grad_(True)
         return True
+
+    def job_step(self, index: int, step: int) -> int:
+        """Step ``step`` of stage ``index`` counted over all stages (the step trackers are given)."""
+        return getattr(self, "offsets", [0] * (index + 1))[index] + step
 
     def _model_code(self, what: str, fn, *args, **kwargs):
         """Call the model's own code: what it raises is the model's (named)."""
@@ -292,6 +298,9 @@ class Trainer:
                 logs.update(stage=stage.name, step=step, lr=scheduler.get_last_lr()[0],
                             seconds=round(time.perf_counter() - started, 3))
                 io.append_text(log_path, json.dumps(logs) + "\n")
+                if self.tracking:
+                    self.tracking.log({f"train/{k}": v for k, v in logs.items() if k not in ("stage", "step")},
+                                      self.job_step(index, step))
             if cfg.train.val_every and step % cfg.train.val_every == 0 and step < stage.steps:
                 self._validate_and_select(index, stage, step, best)
             if step % cfg.train.ckpt_every == 0 and step < stage.steps:
@@ -383,6 +392,8 @@ class Trainer:
         val = self.validation_loss(stage)
         if self.is_main:
             io.append_text(self.run_dir / "train_log.jsonl", json.dumps({"stage": stage.name, "step": step, "val_loss": val}) + "\n")
+            if self.tracking:
+                self.tracking.log({"val/loss": val}, self.job_step(index, step))
         self.events.message(f"stage '{stage.name}' step {step}: validation loss {val:.5g}")
         if math.isfinite(val) and val < best["loss"]:
             best.update(loss=val, step=step)

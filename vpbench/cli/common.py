@@ -39,8 +39,11 @@ Budget = Annotated[Optional[str], typer.Option("--budget", help="Training budget
                                                                "time (30m); every stage's steps are scaled to spend it.")]
 DataDir = Annotated[Optional[str], typer.Option("--data-dir", help="Data root (default: $VPBENCH_DATA or datasets/).")]
 
+Track = Annotated[Optional[str], typer.Option("--track", help="Experiment trackers, e.g. tensorboard,mlflow (or wandb, or a "
+                                                             "tracker plugin); never part of the run's identity.")]
+
 PROTOCOL_OPTIONS = {"dataset": Dataset, "preset": Preset, "config": ConfigFile, "set_": Sets, "seed": Seed,
-                    "device": Device, "budget": Budget, "data_dir": DataDir}
+                    "device": Device, "budget": Budget, "data_dir": DataDir, "track": Track}
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class Protocol:
     device: str | None = None
     budget: str | None = None
     data_dir: str | None = None
+    track: str | None = None  # tracker names (tensorboard,mlflow): kept out of the config and the run's identity
 
     @property
     def sets(self) -> list[str] | None:

@@ -23,7 +23,7 @@ def plugins() -> None:
     table.add_column("status", no_wrap=True)
     for r in harness.records:
         reg = r.registered
-        count = len(reg.models) + len(reg.datasets) + len(reg.metrics)
+        count = len(reg.models) + len(reg.datasets) + len(reg.metrics) + len(reg.trackers)
         table.add_row(r.name, f"{r.distribution} {r.version}", str(count), "[red]failed[/]" if r.error else "[green]ok[/]")
     c.console().print(table)
     parts = Table(title="registered models, datasets and metrics")
@@ -32,11 +32,12 @@ def plugins() -> None:
     parts.add_column("plugin", overflow="fold")
     parts.add_column("description", ratio=1, overflow="fold")
     for kind, registry, attr in (("model", harness.models, "models"), ("dataset", harness.datasets, "datasets"),
-                                 ("metric", harness.metrics, "metrics")):
+                                 ("metric", harness.metrics, "metrics"), ("tracker", harness.trackers, "trackers")):
         for r in harness.records:
             for name in getattr(r.registered, attr):
                 obj = registry.get(name)
-                parts.add_row(name, kind, r.name, escape(str(member(obj, "description", kind) or "")))
+                about = _tracker_description(obj) if kind == "tracker" else member(obj, "description", kind)
+                parts.add_row(name, kind, r.name, escape(str(about or "")))
     c.console().print(parts)
     for r in harness.failures:
         c.console().print(f"[red]failed:[/] {escape(f'{r.name} ({r.distribution} {r.version}): {r.error}')}",
@@ -47,3 +48,11 @@ def plugins() -> None:
 
 def register(app: typer.Typer) -> None:
     app.command("plugins")(plugins)
+
+
+def _tracker_description(cls: type) -> str:
+    """A tracker's ``description`` (trackers need not subclass :class:`vpbench.Tracker`, which declares it)."""
+    try:
+        return str(cls.description)
+    except AttributeError:
+        return ""

@@ -21,6 +21,8 @@ def run(
     """Train MODEL if needed, evaluate it on the test split and print the results table."""
     from vpbench import runs
     from vpbench.plugins import get_harness
+    from vpbench.provenance import provenance
+    from vpbench.tracking import tracked
 
     harness = get_harness()
     p = protocol
@@ -30,7 +32,8 @@ def run(
     from vpbench.distributed import shutdown
 
     try:
-        with c.rich_events(enabled=run_.is_main) as events, runs.lock(run_, events):
+        with c.rich_events(enabled=run_.is_main) as events, runs.lock(run_, events), \
+                tracked(run_, p.track, events, provenance(run_.device, run_.config.seed) if p.track else None):
             data = runs.build_dataset(run_, events)
             trained = runs.train(run_, data, resume=resume, fresh=fresh, events=events)
             table = runs.evaluate(run_, trained, data, events=events)
