@@ -39,11 +39,12 @@ Budget = Annotated[Optional[str], typer.Option("--budget", help="Training budget
                                                                "time (30m); every stage's steps are scaled to spend it.")]
 DataDir = Annotated[Optional[str], typer.Option("--data-dir", help="Data root (default: $VPBENCH_DATA or datasets/).")]
 
+# `run` only so far (compare and ablate: issue #37 part 1, left); kept out of the config and the run's identity
 Track = Annotated[Optional[str], typer.Option("--track", help="Experiment trackers, e.g. tensorboard,mlflow (or wandb, or a "
                                                              "tracker plugin); never part of the run's identity.")]
 
 PROTOCOL_OPTIONS = {"dataset": Dataset, "preset": Preset, "config": ConfigFile, "set_": Sets, "seed": Seed,
-                    "device": Device, "budget": Budget, "data_dir": DataDir, "track": Track}
+                    "device": Device, "budget": Budget, "data_dir": DataDir}
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,6 @@ class Protocol:
     device: str | None = None
     budget: str | None = None
     data_dir: str | None = None
-    track: str | None = None  # tracker names (tensorboard,mlflow): kept out of the config and the run's identity
 
     @property
     def sets(self) -> list[str] | None:

@@ -17,6 +17,7 @@ def run(
     resume: Annotated[bool, typer.Option("--resume", help="Continue an unfinished training in the run directory.")] = False,
     fresh: Annotated[bool, typer.Option("--fresh", help="Move an existing run directory aside and start over.")] = False,
     samples: Annotated[Optional[int], typer.Option("--samples", help="Predictions per clip: adds best-of-K and mean-of-K metrics.")] = None,
+    track: c.Track = None,
 ) -> None:
     """Train MODEL if needed, evaluate it on the test split and print the results table."""
     from vpbench import runs
@@ -33,7 +34,7 @@ def run(
 
     try:
         with c.rich_events(enabled=run_.is_main) as events, runs.lock(run_, events), \
-                tracked(run_, p.track, events, provenance(run_.device, run_.config.seed) if p.track else None):
+                tracked(run_, track, events, provenance(run_.device, run_.config.seed) if track else None):
             data = runs.build_dataset(run_, events)
             trained = runs.train(run_, data, resume=resume, fresh=fresh, events=events)
             table = runs.evaluate(run_, trained, data, events=events)
