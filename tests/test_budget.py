@@ -11,8 +11,9 @@ import torch
 from tests.cli_helpers import invoke, register
 from tests.models import OneConv, TwoStage
 from vpbench import config as C
-from vpbench.budget import Budget, load_record, parse_budget, parse_stage_steps, plan_steps, probe
+from vpbench.budget import load_record, plan_steps, probe
 from vpbench.builtin.digits import Digits, DigitsConfig
+from vpbench.config import Budget, parse_budget, parse_stage_steps
 from vpbench.errors import ConfigError, PluginError
 
 HW = 64 * 64
@@ -133,14 +134,14 @@ def test_train_steps_override_names_real_stages(in_tmp, with_test_models):
 def test_the_check_does_not_change_training(in_tmp, harness_with_test_models):
     """runs.train checks a copy first; the weights equal a trainer run without any check."""
     from vpbench import runs
-    from vpbench.train import Trainer
+    from vpbench.train import Job, Trainer
 
     run = runs.prepare(harness_with_test_models, "twostage", sets=["data.n_train=16", "data.n_val=4", "train.batch_size=4"],
                        out=in_tmp / "checked")
     data = runs.build_dataset(run)
     checked = runs.train(run, data)
     direct = runs.build_model(run, data)
-    assert Trainer(direct, data, run.config, in_tmp / "direct", torch.device("cpu")).fit()
+    assert Trainer(direct, data, run.config.train, Job.of(run.config), in_tmp / "direct", torch.device("cpu")).fit()
     assert all(torch.equal(a, b) for a, b in zip(checked.state_dict().values(), direct.state_dict().values()))
     assert math.isfinite(load_record(in_tmp / "checked").seconds)
 

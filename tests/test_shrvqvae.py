@@ -13,7 +13,7 @@ from vpbench import config as C
 from vpbench.builtin.digits import Digits
 from vpbench.protocols import train_mode
 from vpbench.runtime import seed_everything
-from vpbench.train import Trainer
+from vpbench.train import Job, Trainer
 from vpbench_shrvqvae.model import SHRVQVAE
 
 TINY = ["data.n_train=4", "data.n_val=4", "data.n_test=4", "data.size=32", "data.glyph_size=14", "data.n_in=4",
@@ -188,7 +188,7 @@ def read_log(run_dir: Path) -> list[dict]:
 @pytest.mark.parametrize("prior", ["pixelcnn", "vpn"])
 def test_whole_model_overfits_a_handful_of_clips(tmp_path, prior):
     model, data, cfg = build([f"model.prior={prior}"])
-    Trainer(model, data, cfg, tmp_path / "r", torch.device("cpu")).fit()
+    Trainer(model, data, cfg.train, Job.of(cfg), tmp_path / "r", torch.device("cpu")).fit()
     log = read_log(tmp_path / "r")
     ae = [r for r in log if r.get("stage") == "autoencoder" and "recon" in r]
     prior = [r for r in log if r.get("stage") == "prior" and "ce" in r]
@@ -207,12 +207,12 @@ def test_training_resumes_exactly_across_stages(tmp_path):
 
     sets = ["model.ae_steps=40", "model.prior_steps=30", "model.joint_steps=10", "train.ckpt_every=7"]
     full, data, cfg = build(sets)
-    Trainer(full, data, cfg, tmp_path / "full", torch.device("cpu")).fit()
+    Trainer(full, data, cfg.train, Job.of(cfg), tmp_path / "full", torch.device("cpu")).fit()
     for stop, crash in [(55, False), (23, True)]:
         model, _, _ = build(sets)
-        interrupt(Trainer(model, data, cfg, tmp_path / f"s{stop}", torch.device("cpu")), stop, crash)
+        interrupt(Trainer(model, data, cfg.train, Job.of(cfg), tmp_path / f"s{stop}", torch.device("cpu")), stop, crash)
         resumed, _, _ = build(sets)
-        Trainer(resumed, data, cfg, tmp_path / f"s{stop}", torch.device("cpu")).fit(resume=True)
+        Trainer(resumed, data, cfg.train, Job.of(cfg), tmp_path / f"s{stop}", torch.device("cpu")).fit(resume=True)
         assert_same_weights(full, resumed)
 
 

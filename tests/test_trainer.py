@@ -12,8 +12,8 @@ from vpbench import config as C
 from vpbench.builtin.digits import Digits
 from vpbench.errors import RunError, TrainingError
 from vpbench.events import Events
-from vpbench.runtime import native_bf16_cpu, seed_everything
-from vpbench.train import IndexStream, Trainer, amp_mode, load_checkpoint
+from vpbench.runtime import amp_mode, native_bf16_cpu, seed_everything
+from vpbench.train import IndexStream, Job, Trainer, load_checkpoint
 
 DATA = ["data.n_train=24", "data.n_val=8", "data.n_test=8", "data.n_in=2", "data.n_out=2", "data.size=16",
         "data.glyph_size=8", "data.glyph_bank=16"]
@@ -26,7 +26,7 @@ def make(tmp_path, name, sets=(), **kw):
     data = Digits(cfg.data)
     seed_everything(cfg.seed)
     model = TwoStage(cfg.model, data.spec)
-    return Trainer(model, data, cfg, tmp_path / name, torch.device("cpu")), model
+    return Trainer(model, data, cfg.train, Job.of(cfg), tmp_path / name, torch.device("cpu")), model
 
 
 class StopAfter(Events):
@@ -92,14 +92,14 @@ def test_amp_mode_per_device_and_setting():
 def test_amp_on_without_native_bf16_stays_float32_and_says_so(tmp_path, monkeypatch):
     """On a CPU without AMX / AVX512-BF16 (emulated bf16 is ~30x slower) train.amp=on trains in
     float32 and tells the user once. This CPU may have native bf16, so the probe is replaced."""
-    import vpbench.train as T
+    import vpbench.runtime as T
     from vpbench.events import Recorder
 
     monkeypatch.setattr(T, "native_bf16_cpu", lambda: False)
     assert T.amp_mode(torch.device("cpu"), "on") == (False, torch.float32)
     cfg = C.resolve("twostage", TwoStage, lambda n: Digits, sets=DATA + ["train.amp=on"])
     events, data = Recorder(), Digits(cfg.data)
-    trainer = Trainer(TwoStage(cfg.model, data.spec), data, cfg, tmp_path / "r", torch.device("cpu"), events)
+    trainer = Trainer(TwoStage(cfg.model, data.spec), data, cfg.train, Job.of(cfg), tmp_path / "r", torch.device("cpu"), events)
     assert (trainer.use_amp, trainer.amp_dtype) == (False, torch.float32)
     assert [m for m in events.messages if "no native bf16" in m and "float32" in m]
     monkeypatch.setattr(T, "native_bf16_cpu", lambda: True)
@@ -191,7 +191,7 @@ class NanFirst(TwoStage):
 
 def test_nonfinite_loss_before_any_checkpoint_says_there_is_none(tmp_path):
     trainer, _ = make(tmp_path, "r")
-    trainer.model = NanFirst(trainer.cfg.model, trainer.dataset.spec)
+    trainer.model = NanFirst(TwoStage.Config(), trainer.dataset.spec)
     with pytest.raises(TrainingError, match="stage 'a': loss became nan at step 1; no checkpoint had been written yet"):
         trainer.fit()
 

@@ -21,10 +21,11 @@ from typing import Any
 import pandas as pd
 
 from vpbench import io, results, rundir, runs
-from vpbench.budget import parse_budget
+from vpbench.budget import budget_statement
 from vpbench.errors import ConfigError
 from vpbench.events import Events
 from vpbench.protocols import member
+from vpbench.provenance import run_provenance
 from vpbench.stats import paired_differences
 
 
@@ -153,7 +154,7 @@ def run_ablation(harness, model: str, axes: dict[str, list[str]], out: Path, *, 
     predict_only = bool(shared_fields) and all(f in member(model_cls, "predict_fields") for f in shared_fields)
     data = runs.build_dataset(variants[0].run, events)  # variants vary model fields only: one dataset
     base_sets = list(sets or [])
-    if until is not None and not predict_only and parse_budget(variants[0].run.config.train.budget) is not None:
+    if until is not None and not predict_only and variants[0].run.config.train.parsed_budget is not None:
         until, base_sets = _budget_sharing(variants, data, until, base_sets, events)
     tables, per_clip = [], {}
     with rundir.claimed(out, "ablation"):
@@ -178,7 +179,7 @@ def _train_and_evaluate(harness, model: str, variant: Variant, variants: list[Va
         _share_weights(variants[0].run, run)
         events.message(f"{variant.label}: prediction-only change; evaluating the weights of {variants[0].run.run_dir}")
         trained = runs.train(run, data, events=events)
-    elif until is not None and not (run.run_dir / "model.pt").is_file():
+    elif until is not None and not run.layout.model.is_file():
         base_values = {k: v for k, v in variant.values.items() if k not in shared_fields}
         base = runs.prepare(harness, model, sets=base_sets + [f"model.{k}={v}" for k, v in base_values.items()],
                             out=out / _dirname("base-until-" + until + ("," + label(base_values) if base_values else "")),
@@ -189,7 +190,7 @@ def _train_and_evaluate(harness, model: str, variant: Variant, variants: list[Va
         events.message(f"{variant.label}: stages before '{until}' shared from {base.run_dir}")
         trained = runs.train(run, data, resume=True, events=events, probed=variant.probe)
     else:
-        unfinished = (run.run_dir / "checkpoints" / "last.pt").is_file() and not (run.run_dir / "model.pt").is_file()
+        unfinished = run.layout.last.is_file() and not run.layout.model.is_file()
         trained = runs.train(run, data, resume=resume and unfinished, events=events, probed=variant.probe)
     return runs.evaluate(run, trained, data, events=events, variant=variant.label)
 
@@ -226,7 +227,7 @@ def _dirname(text: str) -> str:
 
 
 def _train_base(base: runs.Run, data: Any, until: str, events: Events) -> None:
-    resume = (base.run_dir / "checkpoints" / "last.pt").is_file()  # an interrupted base continues
+    resume = base.layout.last.is_file()  # an interrupted base continues
     runs.train(base, data, resume=resume, events=events, until=until)
 
 
@@ -237,10 +238,10 @@ def _seed_from_base(base: runs.Run, run: runs.Run, data: Any, until: str) -> Non
     prior S-HR-VQVAE uses). An existing checkpoint means the variant already started: it resumes."""
     from vpbench.train import load_checkpoint
 
-    target = run.run_dir / "checkpoints" / "last.pt"
+    target = run.layout.last
     if target.is_file():
         return
-    ckpt = load_checkpoint(base.run_dir / "checkpoints" / "last.pt")
+    ckpt = load_checkpoint(base.layout.last)
     model = runs.build_model(run, data)
     stages = model.stages()
     names = [s.name for s in stages]
@@ -257,23 +258,22 @@ def _seed_from_base(base: runs.Run, run: runs.Run, data: Any, until: str) -> Non
     state = {k: v if k in keep or k not in theirs or tuple(theirs[k].shape) != tuple(v.shape) else theirs[k]
              for k, v in own.items()}
     run.run_dir.mkdir(parents=True, exist_ok=True)
-    io.write_json(run.run_dir / "config.json", run.config.to_dict())
+    io.write_json(run.layout.config, run.config.to_dict())
     target.parent.mkdir(parents=True, exist_ok=True)
     io.torch_save({**ckpt, "model": state}, target)
 
 
 def _share_weights(source: runs.Run, run: runs.Run) -> None:
-    _copy_into(run, source.run_dir / "model.pt", "model.pt")
+    _copy_into(run, source.layout.model, run.layout.model)
 
 
-def _copy_into(run: runs.Run, source: Path, relative: str) -> None:
-    """Start ``run``'s directory (its config.json) with a copy of ``source`` at ``relative``,
+def _copy_into(run: runs.Run, source: Path, target: Path) -> None:
+    """Start ``run``'s directory (its config.json) with a copy of ``source`` at ``target``,
     unless that file is already there."""
-    target = run.run_dir / relative
     if target.is_file():
         return
     run.run_dir.mkdir(parents=True, exist_ok=True)
-    io.write_json(run.run_dir / "config.json", run.config.to_dict())
+    io.write_json(run.layout.config, run.config.to_dict())
     target.parent.mkdir(parents=True, exist_ok=True)
     with io.atomic_path(target) as tmp:
         shutil.copyfile(source, tmp)
@@ -288,7 +288,6 @@ def differences(per_clip: dict[str, dict], variants: list[Variant], harness, con
 
 def write(out: Path, table: pd.DataFrame, diffs: pd.DataFrame, variants: list[Variant]) -> None:
     """results.csv / differences.csv / horizon.png / report.md of the ablation."""
-    from vpbench.compare import budget_statement
     from vpbench.report.markdown import HORIZON_SECTION, section, write_report
     from vpbench.report.plots import horizon_plot
     from vpbench.report.tables import fmt_value, markdown_table
@@ -296,8 +295,8 @@ def write(out: Path, table: pd.DataFrame, diffs: pd.DataFrame, variants: list[Va
     out.mkdir(parents=True, exist_ok=True)
     io.write_text(out / "results.csv", table.to_csv(index=False))
     io.write_text(out / "differences.csv", diffs.to_csv(index=False))
-    prov = runs.run_provenance(variants[0].run)
-    prov["budget"] = budget_statement(variants[0].run.config.train.budget, "variant")
+    prov = run_provenance(variants[0].run)
+    prov["budget"] = budget_statement([v.run.config.train.parsed_budget for v in variants], "variant")
     horizon_plot(table, out / "horizon.png", title="ablation")
     rows = [[r.variant, r.metric, fmt_value(r.diff), f"[{fmt_value(r.ci_low)}, {fmt_value(r.ci_high)}]"]
             for r in diffs.itertuples()]

@@ -23,87 +23,22 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import re
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 
 from vpbench import io
-from vpbench.errors import ConfigError, DataError, PluginError, RunError, blamed, one_line, short
-from vpbench.protocols import member, train_mode
+from vpbench.config import Budget, parse_budget
+from vpbench.errors import ConfigError, DataError, PluginError, RunError, blamed, one_line
+from vpbench.protocols import enter_stage, member
+from vpbench.rundir import RunDir
+from vpbench.runtime import amp_mode
 
-RECORD = "training.json"
 RECORD_FORMAT = 1
-_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?:in)?)?(?:(\d+(?:\.\d+)?)s)?$")
-
-
-@dataclass(frozen=True)
-class Budget:
-    """A training budget: ``kind`` is ``flops`` or ``seconds``."""
-
-    kind: str
-    value: float
-    text: str
-
-    def describe(self) -> str:
-        if self.kind == "flops":
-            return f"{self.value:.3g} training FLOPs"
-        return f"{format_seconds(self.value)} of training wall-clock time"
-
-
-def format_seconds(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.3g} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.3g} min"
-    return f"{seconds / 3600:.3g} h"
-
-
-def parse_budget(text: str) -> Budget | None:
-    """``""`` -> None; ``2e15`` -> FLOPs; ``30m`` / ``1h30m`` / ``90s`` -> seconds."""
-    text = (text or "").strip()
-    if not text:
-        return None
-    try:
-        value = float(text.lower().removesuffix("flops").removesuffix("flop"))
-    except ValueError:
-        value = None
-    if value is not None:
-        if not (math.isfinite(value) and value >= 1):
-            raise ConfigError(f"train.budget: {short(text)} must be a positive, finite number of FLOPs (e.g. 2e15)")
-        return Budget("flops", value, text)
-    match = _DURATION.match(text.lower())
-    if match and any(match.groups()):
-        h, m, s = (float(g) if g else 0.0 for g in match.groups())
-        seconds = 3600 * h + 60 * m + s
-        if seconds > 0:
-            return Budget("seconds", seconds, text)
-    raise ConfigError(f"train.budget: {short(text)} is neither a number of training FLOPs (2e15) nor a duration "
-                      "(30m, 1h30m, 90s)")
-
-
-def parse_stage_steps(entries: Iterable[str]) -> dict[str, tuple[int, int]]:
-    """``("prior:2000", "joint:150/200")`` -> ``{stage: (steps, schedule_steps)}``."""
-    out: dict[str, tuple[int, int]] = {}
-    for entry in entries:
-        name, sep, value = str(entry).partition(":")
-        steps, _, schedule = value.partition("/")
-        try:
-            n = int(steps)
-            m = int(schedule) if schedule else n
-        except ValueError:
-            n = m = -1
-        if not sep or not name.strip() or n < 0 or m < n:
-            raise ConfigError(f"train.steps: {short(entry)} is not STAGE:STEPS or STAGE:STEPS/SCHEDULE_STEPS "
-                              "(e.g. prior:2000 or prior:1800/2000)")
-        out[name.strip()] = (n, m)
-    return out
-
-
 # -- the probe ---------------------------------------------------------------------------
 @dataclass
 class StageProbe:
@@ -126,7 +61,6 @@ def probe(model: torch.nn.Module, dataset: Any, config: Any, device: torch.devic
     a wall-clock plan needs step times. Raises a one-line :class:`PluginError` naming the
     model and the stage when a step or the prediction breaks the contract."""
     from vpbench.evaluate import open_split, predict
-    from vpbench.train import amp_mode
 
     started = time.perf_counter()
     use_amp, amp_dtype = amp_mode(device, config.train.amp)
@@ -134,7 +68,7 @@ def probe(model: torch.nn.Module, dataset: Any, config: Any, device: torch.devic
     split = open_split(dataset, "train", config.dataset_name)
     if len(split) == 0:
         raise RunError("the training split is empty")
-    overrides = parse_stage_steps(config.train.steps)
+    overrides = config.train.stage_steps
     out: list[StageProbe] = []
     batch = None
     devices = [device] if device.type == "cuda" else []
@@ -146,13 +80,8 @@ def probe(model: torch.nn.Module, dataset: Any, config: Any, device: torch.devic
             if steps == 0:
                 out.append(StageProbe(stage.name, bs, 0))
                 continue
-            member(work, "on_stage_start")(stage.name)
-            params = list(stage.params())
-            chosen = {id(p) for p in params}
-            for p in work.parameters():
-                p.requires_grad_(id(p) in chosen)
+            params = enter_stage(work, stage)
             batch = tuple(t.to(device) for t in _first_clips(split, bs, config.dataset_name))
-            train_mode(work, stage)
             amp = (device.type, amp_dtype, use_amp)
             try:
                 flops = _step(work, batch, stage.name, model_name, amp, count=True)
@@ -290,6 +219,11 @@ class Record:
     def stage(self, name: str) -> StageRecord | None:
         return next((s for s in self.stages if s.name == name), None)
 
+    @property
+    def parsed_budget(self) -> Budget | None:
+        """The budget this run's plan spent (the config's grammar), None for the stages' own steps."""
+        return parse_budget(self.budget)
+
     def replay(self) -> str:
         """The ``train.steps`` value that trains exactly these steps again."""
         parts = []
@@ -303,11 +237,11 @@ class Record:
         return out
 
     def save(self, run_dir: Path) -> None:
-        io.write_json(Path(run_dir) / RECORD, self.to_dict())
+        io.write_json(RunDir(run_dir).training, self.to_dict())
 
 
 def load_record(run_dir: Path) -> Record | None:
-    path = Path(run_dir) / RECORD
+    path = RunDir(run_dir).training
     if not path.is_file():
         return None
     import json
@@ -323,10 +257,7 @@ def load_record(run_dir: Path) -> Record | None:
 
 def make_record(model: torch.nn.Module, config: Any, found: Probe, device: str) -> Record:
     """The plan of a run: the stages' own steps, ``train.steps``, or ``train.budget`` spent."""
-    overrides = parse_stage_steps(config.train.steps)
-    budget = parse_budget(config.train.budget)
-    if budget is not None and overrides:
-        raise ConfigError("give train.budget or train.steps, not both")
+    overrides, budget = config.train.stage_steps, config.train.parsed_budget
     stages = model.stages()
     base = {s.name: s.steps for s in stages}
     schedule = {s.name: s.steps for s in stages}
@@ -356,3 +287,13 @@ def make_record(model: torch.nn.Module, config: Any, found: Probe, device: str) 
     records = [StageRecord(s.name, base[s.name], schedule[s.name], probes[s.name].batch_size, probes[s.name].flops_per_step,
                            probes[s.name].seconds_per_step, deadlines[s.name]) for s in stages]
     return Record(config.train.budget, kind, device, records, round(found.seconds, 3))
+
+
+def budget_statement(budgets: list[Budget | None], each: str = "model") -> str:
+    """The report's budget line: the training budget every ``each`` (model, variant) shared, if any."""
+    shared = budgets[0] if budgets and len(set(budgets)) == 1 else None
+    if shared is None:
+        return (f"none shared: each {each} trained for its preset's steps; read quality differences together with "
+                "the training FLOPs and time in the cost table")
+    return (f"{shared.describe()} for every learned {each} (--budget {shared.text}): each {each}'s stage steps were "
+            "scaled by one factor to spend it (steps, counted FLOPs and measured time in the cost table)")

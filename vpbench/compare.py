@@ -12,11 +12,13 @@ import pandas as pd
 from rich.table import Table
 
 from vpbench import io, results, rundir
+from vpbench.budget import budget_statement
 from vpbench.config import Protocol, RunConfig
 from vpbench.errors import ConfigError, RunError, VPBenchError
 from vpbench.evaluate import clips_scored
 from vpbench.events import Events
 from vpbench.protocols import member
+from vpbench.provenance import run_provenance
 from vpbench.report import markdown
 from vpbench.report.tables import fmt_value, markdown_table
 from vpbench.stats import paired_differences, paired_set_differences
@@ -73,12 +75,12 @@ def describe_protocol(protocol: Protocol, dataset: Any) -> str:
 
 def run_comparison(harness: Any, models: list[str], *, dataset: str | None = None, preset: str | None = None,
                    config_file: str | None = None, sets: list[str] | None = None, seed: int | None = None,
-                   device: str | None = None, budget: str | None = None, out: str | Path | None = None,
+                   device: str | None = None, out: str | Path | None = None,
                    data_dir: str | Path | None = None, resume: bool = False, keep_going: bool = False,
                    note: str = "", events: Events | None = None) -> Outcome:
     """Train (if needed) and score every model under one data protocol, resolved once from the
     first model's preset, ``--config`` and ``--set`` (dataset, its config, split, clip count),
-    and with ``budget`` under the same training budget. Every model is built and checked (one
+    and with a ``train.budget`` among ``sets`` under the same training budget. Every model is built and checked (one
     training step of every stage, one prediction) before any of them trains. With
     ``keep_going`` a model that fails is reported and the others go on."""
     from vpbench import runs
@@ -89,7 +91,6 @@ def run_comparison(harness: Any, models: list[str], *, dataset: str | None = Non
     if out:  # before anything trains: a directory that is not a comparison's is refused
         rundir.check_output_dir(Path(out), "comparison")
     events = events or Events()
-    sets = list(sets or []) + ([f"train.budget={budget}"] if budget else [])
     common = dict(preset=preset, config_file=config_file, sets=sets, seed=seed, device=device, models=models)
     reference = runs.prepare(harness, models[0], dataset=dataset, data_dir=data_dir, **common)
     protocol = Protocol.of(reference.config)
@@ -129,11 +130,11 @@ def run_comparison(harness: Any, models: list[str], *, dataset: str | None = Non
         try:
             with runs.lock(run_, events):
                 model = runs.train(run_, data, resume=resume, events=events, probed=probes.get(name))
-                tables.append(runs.evaluate(run_, model, data, events=events))
+                shown: list = []
+                tables.append(runs.evaluate(run_, model, data, events=events, examples=shown))
             per_clip[name] = results.read_per_clip(run_.eval_dir)
             features[name] = results.read_features(run_.eval_dir)
-            predictions[name] = (run_.examples if run_.examples is not None
-                                 else runs.example_predictions(run_, model, data))
+            predictions[name] = shown if run_.is_main else runs.example_predictions(run_, model, data)
         except VPBenchError as exc:
             if not keep_going:
                 raise
@@ -154,7 +155,7 @@ def run_comparison(harness: Any, models: list[str], *, dataset: str | None = Non
     done = [r for r in prepared if r.config.model_name not in failures]
     with rundir.claimed(out_dir, "comparison"):
         write_comparison(out_dir, table, paired, done, harness, [data] * len(done), examples, note,
-                         protocol_line=line, budget=budget, failures=failures, reference=ref)
+                         protocol_line=line, failures=failures, reference=ref)
     return Outcome(prepared, table, paired, failures, out_dir, protocol, ref)
 
 
@@ -194,7 +195,7 @@ def rich_paired(paired: pd.DataFrame, reference: str) -> Table:
     return table
 
 
-def training_budget(model_cls: type, config: Any, spec: Any) -> dict[str, int]:
+def preset_steps(model_cls: type, config: Any, spec: Any) -> dict[str, int]:
     """Optimiser steps per stage of ``model_cls`` under ``config`` (built on the meta device)."""
     import torch
 
@@ -217,12 +218,12 @@ def protocol_rows(runs_: list, datasets: list, harness: Any) -> list[list[str]]:
         if record is not None:
             here = {s.name: s.steps_taken for s in record.stages}
         else:
-            here = training_budget(model_cls, cfg.model, data.spec)
+            here = preset_steps(model_cls, cfg.model, data.spec)
         paper = "no paper preset"
         if "paper" in {k.split("@")[0] for k in member(model_cls, "presets")}:
             ref = cfgmod.resolve(cfg.model_name, model_cls, harness.datasets.get, dataset=cfg.dataset_name,
                                  preset="paper")
-            paper = ", ".join(f"{k} {v:,}" for k, v in training_budget(model_cls, ref.model, data.spec).items()) or "-"
+            paper = ", ".join(f"{k} {v:,}" for k, v in preset_steps(model_cls, ref.model, data.spec).items()) or "-"
         n_test = len(data.split(cfg.eval.split))
         scored = clips_scored(n_test, cfg.eval.max_clips)
         rows.append([cfg.model_name, cfg.preset, ", ".join(f"{k} {v:,}" for k, v in here.items()) or "untrained",
@@ -234,25 +235,11 @@ PROTOCOL_HEADERS = ["model", "preset", "optimiser steps here", "steps in the pap
                     "batch"]
 
 
-def budget_statement(budget: str | None, each: str = "model") -> str:
-    """The report's budget line: the training budget every ``each`` (model, variant) shared, if any."""
-    from vpbench.budget import parse_budget
-
-    parsed = parse_budget(budget or "")
-    if parsed is None:
-        return (f"none shared: each {each} trained for its preset's steps; read quality differences together with "
-                "the training FLOPs and time in the cost table")
-    return (f"{parsed.describe()} for every learned {each} (--budget {budget}): each {each}'s stage steps were scaled "
-            "by one factor to spend it (steps, counted FLOPs and measured time in the cost table)")
-
-
 def write_comparison(out_dir: Path, table: pd.DataFrame, paired: pd.DataFrame, runs_: list, harness: Any,
                      datasets: list | None = None, examples: list | None = None, note: str = "", *,
-                     protocol_line: str = "", budget: str | None = None, failures: dict[str, str] | None = None,
+                     protocol_line: str = "", failures: dict[str, str] | None = None,
                      reference: str | None = None) -> None:
     """results.csv / paired.csv / results.json / horizon.png / report.md (+ examples/ side by side)."""
-    from vpbench.runs import run_provenance
-
     failures = failures or {}
     out_dir.mkdir(parents=True, exist_ok=True)
     prov = run_provenance(runs_[0], datasets[0] if datasets else None)
@@ -261,7 +248,7 @@ def write_comparison(out_dir: Path, table: pd.DataFrame, paired: pd.DataFrame, r
                        "dataset": prov["plugins"]["dataset"], "metrics": prov["plugins"]["metrics"]}
     if protocol_line:
         prov["protocol"] = protocol_line
-    prov["budget"] = budget_statement(budget)
+    prov["budget"] = budget_statement([r.config.train.parsed_budget for r in runs_])
     io.write_text(out_dir / "results.csv", table.to_csv(index=False))
     io.write_text(out_dir / "paired.csv", paired.to_csv(index=False))
     io.write_json(out_dir / "results.json", {

@@ -13,16 +13,83 @@ import dataclasses
 import json
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Iterable, Literal, Mapping
 
 from vpbench.errors import ConfigError, short
 from vpbench.protocols import member
 from vpbench.registry import suggest
 from vpbench.validate import at_most, non_negative, positive
+
+# -- the training budget's grammar ------------------------------------------------------
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?:in)?)?(?:(\d+(?:\.\d+)?)s)?$")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A training budget: ``kind`` is ``flops`` or ``seconds``."""
+
+    kind: str
+    value: float
+    text: str
+
+    def describe(self) -> str:
+        if self.kind == "flops":
+            return f"{self.value:.3g} training FLOPs"
+        return f"{format_seconds(self.value)} of training wall-clock time"
+
+
+def format_seconds(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.3g} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.3g} min"
+    return f"{seconds / 3600:.3g} h"
+
+
+def parse_budget(text: str) -> Budget | None:
+    """``""`` -> None; ``2e15`` -> FLOPs; ``30m`` / ``1h30m`` / ``90s`` -> seconds."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text.lower().removesuffix("flops").removesuffix("flop"))
+    except ValueError:
+        value = None
+    if value is not None:
+        if not (math.isfinite(value) and value >= 1):
+            raise ConfigError(f"train.budget: {short(text)} must be a positive, finite number of FLOPs (e.g. 2e15)")
+        return Budget("flops", value, text)
+    match = _DURATION.match(text.lower())
+    if match and any(match.groups()):
+        h, m, s = (float(g) if g else 0.0 for g in match.groups())
+        seconds = 3600 * h + 60 * m + s
+        if seconds > 0:
+            return Budget("seconds", seconds, text)
+    raise ConfigError(f"train.budget: {short(text)} is neither a number of training FLOPs (2e15) nor a duration "
+                      "(30m, 1h30m, 90s)")
+
+
+def parse_stage_steps(entries: Iterable[str]) -> dict[str, tuple[int, int]]:
+    """``("prior:2000", "joint:150/200")`` -> ``{stage: (steps, schedule_steps)}``."""
+    out: dict[str, tuple[int, int]] = {}
+    for entry in entries:
+        name, sep, value = str(entry).partition(":")
+        steps, _, schedule = value.partition("/")
+        try:
+            n = int(steps)
+            m = int(schedule) if schedule else n
+        except ValueError:
+            n = m = -1
+        if not sep or not name.strip() or n < 0 or m < n:
+            raise ConfigError(f"train.steps: {short(entry)} is not STAGE:STEPS or STAGE:STEPS/SCHEDULE_STEPS "
+                              "(e.g. prior:2000 or prior:1800/2000)")
+        out[name.strip()] = (n, m)
+    return out
 
 
 @dataclass(frozen=True)
@@ -32,7 +99,7 @@ class TrainConfig:
     batch_size: int = 16  # clips per optimiser step (global, over all processes)
     grad_clip: float = 1.0  # max gradient norm; 0 disables clipping
     amp: Literal["auto", "on", "off"] = "auto"  # mixed precision; auto = on for CUDA only; on = also bf16 on
-    # CPUs with native bf16 (AMX / AVX512-BF16), float32 on other CPUs (see train.amp_mode)
+    # CPUs with native bf16 (AMX / AVX512-BF16), float32 on other CPUs (see runtime.amp_mode)
     val_every: int = 0  # validate every N steps; 0 = only at the end of each stage
     val_clips: int = 64  # validation clips used for model selection (never the test split)
     select_best: bool = True  # restore the weights with the best validation loss per stage
@@ -45,17 +112,25 @@ class TrainConfig:
     steps: tuple[str, ...] = ()  # optimiser steps per stage instead of the model's, e.g. prior:2000,joint:150/200
 
     def __post_init__(self) -> None:
-        from vpbench.budget import parse_budget, parse_stage_steps
-
         positive(self, "batch_size", "ckpt_every", "log_every")
         non_negative(self, "grad_clip", "val_every", "val_clips", "num_workers")
         at_most(self, MAX_WORKERS, "num_workers")
         if not 0 <= self.max_skipped <= 1:
             raise ConfigError(f"train.max_skipped must be in [0, 1], got {self.max_skipped}")
-        parse_budget(self.budget)
-        parse_stage_steps(self.steps)
-        if self.budget.strip() and self.steps:
+        parsed, steps = parse_budget(self.budget), parse_stage_steps(self.steps)
+        if parsed is not None and steps:
             raise ConfigError("give train.budget or train.steps, not both")
+        object.__setattr__(self, "_parsed", (parsed, steps))
+
+    @property
+    def parsed_budget(self) -> Budget | None:
+        """``budget`` parsed: training FLOPs or seconds, None for the stages' own steps."""
+        return self._parsed[0]
+
+    @property
+    def stage_steps(self) -> dict[str, tuple[int, int]]:
+        """``steps`` parsed: ``{stage: (steps, schedule_steps)}`` for the stages it names."""
+        return dict(self._parsed[1])
 
 
 @dataclass(frozen=True)
@@ -318,6 +393,17 @@ def _load_yaml(text: str, path: Path) -> Any:
         return loader.construct_document(node)
     finally:
         loader.dispose()
+
+
+def cli_sets(sets: list[str] | None, *, budget: str | None = None, samples: int | None = None) -> list[str]:
+    """``--set`` pairs with the command line's shortcuts folded in: ``--budget B`` is
+    ``train.budget=B`` and ``--samples K`` is ``eval.samples=K`` (later than ``--set``, so they win)."""
+    out = list(sets or [])
+    if budget is not None:
+        out.append(f"train.budget={budget}")
+    if samples is not None:
+        out.append(f"eval.samples={samples}")
+    return out
 
 
 def load_file(path: str | Path) -> dict[str, Any]:

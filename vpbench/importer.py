@@ -24,6 +24,7 @@ from vpbench.errors import ConfigError, DataError, PluginError, RunError, one_li
 from vpbench.events import Events
 from vpbench.protocols import implements, member
 from vpbench.safeload import load_pt
+from vpbench.weights import save_weights
 
 PREFIXES = ("module.", "model.")
 
@@ -97,11 +98,11 @@ def import_checkpoint(harness: Any, source: str, path: str | Path, model: str, *
         raise PluginError(f"model '{model}' raised while mapping the {source} checkpoint: {one_line(exc)}") from exc
     fit(net, mapped, source)
     with runs.lock(run, events):
-        if (run.run_dir / "model.pt").is_file():
+        if run.layout.model.is_file():
             raise RunError(f"{run.run_dir} already holds a trained model; choose another --out")
         runs.prepare_run_dir(run, events=events)
-        runs.save_weights(net, run)
-        io.write_json(run.run_dir / "imported.json", {"source": source, "file": str(path), "sha256": sha256(path),
+        save_weights(net, run)
+        io.write_json(run.layout.imported, {"source": source, "file": str(path), "sha256": sha256(path),
                                                       "tensors": len(state)})
     events.message(f"{model}: {len(state)} tensors from {path} ({source}) -> {run.run_dir}")
     return run

@@ -83,6 +83,19 @@ def train_mode(model: torch.nn.Module, stage: Stage) -> None:
         module.eval()
 
 
+def enter_stage(model: torch.nn.Module, stage: Stage) -> list[torch.nn.Parameter]:
+    """Enter training ``stage`` as the trainer, the budget probe and ``vpbench check`` all do:
+    the model's ``on_stage_start``, gradients for exactly the stage's parameters (returned) and
+    none of the others, and training mode except the stage's ``frozen`` modules."""
+    member(model, "on_stage_start")(stage.name)
+    params = list(stage.params())
+    chosen = {id(p) for p in params}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in chosen)
+    train_mode(model, stage)
+    return params
+
+
 @runtime_checkable
 class VideoModel(Protocol):
     """The members every model class must have (it is usually a ``torch.nn.Module`` subclass).
@@ -201,6 +214,7 @@ class Dataset:
     """Optional base class of a dataset: the optional members with their defaults (see :class:`Model`)."""
 
     description: ClassVar[str] = ""
+    fvd_includes_context: ClassVar[bool] = False  # FVD's published protocol scores the context frames with the predictions
 
     def prepare(self, events: Events | None = None) -> None:
         """One-off work before the splits are read (decoding, caching, cutting windows), with progress."""
@@ -214,7 +228,6 @@ class Metric:
     """Optional base class of a metric: the optional members with their defaults (see :class:`Model`)."""
 
     description: str = ""
-    fvd_includes_context: ClassVar[bool] = False  # FVD's published protocol scores the context frames with the predictions
 
 
 class SetMetric:

@@ -10,10 +10,13 @@ import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
+from vpbench.budget import load_record
+from vpbench.config import format_seconds
+from vpbench.protocols import is_set_metric, member
 from vpbench.runtime import native_bf16_cpu
 
 _AT_START: dict[Path, str] = {}  # the revision each checkout had when this process pinned it
@@ -80,7 +83,7 @@ def versions(distributions: list[str] | None = None) -> dict[str, str]:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             if name == "vpbench":
-                from vpbench import __version__
+                from vpbench.version import __version__
 
                 out[name] = f"{__version__} (source)"
     return out
@@ -103,3 +106,41 @@ def provenance(device: torch.device, seed: int, distributions: list[str] | None 
         "platform": platform.platform(),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def run_provenance(run: Any, dataset: Any | None = None, metrics: Sequence[Any] = ()) -> dict[str, Any]:
+    """:func:`provenance` of a run (a :class:`vpbench.runs.Run`): its plugins and their distributions,
+    its dataset's info, once it trained one line of what training was and cost, and the settings of
+    the set-level metrics among ``metrics`` (those it scored)."""
+    sources = {run.harness.source_of("model", run.config.model_name).distribution,
+               run.harness.source_of("dataset", run.config.dataset_name).distribution}
+    prov = provenance(run.device, run.config.seed, sorted(sources))
+    if dataset is not None:
+        prov["dataset"] = {k: str(v) for k, v in dataset.info().items()}
+    cfg = run.config
+    model_src, data_src = (run.harness.source_of("model", cfg.model_name), run.harness.source_of("dataset", cfg.dataset_name))
+    prov["plugins"] = {"model": f"{cfg.model_name} {cfg.model_version}", "dataset": f"{cfg.dataset_name} {cfg.dataset_version}",
+                       "model_distribution": f"'{model_src.distribution}' ({model_src.version})",
+                       "dataset_distribution": f"'{data_src.distribution}' ({data_src.version})",
+                       "metrics": ", ".join(f"{m} {getattr(run.harness.metrics.get(m), 'version', '?')}"
+                                            for m in cfg.eval.metrics if m in run.harness.metrics)}
+    record = load_record(run.run_dir)
+    if record is not None:
+        prov["training"] = training_line(record)
+    details = {m.name: {k: str(v) for k, v in member(m, "details", "set_metric")().items()} for m in metrics if is_set_metric(m)}
+    if details:
+        prov["set_metrics"] = details
+    return prov
+
+
+def training_line(record: Any) -> str:
+    """One line of what a run's training was and cost."""
+    budget = record.parsed_budget
+    if not record.stages:
+        return "none (the model does not train)"
+    head = f"budget {budget.describe()} ({record.budget})" if budget else "the stages' own steps (no shared budget)"
+    stages = ", ".join(f"{s.name} {s.steps_taken:,}" + (f" of {s.steps:,}" if s.steps_taken != s.steps else "")
+                       for s in record.stages)
+    return (f"{head}: {record.steps_taken:,} optimiser steps ({stages}), {record.flops:.3g} training FLOPs "
+            f"(counted), {format_seconds(record.seconds)} (measured) on {record.device}; replay with "
+            f"`--set train.steps={record.replay()}`")

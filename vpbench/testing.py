@@ -30,7 +30,7 @@ from vpbench import config as cfgmod
 from vpbench.errors import ConfigError, DataError, MetricUnavailable, RegistryError, VPBenchError, one_line
 from vpbench.evaluate import check_prediction, check_spec, predict
 from vpbench.plugins import Harness, get_harness
-from vpbench.protocols import SPLITS, DataSpec, is_set_metric, member
+from vpbench.protocols import SPLITS, DataSpec, enter_stage, is_set_metric, member
 from vpbench.registry import suggest
 from vpbench.runtime import seed_everything
 
@@ -269,8 +269,7 @@ def _model_trains(harness: Harness, name: str, on: str, root: Path | None) -> No
     names = [st.name for st in stages]
     assert len(set(names)) == len(names), f"model '{name}': stage names repeat: {names}"
     for stage in stages:
-        member(s.model, "on_stage_start")(stage.name)
-        s.model.train()
+        enter_stage(s.model, stage)
         losses = s.model.training_step((s.context, s.future), stage.name)
         assert isinstance(losses, dict) and "loss" in losses, (
             f"model '{name}': training_step of stage '{stage.name}' returned {type(losses).__name__} without 'loss'")

@@ -26,11 +26,12 @@ import numpy as np
 import torch
 
 from vpbench import io
-from vpbench.config import RunConfig
+from vpbench.config import RunConfig, TrainConfig
 from vpbench.errors import DataError, PluginError, RunError, TrainingError, blamed, one_line
 from vpbench.events import Events
-from vpbench.protocols import Stage, member, train_mode
-from vpbench.runtime import legacy_rng_globals, native_bf16_cpu, rng_state, set_rng_state
+from vpbench.protocols import Stage, enter_stage, member, train_mode
+from vpbench.rundir import RunDir
+from vpbench.runtime import amp_mode, legacy_rng_globals, rng_state, set_rng_state
 from vpbench.safeload import load_pt
 
 CHECKPOINT_FORMAT = 1
@@ -97,38 +98,81 @@ class Position:
     step: int = 0
 
 
-def amp_mode(device: torch.device, amp: str) -> tuple[bool, torch.dtype]:
-    """``(enabled, dtype)`` of autocast for ``train.amp`` on ``device``. ``auto``: CUDA only
-    (bf16 where supported, else fp16 with a gradient scaler). ``on``: CUDA, and bf16 on CPUs
-    with native bf16 (2.5x faster S-HR-VQVAE prior steps on 2 AMX cores); float32 elsewhere."""
-    if amp == "off":
-        return False, torch.float32
-    if device.type == "cuda":
-        return True, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and amp == "on" and native_bf16_cpu():
-        return True, torch.bfloat16
-    return False, torch.float32
+@dataclass(frozen=True)
+class Job:
+    """What the trainer needs besides the training config: the names its messages and errors
+    give, the seed of the run's random streams, and the batch size of validation (the run's
+    evaluation batch size)."""
+
+    model_name: str
+    dataset_name: str
+    seed: int = 0
+    val_batch_size: int = 16
+
+    @classmethod
+    def of(cls, config: RunConfig) -> Job:
+        return cls(config.model_name, config.dataset_name, config.seed, config.eval.batch_size)
+
+
+@dataclass
+class StageOptim:
+    """One stage's parameters, optimiser, schedule and AMP scaler, and its best validation so far."""
+
+    params: list
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: Any
+    best: dict = dataclasses.field(default_factory=lambda: {"loss": math.inf, "step": -1})
+
+
+class StageClock:
+    """The wall-clock side of one stage: what it has cost, written into the run's record
+    (``training.json``), and whether its share of a wall-clock budget's deadline is spent."""
+
+    def __init__(self, record: Any, index: int, stage: str, start: int, dist: Any = None):
+        self.rec = record.stage(stage) if record is not None else None
+        self.spent_before = sum(r.seconds for r in record.stages[:index]) if self.rec is not None else 0.0
+        self.carried = self.rec.seconds if self.rec is not None and start > 0 else 0.0  # before a resume
+        self.started = time.perf_counter()
+        self.dist = dist
+
+    def elapsed(self) -> float:
+        """Seconds since this process started the stage."""
+        return time.perf_counter() - self.started
+
+    def account(self, step: int) -> None:
+        if self.rec is not None:
+            self.rec.steps_taken, self.rec.seconds = step, self.carried + self.elapsed()
+
+    def late(self) -> bool:
+        """Whether the stage's deadline has passed (every rank agrees: rank 0's clock is as good as any)."""
+        timed = self.rec is not None and self.rec.deadline_s is not None
+        late = timed and self.spent_before + self.rec.seconds >= self.rec.deadline_s
+        if timed and self.dist is not None:
+            late = self.dist.any_true(late)
+        return late
 
 
 class Trainer:
-    """Trains ``model`` on ``dataset`` under ``config`` into ``run_dir``."""
+    """Trains ``model`` on ``dataset`` with the training config ``train`` into ``run_dir``."""
 
-    def __init__(self, model: torch.nn.Module, dataset: Any, config: RunConfig, run_dir: Path,
+    def __init__(self, model: torch.nn.Module, dataset: Any, train: TrainConfig, job: Job, run_dir: Path,
                  device: torch.device, events: Events | None = None, dist: Any = None, record: Any = None,
                  blame: str | None = None, tracking: Any = None):
-        self.model, self.dataset, self.cfg = model, dataset, config
+        self.model, self.dataset, self.train, self.job = model, dataset, train, job
         self.tracking = tracking  # a vpbench.tracking.Tracking (rank 0): the log lines also go to the trackers
         # who is named when the model's own code raises: "model 'x' from plugin 'p' (dist 1.0)"
-        self.blame = blame or f"model '{config.model_name}'"
+        self.blame = blame or f"model '{job.model_name}'"
         # a vpbench.budget.Record: planned steps per stage (a budget or train.steps), wall-clock
         # deadlines, and what each stage cost; saved as training.json (None: the stages' own steps)
         self.record = record
         self.run_dir, self.device = Path(run_dir), device
         self.events = events or Events()
         self.dist = dist  # a vpbench.distributed.Context when data-parallel, else None
-        self.ckpt_dir = self.run_dir / "checkpoints"
-        self.use_amp, self.amp_dtype = amp_mode(device, config.train.amp)
-        if config.train.amp == "on" and device.type == "cpu" and not self.use_amp:
+        self.layout = RunDir(self.run_dir)
+        self.ckpt_dir = self.layout.checkpoints
+        self.use_amp, self.amp_dtype = amp_mode(device, train.amp)
+        if train.amp == "on" and device.type == "cpu" and not self.use_amp:
             self.events.message("train.amp=on: this CPU has no native bf16 (AMX / AVX512-BF16), so training "
                                 "stays in float32 (emulated bf16 is ~30x slower)")
         self.stop_requested = False  # set by a signal handler: checkpoint and stop
@@ -146,7 +190,7 @@ class Trainer:
         if until is not None:
             names = [s.name for s in stages]
             if until not in names:
-                raise RunError(f"{self.cfg.model_name} has no stage '{until}' (stages: {', '.join(names)})")
+                raise RunError(f"{self.job.model_name} has no stage '{until}' (stages: {', '.join(names)})")
             stages = stages[: names.index(until)]
         self.offsets = [sum(s.steps for s in stages[:i]) for i in range(len(stages))]  # trackers' step: over all stages
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -157,7 +201,7 @@ class Trainer:
             try:
                 self.model.load_state_dict(ckpt["model"])
             except (RuntimeError, KeyError) as exc:
-                raise RunError(f"checkpoint {self.ckpt_dir / 'last.pt'} does not fit this model ({one_line(exc)[:300]}); "
+                raise RunError(f"checkpoint {self.layout.last} does not fit this model ({one_line(exc)[:300]}); "
                                "it was written by another model or version: pass --fresh to move the run aside") from None
             if self.record is not None:
                 for name, taken, seconds in ckpt.get("record", []):
@@ -188,7 +232,7 @@ class Trainer:
         return blamed(lambda exc: PluginError(f"{self.blame} raised {what}: {one_line(exc)}"), fn, *args, **kwargs)
 
     def _next_batch(self, batches):
-        name = self.cfg.dataset_name
+        name = self.job.dataset_name
         return blamed(lambda exc: DataError(f"dataset '{name}' failed to load a training batch: {one_line(exc)}; "
                                             f"check its files (`vpbench data info {name}`)"), next, batches)
 
@@ -205,7 +249,7 @@ class Trainer:
     def _trim_log(self, names: list[str], position: Position) -> None:
         """Drop the log lines written after the checkpoint being resumed: the resumed run
         writes them again (no duplicates)."""
-        path = self.run_dir / "train_log.jsonl"
+        path = self.layout.train_log
         if not self.is_main or not path.is_file():
             return
         kept = []
@@ -225,106 +269,102 @@ class Trainer:
 
     # -- one stage -------------------------------------------------------------------------
     def _fit_stage(self, index: int, stage: Stage, start: int, ckpt: dict | None) -> bool:
-        model, cfg = self.model, self.cfg
-        self._model_code(f"starting stage '{stage.name}'", member(model, "on_stage_start"), stage.name)
-        params = list(self._model_code(f"listing the parameters of stage '{stage.name}'", lambda: list(stage.params())))
-        chosen = {id(p) for p in params}
-        for p in model.parameters():  # exactly the stage's parameters get gradients
-            p.requires_grad_(id(p) in chosen)
+        """Train ``stage`` from step ``start`` (``ckpt``: the checkpoint being resumed); False when
+        a signal stopped it (the checkpoint is then written)."""
+        opt = self._open_stage(stage, ckpt)
+        forward_model = self.dist.wrap(self.model) if self.dist is not None else self.model
+        batches = self._batches(index, stage, start)
+        clock = StageClock(self.record, index, stage.name, start, self.dist)
+        key, step, self.skipped = f"train:{stage.name}", start, 0
+        self.events.task_start(key, f"{self.job.model_name} · {stage.name}", stage.steps, start)
+        while step < stage.steps:
+            clock.account(step)
+            if clock.late():  # a wall-clock budget: this stage's share of the deadline is spent
+                self.events.message(f"stage '{stage.name}': wall-clock budget reached after {step} of {stage.steps} steps")
+                break
+            if self.stop_requested if self.dist is None else self.dist.any_true(self.stop_requested):
+                self._save_checkpoint(index, step, self.model, opt.optimizer, opt.scheduler, opt.scaler, opt.best)
+                self._save_record()  # every rank stops at the same step
+                self.events.message(f"stopped at stage '{stage.name}' step {step}; checkpoint written")
+                return False
+            batch = [t.to(self.device, non_blocking=True) for t in self._next_batch(batches)]
+            logs = self._step(forward_model, stage, batch, opt.params, opt.optimizer, opt.scheduler, opt.scaler, step)
+            step += 1
+            self.events.task_advance(key, 1, loss=logs.get("loss", float("nan")))
+            self._after_step(index, stage, step, logs, opt, clock)
+        self.events.task_end(key)
+        self._close_stage(index, stage, start, step, opt.best, clock)
+        return True
+
+    def _open_stage(self, stage: Stage, ckpt: dict | None) -> StageOptim:
+        """Enter ``stage`` and build its optimiser, schedule and scaler, restored from ``ckpt``."""
+        params = self._model_code(f"entering stage '{stage.name}'", enter_stage, self.model, stage)
         if stage.steps > 0 and not params:
-            raise RunError(f"stage '{stage.name}' of {cfg.model_name} has no trainable parameters")
+            raise RunError(f"stage '{stage.name}' of {self.job.model_name} has no trainable parameters")
         optimizer = torch.optim.AdamW(params, lr=stage.lr, betas=stage.betas, weight_decay=stage.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(stage))
-        scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
-        best = {"loss": math.inf, "step": -1}
+        opt = StageOptim(params, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(stage)),
+                         torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16))
         if ckpt is not None:
             if ckpt["optimizer"] is not None:  # None: saved at a stage boundary
-                optimizer.load_state_dict(ckpt["optimizer"])
-                scheduler.load_state_dict(ckpt["scheduler"])
-                scaler.load_state_dict(ckpt["scaler"])
+                opt.optimizer.load_state_dict(ckpt["optimizer"])
+                opt.scheduler.load_state_dict(ckpt["scheduler"])
+                opt.scaler.load_state_dict(ckpt["scaler"])
             set_rng_state(ckpt["rng"])
-            best = ckpt["best"]
-        forward_model = self.dist.wrap(model) if self.dist is not None else model
-        batch_size = stage.batch_size or cfg.train.batch_size
+            opt.best = ckpt["best"]
+        return opt
+
+    def _batches(self, index: int, stage: Stage, start: int) -> Iterator:
+        """Training batches of stage ``index`` from step ``start`` (this rank's slice)."""
+        batch_size = stage.batch_size or self.train.batch_size
         if self.dist is not None:
             from vpbench.distributed import check_batch
 
             check_batch(batch_size, self.dist, f"stage '{stage.name}' batch size")
         train_split = self.dataset.split("train")
         rank, world = (self.dist.rank, self.dist.world) if self.dist is not None else (0, 1)
-        stream = IndexStream(len(train_split), batch_size, cfg.seed, index, start, rank, world)
+        stream = IndexStream(len(train_split), batch_size, self.job.seed, index, start, rank, world)
         # the loader gets its own generator: creating its iterator must not draw from the
         # global RNG, or a resumed run would see a shifted random stream
-        loader_rng = torch.Generator().manual_seed(cfg.seed * 1000 + index)
-        loader = torch.utils.data.DataLoader(
-            train_split, batch_sampler=stream, num_workers=cfg.train.num_workers,
+        loader_rng = torch.Generator().manual_seed(self.job.seed * 1000 + index)
+        return iter(torch.utils.data.DataLoader(
+            train_split, batch_sampler=stream, num_workers=self.train.num_workers,
             pin_memory=self.device.type == "cuda", generator=loader_rng, worker_init_fn=ignore_stop_signals,
-        )
-        key = f"train:{stage.name}"
-        self.events.task_start(key, f"{cfg.model_name} · {stage.name}", stage.steps, start)
-        log_path = self.run_dir / "train_log.jsonl"
-        batches = iter(loader)
-        step = start
-        self.skipped = 0
-        started = time.perf_counter()
-        rec = self.record.stage(stage.name) if self.record is not None else None
-        spent_before = sum(r.seconds for r in self.record.stages[:index]) if rec is not None else 0.0
-        stage_seconds = rec.seconds if rec is not None and start > 0 else 0.0
+        ))
 
-        def account() -> None:  # what this stage has cost so far, into the run's record
-            if rec is not None:
-                rec.steps_taken, rec.seconds = step, stage_seconds + time.perf_counter() - started
+    def _after_step(self, index: int, stage: Stage, step: int, logs: dict, opt: StageOptim, clock: StageClock) -> None:
+        """The log line, validation and checkpoint that fall due after optimiser step ``step``."""
+        train = self.train
+        if self.is_main and (step % train.log_every == 0 or step == stage.steps):
+            logs.update(stage=stage.name, step=step, lr=opt.scheduler.get_last_lr()[0], seconds=round(clock.elapsed(), 3))
+            io.append_text(self.layout.train_log, json.dumps(logs) + "\n")
+            if self.tracking:
+                self.tracking.log({f"train/{k}": v for k, v in logs.items() if k not in ("stage", "step")}, self.job_step(index, step))
+        if train.val_every and step % train.val_every == 0 and step < stage.steps:
+            self._validate_and_select(index, stage, step, opt.best)
+        if step % train.ckpt_every == 0 and step < stage.steps:
+            clock.account(step)
+            self._save_checkpoint(index, step, self.model, opt.optimizer, opt.scheduler, opt.scaler, opt.best)
+            self._save_record()
 
-        while step < stage.steps:
-            account()
-            timed = rec is not None and rec.deadline_s is not None
-            late = timed and spent_before + rec.seconds >= rec.deadline_s
-            if timed and self.dist is not None:  # rank 0's clock is as good as any: all stop together
-                late = self.dist.any_true(late)
-            if late:  # a wall-clock budget: this stage's share of the deadline is spent
-                self.events.message(f"stage '{stage.name}': wall-clock budget reached after {step} of {stage.steps} steps")
-                break
-            stop = self.stop_requested if self.dist is None else self.dist.any_true(self.stop_requested)
-            if stop:  # every rank stops at the same step
-                self._save_checkpoint(index, step, model, optimizer, scheduler, scaler, best)
-                self._save_record()
-                self.events.message(f"stopped at stage '{stage.name}' step {step}; checkpoint written")
-                return False
-            batch = [t.to(self.device, non_blocking=True) for t in self._next_batch(batches)]
-            logs = self._step(forward_model, stage, batch, params, optimizer, scheduler, scaler, step)
-            step += 1
-            self.events.task_advance(key, 1, loss=logs.get("loss", float("nan")))
-            if self.is_main and (step % cfg.train.log_every == 0 or step == stage.steps):
-                logs.update(stage=stage.name, step=step, lr=scheduler.get_last_lr()[0],
-                            seconds=round(time.perf_counter() - started, 3))
-                io.append_text(log_path, json.dumps(logs) + "\n")
-                if self.tracking:
-                    self.tracking.log({f"train/{k}": v for k, v in logs.items() if k not in ("stage", "step")},
-                                      self.job_step(index, step))
-            if cfg.train.val_every and step % cfg.train.val_every == 0 and step < stage.steps:
-                self._validate_and_select(index, stage, step, best)
-            if step % cfg.train.ckpt_every == 0 and step < stage.steps:
-                account()
-                self._save_checkpoint(index, step, model, optimizer, scheduler, scaler, best)
-                self._save_record()
-        self.events.task_end(key)
+    def _close_stage(self, index: int, stage: Stage, start: int, step: int, best: dict, clock: StageClock) -> None:
+        """After the last step: the skipped-steps verdict, the final validation and best weights,
+        ``on_stage_end``, and the checkpoint at the stage boundary."""
         if self.skipped:
             share = self.skipped / max(1, step - start)
             self.events.message(f"stage '{stage.name}': skipped {self.skipped} of {step - start} steps with a non-finite loss")
-            if share > cfg.train.max_skipped:
+            if share > self.train.max_skipped:
                 raise TrainingError(f"stage '{stage.name}' skipped {self.skipped} of {step - start} steps ({share:.0%}) with a "
-                                    f"non-finite loss, more than train.max_skipped={cfg.train.max_skipped:g}: lower the "
+                                    f"non-finite loss, more than train.max_skipped={self.train.max_skipped:g}: lower the "
                                     "learning rate (or raise train.max_skipped)")
         if stage.steps > 0:
             self._validate_and_select(index, stage, step, best)
-            if cfg.train.select_best and best["step"] not in (-1, step):
-                model.load_state_dict(load_pt(self._best_path(index), "delete it and resume, or train again with --fresh"))
+            if self.train.select_best and best["step"] not in (-1, step):
+                self.model.load_state_dict(load_pt(self._best_path(index), "delete it and resume, or train again with --fresh"))
                 self.events.message(f"stage '{stage.name}': restored best weights from step {best['step']}")
-        self._model_code(f"ending stage '{stage.name}'", member(model, "on_stage_end"), stage.name)
-        account()
-        self._save_checkpoint(index + 1, 0, model, None, None, None, {"loss": math.inf, "step": -1})
+        self._model_code(f"ending stage '{stage.name}'", member(self.model, "on_stage_end"), stage.name)
+        clock.account(step)
+        self._save_checkpoint(index + 1, 0, self.model, None, None, None, {"loss": math.inf, "step": -1})
         self._save_record()
-        return True
 
     def _step(self, forward_model, stage, batch, params, optimizer, scheduler, scaler, step) -> dict:
         train_mode(self.model, stage)
@@ -337,12 +377,12 @@ class Trainer:
         if self.dist is not None:
             finite = self.dist.all_true(finite)
         if not finite:
-            if self.cfg.train.nonfinite == "skip":
+            if self.train.nonfinite == "skip":
                 optimizer.zero_grad(set_to_none=True)
                 scheduler.step()
                 self.skipped += 1
                 return {"loss": float("nan"), "skipped": True}
-            kept = (f"the last good checkpoint is kept in {self.ckpt_dir}" if (self.ckpt_dir / "last.pt").is_file()
+            kept = (f"the last good checkpoint is kept in {self.ckpt_dir}" if self.layout.last.is_file()
                     else "no checkpoint had been written yet")
             raise TrainingError(
                 f"stage '{stage.name}': loss became {loss.item()} at step {step + 1}; {kept}. Lower the learning "
@@ -351,7 +391,7 @@ class Trainer:
         optimizer.zero_grad(set_to_none=True)
         self._model_code(f"in the backward pass of stage '{stage.name}'", lambda: scaler.scale(loss).backward())
         scaler.unscale_(optimizer)
-        max_norm = self.cfg.train.grad_clip if self.cfg.train.grad_clip > 0 else math.inf
+        max_norm = self.train.grad_clip if self.train.grad_clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
         scaler.step(optimizer)
         scaler.update()
@@ -366,16 +406,16 @@ class Trainer:
     def validation_loss(self, stage: Stage) -> float:
         """Mean stage loss over the first ``train.val_clips`` validation clips (eval mode)."""
         split = self.dataset.split("val")
-        n = min(len(split), self.cfg.train.val_clips)
+        n = min(len(split), self.train.val_clips)
         if n == 0:
             return math.nan
         subset = torch.utils.data.Subset(split, range(n))
-        loader = torch.utils.data.DataLoader(subset, batch_size=self.cfg.eval.batch_size)
+        loader = torch.utils.data.DataLoader(subset, batch_size=self.job.val_batch_size)
         self.model.eval()
         total, count = 0.0, 0
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):  # validation never shifts the training RNG
-            torch.manual_seed(self.cfg.seed)
+            torch.manual_seed(self.job.seed)
             for context, future in loader:
                 batch = (context.to(self.device), future.to(self.device))
                 with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
@@ -387,11 +427,11 @@ class Trainer:
         return total / count
 
     def _validate_and_select(self, index: int, stage: Stage, step: int, best: dict) -> None:
-        if self.cfg.train.val_clips == 0:
+        if self.train.val_clips == 0:
             return
         val = self.validation_loss(stage)
         if self.is_main:
-            io.append_text(self.run_dir / "train_log.jsonl", json.dumps({"stage": stage.name, "step": step, "val_loss": val}) + "\n")
+            io.append_text(self.layout.train_log, json.dumps({"stage": stage.name, "step": step, "val_loss": val}) + "\n")
             if self.tracking:
                 self.tracking.log({"val/loss": val}, self.job_step(index, step))
         self.events.message(f"stage '{stage.name}' step {step}: validation loss {val:.5g}")
@@ -402,7 +442,7 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------
     def _best_path(self, index: int) -> Path:
-        return self.ckpt_dir / f"best-stage{index}.pt"
+        return self.layout.best(index)
 
     def _save_checkpoint(self, index, step, model, optimizer, scheduler, scaler, best) -> None:
         if not self.is_main:
@@ -419,10 +459,10 @@ class Trainer:
             "best": copy.deepcopy(best),
             "record": [(r.name, r.steps_taken, r.seconds) for r in self.record.stages] if self.record else [],
         }
-        io.torch_save(state, self.ckpt_dir / "last.pt")
+        io.torch_save(state, self.layout.last)
 
     def _load_checkpoint(self) -> dict | None:
-        path = self.ckpt_dir / "last.pt"
+        path = self.layout.last
         if not path.exists():
             self.events.message("no checkpoint to resume from; starting from scratch")
             return None

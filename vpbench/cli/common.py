@@ -36,7 +36,8 @@ Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed of the 
 Device = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N (default auto).")]
 Out = Annotated[Optional[str], typer.Option("--out", "-o", help="Output directory (default: runs/<model>-<dataset>-<preset>-<hash>).")]
 Budget = Annotated[Optional[str], typer.Option("--budget", help="Training budget per model: FLOPs (2e15) or wall-clock "
-                                                               "time (30m); every stage's steps are scaled to spend it.")]
+                                                               "time (30m); every stage's steps are scaled to spend it "
+                                                               "(compare: a comma-separated list runs a ladder).")]
 DataDir = Annotated[Optional[str], typer.Option("--data-dir", help="Data root (default: $VPBENCH_DATA or datasets/).")]
 
 # `run` only so far (compare and ablate: issue #37 part 1, left); kept out of the config and the run's identity
@@ -63,7 +64,9 @@ class Protocol:
     @property
     def sets(self) -> list[str] | None:
         """The ``--set`` overrides, with ``--budget`` as ``train.budget``."""
-        return self.set_ if self.budget is None else [*(self.set_ or []), f"train.budget={self.budget}"]
+        from vpbench.config import cli_sets
+
+        return cli_sets(self.set_, budget=self.budget)
 
 
 def protocol_options(command: Callable[..., Any]) -> Callable[..., Any]:

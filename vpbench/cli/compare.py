@@ -29,11 +29,22 @@ def compare(
 
     note_text = read_note(note)
 
+    p = protocol
+    common = dict(dataset=p.dataset, preset=p.preset, config_file=p.config, seed=p.seed, device=p.device, out=out,
+                  data_dir=p.data_dir, resume=resume, keep_going=keep_going, note=note_text)
+    if p.budget is not None and "," in p.budget:  # a ladder: one comparison per budget, then the scaling report
+        from vpbench.ladder import parse_ladder, run_ladder
+
+        budgets = parse_ladder(p.budget)
+        with c.rich_events() as events:
+            outcomes = run_ladder(get_harness(), models, budgets, sets=p.set_, events=events, **common)
+        for budget, outcome in zip(budgets, outcomes):
+            cfg = outcome.runs[0].config
+            c.print_results(outcome.table, title=f"budget {budget}: {cfg.dataset_name} ({cfg.eval.split}), preset {cfg.preset}")
+        c.console().print(f"scaling report: {outcomes[0].out_dir.parent / 'scaling.md'}", highlight=False, markup=False)
+        return
     with c.rich_events() as events:
-        p = protocol
-        outcome = run_comparison(get_harness(), models, dataset=p.dataset, preset=p.preset, config_file=p.config,
-                                 sets=p.set_, seed=p.seed, device=p.device, budget=p.budget, out=out, data_dir=p.data_dir,
-                                 resume=resume, keep_going=keep_going, note=note_text, events=events)
+        outcome = run_comparison(get_harness(), models, sets=p.sets, events=events, **common)
     cfg = outcome.runs[0].config
     c.print_results(outcome.table, title=f"{cfg.dataset_name} ({cfg.eval.split}), preset {cfg.preset}")
     for name, why in outcome.failures.items():

@@ -36,7 +36,7 @@ def predict(
     data = runs.build_dataset(run_)
     model = runs.load_trained(run_, data).eval()
     spec = data.spec
-    out_dir = Path(out) if out else run_.run_dir / "predictions"
+    out_dir = Path(out) if out else run_.layout.predictions
     items = []
     if input_:
         frames = load_frames(input_, spec)  # (T, C, H, W)

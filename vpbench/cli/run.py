@@ -21,13 +21,14 @@ def run(
 ) -> None:
     """Train MODEL if needed, evaluate it on the test split and print the results table."""
     from vpbench import runs
+    from vpbench.config import cli_sets
     from vpbench.plugins import get_harness
     from vpbench.provenance import provenance
     from vpbench.tracking import tracked
 
     harness = get_harness()
     p = protocol
-    sets = p.sets if samples is None else [*(p.sets or []), f"eval.samples={samples}"]
+    sets = cli_sets(p.set_, budget=p.budget, samples=samples)
     run_ = runs.prepare(harness, model, dataset=p.dataset, preset=p.preset, config_file=p.config, sets=sets,
                         seed=p.seed, device=p.device, out=out, data_dir=p.data_dir)
     from vpbench.distributed import shutdown
