@@ -190,3 +190,16 @@ def test_check_passes_the_builtin_trackers(name):
     pytest.importorskip(name)
     (case,) = testing.cases(name, harness=get_harness())
     assert testing.outcome(case).status == "passed", testing.outcome(case).message
+
+
+def test_wandb_offline_writes_its_run_files(in_tmp, monkeypatch):
+    """W&B offline keeps a binary ``run-*.wandb`` log (a private protobuf format): checked as far as
+    that file's existence and no tracker warning; its values are not read back (runs only when wandb is installed)."""
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    result = invoke("run", "copylast", "--preset", "smoke", "--track", "wandb", *FAST, "--out", "r")
+    assert result.exit_code == 0, result.output
+    assert "tracker 'wandb' failed" not in result.output
+    (offline,) = (in_tmp / "r" / "wandb").glob("offline-run-*")
+    assert list(offline.glob("run-*.wandb")) and (offline / "files").is_dir()
