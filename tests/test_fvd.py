@@ -244,7 +244,7 @@ def test_conformance_suite_skips_fvd_without_weights(tmp_path, monkeypatch, harn
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.delenv(fvdmod.WEIGHTS_ENV, raising=False)
     cases = testing.metric_cases(harness, "fvd")
-    assert len(cases) == 6
+    assert len(cases) == 8  # four checks, on 1- and 3-channel clips
     outcomes = [testing.outcome(c) for c in cases]
     assert {o.status for o in outcomes} == {"skipped"}, [(o.case, o.status, o.detail) for o in outcomes]
 
