@@ -7,7 +7,7 @@
 timing off, so every column is deterministic) into ``OUT/MODEL``. ``--source DIR`` runs the
 vpbench of another checkout (e.g. ``git worktree add /tmp/base fd408e1``) by putting it and
 its ``plugins/`` first on ``PYTHONPATH``. ``diff`` compares every (model, metric, horizon)
-value, CI bound and count of the two trees' latest result sets exactly and prints a table;
+value, CI bound and count of the two trees' latest result sets exactly (measured times aside) and prints a table;
 its exit status is 1 when anything differs or is missing.
 """
 
@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 KEY = ("model", "dataset", "split", "metric", "horizon", "seed")
+TIMED = {"train_time", "latency", "throughput"}  # measured wall time: differs from run to run, never compared
 VALUES = ("value", "ci_low", "ci_high", "n_clips")
 
 
@@ -57,7 +58,8 @@ def latest_results(run_dir: Path) -> dict[tuple, tuple]:
     if not sets:
         return {}
     with sets[-1].open(newline="") as fh:
-        return {tuple(row[k] for k in KEY): tuple(row[k] for k in VALUES) for row in csv.DictReader(fh)}
+        return {tuple(row[k] for k in KEY): tuple(row[k] for k in VALUES) for row in csv.DictReader(fh)
+                if row["metric"] not in TIMED}
 
 
 def diff(before: Path, after: Path) -> int:
