@@ -32,7 +32,7 @@ from vpbench.errors import ConfigError
 from vpbench.events import Events
 from vpbench.report import markdown
 from vpbench.report.tables import fmt_value, markdown_table
-from vpbench.stats import paired_difference
+from vpbench.stats import bootstrap_ci, paired_difference
 
 EXTRAPOLATE = 10.0  # crossings are sought up to this factor past the largest budget measured
 
@@ -99,17 +99,11 @@ def points(outcomes: list[Outcome]) -> list[Point]:
     return out
 
 
-def _ci(values: np.ndarray, resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
-    from vpbench.stats import bootstrap_ci
-
-    return bootstrap_ci(values, resamples, seed)
-
-
 def scaling_table(pts: list[Point]) -> pd.DataFrame:
     rows = []
     for p in pts:
         for metric, values in p.per_clip.items():
-            lo, hi = _ci(values)
+            lo, hi = bootstrap_ci(values)
             rows.append({"model": p.model, "budget": p.budget, "train_flops": p.flops, "train_time": p.seconds,
                          "stages": p.stages, "metric": metric, "value": float(values.mean()), "ci_low": lo,
                          "ci_high": hi, "n_clips": len(values), "higher_is_better": p.higher[metric]})
@@ -175,27 +169,28 @@ def _crossing_rows(found: dict[str, scaling.Fit], arrays: dict, lo: float, hi: f
     return rows
 
 
-def plot(path: Path, pts: list[Point], metric: str, found: dict[str, scaling.Fit]) -> None:
+def plot(path: Path, table: pd.DataFrame, metric: str, found: dict[str, scaling.Fit]) -> None:
+    """``metric`` against training FLOPs from the scaling table: a line with 95% CI bars per
+    learned model, its fitted curve dashed, the floors as horizontal lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    trained = [p for p in pts if p.flops > 0 and metric in p.per_clip]
-    for model in dict.fromkeys(p.model for p in trained):
-        mine = sorted((p for p in trained if p.model == model), key=lambda p: p.flops)
-        x = np.array([p.flops for p in mine])
-        y = np.array([p.per_clip[metric].mean() for p in mine])
-        ci = np.array([_ci(p.per_clip[metric]) for p in mine])
-        line = ax.errorbar(x, y, yerr=[y - ci[:, 0], ci[:, 1] - y], marker="o", capsize=3, label=model)
+    rows = table[table["metric"] == metric]
+    for model, mine in rows[rows["train_flops"] > 0].groupby("model", sort=False):
+        mine = mine.sort_values("train_flops")
+        x, y = mine["train_flops"].to_numpy(), mine["value"].to_numpy()
+        line = ax.errorbar(x, y, yerr=[y - mine["ci_low"].to_numpy(), mine["ci_high"].to_numpy() - y], marker="o",
+                           capsize=3, label=model)
         fit = found.get(model)
         if fit is not None and fit.determined:
             grid = np.geomspace(x.min(), x.max() * 3, 100)
             ax.plot(grid, fit.curve(grid), "--", color=line[0].get_color(), alpha=0.7)
-    for p in (p for p in pts if p.flops == 0 and metric in p.per_clip and p.budget == pts[-1].budget):
-        ax.axhline(p.per_clip[metric].mean(), linestyle=":", color="grey")
-        ax.annotate(p.model, (ax.get_xlim()[0], p.per_clip[metric].mean()), fontsize=8, color="grey")
+    for floor in rows[rows["train_flops"] == 0].drop_duplicates("model", keep="last").itertuples():
+        ax.axhline(floor.value, linestyle=":", color="grey")
+        ax.annotate(floor.model, (ax.get_xlim()[0], floor.value), fontsize=8, color="grey")
     ax.set_xscale("log")
     ax.set_xlabel("training FLOPs (counted)")
     ax.set_ylabel(metric)
@@ -220,7 +215,7 @@ def write_scaling(out_dir: Path, pts: list[Point], outcomes: list[Outcome]) -> N
         [[p.model, p.budget, p.stages, f"{p.flops:.3g}", f"{p.seconds:.0f} s"] for p in spent]))]
     for metric in dict.fromkeys(table["metric"]) if not table.empty else ():
         found, arrays = fits(pts, metric)
-        plot(out_dir / f"scaling-{metric}.png", pts, metric, found)
+        plot(out_dir / f"scaling-{metric}.png", table, metric, found)
         sections.append(markdown.section(
             metric, f"![{metric} against training FLOPs](scaling-{metric}.png)",
             "Fit: metric = asymptote + A x (C / C0)^-alpha (C0 the smallest budget), 95% CIs from 1000 paired "
