@@ -241,14 +241,6 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _num(value: float | None) -> str:
-    if value is None or value != value:
-        return "n/a"
-    if abs(value) >= 1e4:
-        return f"{value:.3g}"
-    return f"{value:.4g}"
-
-
 _STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:14px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
 th{background:#f3f3f3;cursor:pointer;user-select:none}td:first-child,th:first-child{text-align:left}
@@ -344,7 +336,7 @@ def _leaderboard(rows: list[Row]) -> str:
 
 def _frame_table(frame: pd.DataFrame) -> str:
     heads = list(frame.columns)
-    body = "".join("<tr>" + "".join(f"<td data-sort=\"{_e(v)}\">{_e(_num(v) if isinstance(v, float) else v)}</td>"
+    body = "".join("<tr>" + "".join(f"<td data-sort=\"{_e(v)}\">{_e(fmt_value(v) if isinstance(v, float) else v)}</td>"
                                     for v in rec) + "</tr>" for rec in frame.itertuples(index=False))
     return (f"<table class=\"sortable\"><thead><tr>{''.join(f'<th>{_e(h)}</th>' for h in heads)}</tr></thead>"
             f"<tbody>{body}</tbody></table>")
