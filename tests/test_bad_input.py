@@ -131,7 +131,7 @@ def test_resume_and_fresh_refuse_a_directory_that_is_not_a_run(in_tmp):
 @pytest.mark.parametrize("key, value, message", [
     ("data.stride", "-1", "data.stride must be >= 0"),
     ("train.grad_clip", "nan", "train.grad_clip: expected a finite number, got 'nan'"),
-    ("eval.speed_budget", "nan", "eval.speed_budget: expected a finite number"),
+    ("eval.speed_seconds", "nan", "eval.speed_seconds: expected a finite number"),
     ("data.step", "nan", "data.step: expected a finite number"),
     ("data.step", "0", "data.step must be in (0, 1]"),
     ("model.lr", "inf", "model.lr: expected a finite number"),

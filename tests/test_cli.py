@@ -16,7 +16,7 @@ from tests.models import TwoStage
 from vpbench.cli import app
 from vpbench.plugins import PluginRecord, get_harness
 
-SMALL = ["--set", "data.n_test=12", "--set", "eval.bootstrap=100", "--set", "eval.speed_budget=0.2",
+SMALL = ["--set", "data.n_test=12", "--set", "eval.bootstrap=100", "--set", "eval.speed_seconds=0.2",
          "--set", "eval.max_batch=4", "--set", "eval.examples=2"]
 runner = CliRunner()
 
@@ -262,7 +262,7 @@ def test_profile_command_counts_by_hand(in_tmp, with_twostage):
     flops = 2 * (1 * 8 * 9 + 8 * 1 * 9) * 64 * 64 * 10
     assert f"{flops / 1e9:.4g} G (counted on meta)" in result.output
     assert f"{flops / 2e9:.4g} G" in result.output and "relu" in result.output
-    result = invoke("profile", "twostage", "--set", "eval.speed_budget=0.2", "--set", "eval.max_batch=2")
+    result = invoke("profile", "twostage", "--set", "eval.speed_seconds=0.2", "--set", "eval.max_batch=2")
     assert result.exit_code == 0 and "clips/s at batch" in result.output
 
 

@@ -120,3 +120,19 @@ def test_round_trip_through_dict():
     assert again == cfg
     with pytest.raises(AttributeError):
         cfg.seed = 3  # frozen
+
+
+def test_renamed_key_still_loads_from_saved_configs_and_sets():
+    """``eval.speed_budget`` became ``eval.speed_seconds``: a config.json written before the
+    rename loads with its value, ``--set`` takes either name, and giving both is an error."""
+    saved = resolve(sets=["eval.speed_seconds=1.5"]).to_dict()
+    assert "speed_budget" not in saved["eval"]
+    saved["eval"]["speed_budget"] = saved["eval"].pop("speed_seconds")  # as an old run wrote it
+    old = C.from_dict(json.loads(json.dumps(saved)), Toy, Digits)
+    assert old.eval.speed_seconds == 1.5
+    assert old == resolve(sets=["eval.speed_seconds=1.5"])
+    assert resolve(sets=["eval.speed_budget=0.25"]).eval.speed_seconds == 0.25
+    with pytest.raises(ConfigError, match="eval.speed_budget is the old name of eval.speed_seconds"):
+        resolve(sets=["eval.speed_budget=1", "eval.speed_seconds=2"])
+    with pytest.raises(ConfigError, match="eval.speed_seconds: expected a finite number"):
+        resolve(sets=["eval.speed_budget=nan"])

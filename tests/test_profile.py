@@ -83,7 +83,7 @@ def test_model_plugin_flops_on_meta_and_cpu_fallback():
 
 def test_speed_measurement_is_sane():
     spec = DataSpec(3, 2, 1, 8, 8)
-    speed = measure_speed(ConvNet(NetConfig(), spec), spec, torch.device("cpu"), max_batch=8, budget_s=0.5)
+    speed = measure_speed(ConvNet(NetConfig(), spec), spec, torch.device("cpu"), max_batch=8, seconds=0.5)
     assert speed.latency_ms > 0 and speed.throughput > 0 and 1 <= speed.throughput_batch <= 8
     assert speed.peak_memory_mb > 0 and speed.memory_kind == "process peak RSS" and speed.dtype == "float32"
 
@@ -137,10 +137,10 @@ def test_a_slow_call_is_timed_once_and_a_fast_one_after_warm_up():
     from vpbench.profile import time_calls
 
     calls = []
-    slow = time_calls(lambda: (calls.append(1), time.sleep(0.06)), torch.device("cpu"), warmup=2, repeats=5, budget_s=0.05)
+    slow = time_calls(lambda: (calls.append(1), time.sleep(0.06)), torch.device("cpu"), warmup=2, repeats=5, seconds=0.05)
     assert len(slow) == 1 and slow[0] >= 0.06 and len(calls) == 1  # the warm-up call over the budget is the measurement
     calls.clear()
-    fast = time_calls(lambda: calls.append(1), torch.device("cpu"), warmup=2, repeats=5, budget_s=0.05)
+    fast = time_calls(lambda: calls.append(1), torch.device("cpu"), warmup=2, repeats=5, seconds=0.05)
     assert len(fast) == 5 and len(calls) == 7  # two warm-up calls, five timed
 
 
@@ -160,7 +160,7 @@ def test_throughput_tries_only_batches_whose_call_fits_the_budget():
 
     spec = DataSpec(3, 2, 1, 8, 8)
     slow, fast = Sleepy(0.03), Sleepy(0.0)
-    speed = measure_speed(slow, spec, torch.device("cpu"), max_batch=8, budget_s=0.05)
+    speed = measure_speed(slow, spec, torch.device("cpu"), max_batch=8, seconds=0.05)
     assert set(slow.batches) == {1} and speed.throughput_batch == 1 and speed.latency_ms >= 30  # batch 2: ~0.06 s
-    measure_speed(fast, spec, torch.device("cpu"), max_batch=8, budget_s=0.05)
+    measure_speed(fast, spec, torch.device("cpu"), max_batch=8, seconds=0.05)
     assert set(fast.batches) == {1, 2, 4, 8}

@@ -18,7 +18,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping
+from typing import Any, ClassVar, Iterable, Literal, Mapping
 
 from vpbench.errors import ConfigError, short
 from vpbench.protocols import member
@@ -146,7 +146,7 @@ class EvalConfig:
     samples: int = 1  # predictions per clip (stochastic models): adds best-of-K and mean-of-K metrics
     profile: bool = True  # count FLOPs / MACs and add them to the results
     speed: bool = True  # time latency (batch 1) and throughput (largest batch) on the run's device
-    speed_budget: float = 5.0  # seconds the speed measurement may take per batch size
+    speed_seconds: float = 5.0  # seconds the speed measurement may take per batch size
     max_batch: int = 64  # largest batch tried for throughput
     # set-level metrics (FVD): how the two sets of clips are formed (README "Metric conventions")
     fvd_include_context: bool | None = None  # prepend the n_in context frames; None: the dataset's published convention
@@ -155,10 +155,13 @@ class EvalConfig:
     fvd_clips: int = 0  # clips per draw (BAIR's protocol: 256); 0 = every scored clip
     fvd_repeats: int = 1  # draws of fvd_clips clips (without replacement): mean and standard deviation
 
+    # keys renamed since: saved config.json files and --set still accept the old name
+    renamed: ClassVar[dict[str, str]] = {"speed_budget": "speed_seconds"}
+
     def __post_init__(self) -> None:
         positive(self, "batch_size")
         non_negative(self, "max_clips", "bootstrap", "examples", "fvd_frames", "fvd_resize", "fvd_clips")
-        positive(self, "speed_budget", "max_batch", "samples", "fvd_repeats")
+        positive(self, "speed_seconds", "max_batch", "samples", "fvd_repeats")
         at_most(self, 100_000, "bootstrap")
         at_most(self, 10_000, "fvd_repeats", "fvd_resize")
         at_most(self, 1_000, "samples")
@@ -309,6 +312,12 @@ def build(cls: type, overrides: Mapping[str, Any] | None, prefix: str = "", **fi
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs: dict[str, Any] = dict(fixed)
+    renamed = getattr(cls, "renamed", {})
+    for old, new in renamed.items():
+        if old in overrides:
+            if new in overrides:
+                raise ConfigError(f"{prefix}{old} is the old name of {prefix}{new}; give one of them, not both")
+            overrides[new] = overrides.pop(old)
     for key, value in overrides.items():
         if key not in names and not (isinstance(key, str) and len(key) <= 100):
             raise ConfigError(f"unknown config key {short(key)} in {prefix.rstrip('.') or 'the config'}; valid keys: "

@@ -195,23 +195,23 @@ def _sync(device: torch.device) -> None:
 
 
 def time_calls(fn: Callable[[], Any], device: torch.device, warmup: int = 2, repeats: int = 5,
-               budget_s: float = 10.0) -> list[float]:
-    """Seconds per call (synchronised), after ``warmup`` calls; stops early past ``budget_s``.
-    Warm-up ends after one call that took over a tenth of the budget (a call that slow is
-    dominated by its arithmetic, not by one-time costs), and a warm-up call over the whole budget
+               seconds: float = 10.0) -> list[float]:
+    """Seconds per call (synchronised), after ``warmup`` calls; stops early past ``seconds``.
+    Warm-up ends after one call that took over a tenth of ``seconds`` (a call that slow is
+    dominated by its arithmetic, not by one-time costs), and a warm-up call over all of it
     is the measurement; otherwise at least one call is timed."""
     for _ in range(warmup):
         t0 = time.perf_counter()
         fn()
         _sync(device)
         took = time.perf_counter() - t0
-        if took > budget_s:
+        if took > seconds:
             return [took]
-        if took > budget_s / 10:
+        if took > seconds / 10:
             break
     times: list[float] = []
     start = time.perf_counter()
-    while len(times) < repeats and (not times or time.perf_counter() - start < budget_s):
+    while len(times) < repeats and (not times or time.perf_counter() - start < seconds):
         t0 = time.perf_counter()
         fn()
         _sync(device)
@@ -232,7 +232,7 @@ class Speed:
 
 
 def measure_speed(model: torch.nn.Module, spec: DataSpec, device: torch.device, *, max_batch: int = 64,
-                  warmup: int = 2, repeats: int = 5, budget_s: float = 10.0) -> Speed:
+                  warmup: int = 2, repeats: int = 5, seconds: float = 10.0) -> Speed:
     model = model.to(device).eval()
     dtype = next((p.dtype for p in model.parameters()), torch.float32)
 
@@ -247,19 +247,19 @@ def measure_speed(model: torch.nn.Module, spec: DataSpec, device: torch.device, 
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    lat = time_calls(call(1), device, warmup, repeats, budget_s)
+    lat = time_calls(call(1), device, warmup, repeats, seconds)
     best, best_batch, batch = 1 / statistics.median(lat), 1, 2
     # larger batches are tried while one of their calls is expected to fit the budget
-    while batch <= max_batch and batch * statistics.median(lat) <= budget_s:
+    while batch <= max_batch and batch * statistics.median(lat) <= seconds:
         try:
-            times = time_calls(call(batch), device, 1, 3, budget_s)
+            times = time_calls(call(batch), device, 1, 3, seconds)
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             break
         rate = batch / statistics.median(times)
         if rate > best:
             best, best_batch = rate, batch
-        if sum(times) > budget_s:
+        if sum(times) > seconds:
             break
         batch *= 2
     if device.type == "cuda":
@@ -294,12 +294,12 @@ class Profile:
 
 
 def profile_model(model: torch.nn.Module, model_cls: type, config: Any, spec: DataSpec, device: torch.device, *,
-                  speed: bool = True, max_batch: int = 64, budget_s: float = 10.0) -> Profile:
+                  speed: bool = True, max_batch: int = 64, seconds: float = 10.0) -> Profile:
     from vpbench.evaluate import count_parameters
 
     total, trainable = count_parameters(model)
     flops = model_flops(model_cls, config, spec, model=None if device.type == "meta" else _cpu_copy(model))
-    measured = measure_speed(model, spec, device, max_batch=max_batch, budget_s=budget_s) if speed else None
+    measured = measure_speed(model, spec, device, max_batch=max_batch, seconds=seconds) if speed else None
     return Profile(model_cls.name, total, trainable, flops, measured)
 
 
@@ -324,7 +324,7 @@ def measure_costs(model: torch.nn.Module, model_cls: type, config: Any, spec: Da
         events.message("profiling: FLOPs on the meta device" + (", then latency and throughput" if config.eval.speed else ""))
     prof = (guard or (lambda fn, *a, **k: fn(*a, **k)))(
         profile_model, model, model_cls, config.model, spec, device, speed=config.eval.speed,
-        max_batch=config.eval.max_batch, budget_s=config.eval.speed_budget)
+        max_batch=config.eval.max_batch, seconds=config.eval.speed_seconds)
     model.eval()
     io.write_json(Path(out_dir) / "profile.json", prof.to_dict())
     return cost_rows(prof.rows(), meta)

@@ -31,7 +31,7 @@ def profile(
     spec = runs.open_dataset(harness, cfg.dataset_name, cfg.data, prepare=False).spec  # the frame shape only
     built = runs.build_model_for_spec(run_, spec)
     prof = profile_model(built, run_.model_cls, cfg.model, spec, run_.device, speed=speed,
-                         max_batch=cfg.eval.max_batch, budget_s=cfg.eval.speed_budget)
+                         max_batch=cfg.eval.max_batch, seconds=cfg.eval.speed_seconds)
     table = Table(title=f"{model}: {spec.n_in} -> {spec.n_out} frames of {spec.channels}x{spec.height}x{spec.width}",
                   show_header=False)
     table.add_column("what", style="bold")
