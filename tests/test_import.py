@@ -15,7 +15,7 @@ from vpbench import config as C
 from vpbench.errors import RunError
 from vpbench.importer import fit, read_state_dict
 from vpbench.plugins import get_harness
-from vpbench.protocols import DataSpec
+from vpbench.protocols import DataSpec, implements
 
 HARNESS = get_harness()
 LAYOUTS = shared_data_dir() / "openstl"
@@ -111,6 +111,22 @@ def test_checkpoint_wrappers_and_prefixes_are_unwrapped(tmp_path):
 
     with pytest.raises(DataError, match="bad.pth is not a readable PyTorch checkpoint"):
         read_state_dict(tmp_path / "bad.pth")
+
+
+def test_an_unknown_source_is_refused_before_the_file_is_read(in_tmp):
+    """Every importing model declares its sources (``import_sources``); the importer checks the
+    source once for all of them, before it reads the file."""
+    importing = [n for n in HARNESS.models.names() if implements(HARNESS.models.get(n), "import_state_dict")]
+    assert len(importing) == 12  # every baseline but the floors
+    for name in importing:
+        assert HARNESS.models.get(name).import_sources, name
+    (in_tmp / "weights.pth").write_bytes(b"never read")
+    result = invoke("import", "caffe", "weights.pth", "--model", "convlstm", "--dataset", "digits")
+    assert result.exit_code == 2
+    assert "model 'convlstm' imports checkpoints from openstl, not 'caffe'" in result.output
+    assert "vpbench import openstl FILE --model convlstm" in result.output and "Traceback" not in result.output
+    both = invoke("import", "tf", "weights.pth", "--model", "predformer", "--dataset", "digits")
+    assert "imports checkpoints from openstl or predformer, not 'tf'" in both.output
 
 
 def test_import_writes_a_run_that_eval_scores(in_tmp, shared_data):

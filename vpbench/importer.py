@@ -86,6 +86,10 @@ def import_checkpoint(harness: Any, source: str, path: str | Path, model: str, *
     run = runs.prepare(harness, model, dataset=dataset, preset=preset, sets=sets, out=out, data_dir=data_dir)
     if not implements(run.model_cls, "import_state_dict"):
         raise ConfigError(f"model '{model}' cannot import checkpoints (it has no import_state_dict)")
+    sources = tuple(member(run.model_cls, "import_sources") or ())
+    if sources and source not in sources:
+        raise ConfigError(f"model '{model}' imports checkpoints from {' or '.join(sources)}, not {source!r}; "
+                          f"run `vpbench import {sources[0]} FILE --model {model}`")
     convert = member(run.model_cls, "import_state_dict")
     state = read_state_dict(path)
     data = runs.build_dataset(run, events)

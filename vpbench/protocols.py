@@ -196,6 +196,7 @@ class Model:
     late_fields: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     predict_fields: ClassVar[tuple[str, ...]] = ()
     ablation_shortcuts: ClassVar[Mapping[str, str]] = {}
+    import_sources: ClassVar[tuple[str, ...]] = ()  # the sources import_state_dict maps (checked before it is called)
 
     def on_stage_start(self, stage: str) -> None:
         """Before stage ``stage`` trains (again on resume): freeze, unfreeze, switch modes; never change weights."""

@@ -30,7 +30,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from vpbench import ConfigError, DataSpec
+from vpbench import DataSpec
 from vpbench_baselines.recurrent import RecurrentConfig, RecurrentModel, openstl_recurrent_keys, presets
 
 
@@ -76,11 +76,11 @@ class ConvLSTM(RecurrentModel):
             ConvLSTMCell(self.frame_channels if i == 0 else c.hidden, c.hidden, c.filter_size, c.openstl_unused, c.cell)
             for i in range(c.layers))
 
+    import_sources = ("openstl",)
+
     @classmethod
     def import_state_dict(cls, source: str, state: dict, config: ConvLSTMConfig) -> dict:
         """OpenSTL's ``ConvLSTM_Model`` keys as this model's (its unused convolutions included)."""
-        if source != "openstl":
-            raise ConfigError(f"convlstm imports openstl checkpoints, not {source!r}")
         return openstl_recurrent_keys(state, {"conv_o.0": "unused.0", "conv_last": "unused.1"}, config)
 
     def trained_parameters(self):

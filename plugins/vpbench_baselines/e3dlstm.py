@@ -23,11 +23,13 @@ published recurrent figure within 0.6%).
 
 from __future__ import annotations
 
+import re
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vpbench import ConfigError, DataSpec
+from vpbench import DataSpec
 from vpbench_baselines.recurrent import RecurrentConfig, RecurrentModel, openstl_recurrent_keys, presets
 
 WINDOW = 2
@@ -102,13 +104,11 @@ class E3DLSTM(RecurrentModel):
         self.cells = nn.ModuleList(EideticCell(self.frame_channels if i == 0 else c.hidden, c.hidden, c.filter_size, hw)
                                    for i in range(c.layers))
 
+    import_sources = ("openstl",)
+
     @classmethod
     def import_state_dict(cls, source: str, state: dict, config: RecurrentConfig) -> dict:
         """OpenSTL's ``E3DLSTM_Model`` keys as this model's."""
-        import re
-
-        if source != "openstl":
-            raise ConfigError(f"e3dlstm imports openstl checkpoints, not {source!r}")
         state = {re.sub(r"\.conv3d\.", ".", re.sub(r"\.(conv_\w+)\.0\.conv3d\.", r".\1.", k)): v for k, v in state.items()}
         return openstl_recurrent_keys(state, {}, config)
 

@@ -98,11 +98,11 @@ class MAU(RecurrentModel):
         self.cells = nn.ModuleList(MAUCell(h, c.filter_size, hw, c.tau, c.cell_mode) for _ in range(c.layers))
         self.grid = hw
 
+    import_sources = ("openstl",)
+
     @classmethod
     def import_state_dict(cls, source: str, state: dict, config: MAUConfig) -> dict:
         """OpenSTL's ``MAU_Model`` keys as this model's."""
-        if source != "openstl":
-            raise ConfigError(f"mau imports openstl checkpoints, not {source!r}")
         out = {}
         for key, value in state.items():
             key = re.sub(r"^cell_list\.", "cells.", key)

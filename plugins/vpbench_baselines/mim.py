@@ -21,6 +21,8 @@ with fvcore 0.1.5 on this network alike (published 179.2G).
 
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import nn
 
@@ -94,13 +96,11 @@ class MIM(RecurrentModel):
         self.cells = nn.ModuleList([STLSTMCell(self.frame_channels, h, k)] + [MIMBlock(h, k, hw) for _ in range(c.layers - 1)])
         self.diffs = nn.ModuleList(MIMN(h, h, k, hw) for _ in range(c.layers - 1))
 
+    import_sources = ("openstl",)
+
     @classmethod
     def import_state_dict(cls, source: str, state: dict, config: RecurrentConfig) -> dict:
         """OpenSTL's ``MIM_Model`` keys as this model's."""
-        import re
-
-        if source != "openstl":
-            raise ConfigError(f"mim imports openstl checkpoints, not {source!r}")
         renamed = {}
         for key, value in state.items():
             key = re.sub(r"^stlstm_layer\.", "cell_list.", key)

@@ -139,11 +139,11 @@ class PhyDNet(nn.Module):
         self.register_buffer("_moments", moment_matrix(c.phy_kernel), persistent=False)
         self.register_buffer("_targets", moment_targets(c.phy_kernel), persistent=False)
 
+    import_sources = ("openstl",)
+
     @classmethod
     def import_state_dict(cls, source: str, state: dict, config: PhyDNetConfig) -> dict:
         """OpenSTL's ``PhyDNet_Model`` keys as this model's (its branch modules are shared)."""
-        if source != "openstl":
-            raise ConfigError(f"phydnet imports openstl checkpoints, not {source!r}")
         out = {}
         for key, value in state.items():
             if not key.startswith("encoder."):

@@ -22,6 +22,7 @@ learning rate follows the trainer's warm-up + cosine schedule instead of one-cyc
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -174,13 +175,11 @@ class PredFormer(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
+    import_sources = ("openstl", "predformer")
+
     @classmethod
     def import_state_dict(cls, source: str, state: dict, config: PredFormerConfig) -> dict:
         """The authors' ``PredFormer_Model`` keys (their OpenSTL-based code) as this model's."""
-        import re
-
-        if source not in ("openstl", "predformer"):
-            raise ConfigError(f"predformer imports the authors' (openstl-style) checkpoints, not {source!r}")
         parts = {f"{a}_{b}_transformer": i for i, (a, b) in enumerate(  # TSST's four gated transformers
             [("ts", "temporal"), ("ts", "space"), ("st", "space"), ("st", "temporal")])}
         out = {}

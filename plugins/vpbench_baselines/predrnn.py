@@ -63,11 +63,11 @@ class PredRNN(RecurrentModel):
         self.cells = nn.ModuleList(STLSTMCell(self.frame_channels if i == 0 else c.hidden, c.hidden, c.filter_size)
                                    for i in range(c.layers))
 
+    import_sources = ("openstl",)
+
     @classmethod
     def import_state_dict(cls, source: str, state: dict, config: RecurrentConfig) -> dict:
         """OpenSTL's ``PredRNN_Model`` keys as this model's."""
-        if source != "openstl":
-            raise ConfigError(f"predrnn imports openstl checkpoints, not {source!r}")
         return openstl_recurrent_keys(state, {}, config)
 
     def init_state(self, batch, height, width, like):

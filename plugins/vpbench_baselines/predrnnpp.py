@@ -80,11 +80,11 @@ class PredRNNpp(RecurrentModel):
         self.cells = nn.ModuleList(CausalLSTMCell(self.frame_channels if i == 0 else c.hidden, c.hidden, c.filter_size)
                                    for i in range(c.layers))
 
+    import_sources = ("openstl",)
+
     @classmethod
     def import_state_dict(cls, source: str, state: dict, config: RecurrentConfig) -> dict:
         """OpenSTL's ``PredRNNpp_Model`` keys as this model's."""
-        if source != "openstl":
-            raise ConfigError(f"predrnnpp imports openstl checkpoints, not {source!r}")
         out = openstl_recurrent_keys(state, {}, config)
         return {k.replace("gradient_highway.z_concat.0.", "gradient_highway.z_concat.")
                 .replace("gradient_highway.x_concat.0.", "gradient_highway.x_concat."): v for k, v in out.items()}

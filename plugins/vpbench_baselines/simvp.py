@@ -192,11 +192,11 @@ class SimVP(nn.Module):
         c = self.config
         return [Stage("train", self.parameters, c.steps, c.lr, warmup_steps=c.warmup_steps, batch_size=c.batch or None)]
 
+    import_sources = ("openstl",)
+
     @classmethod
     def import_state_dict(cls, source: str, state: dict, config: SimVPConfig) -> dict:
         """OpenSTL's ``SimVP_Model`` keys (``method='SimVP'`` or ``'TAU'``) as this model's."""
-        if source != "openstl":
-            raise ConfigError(f"{cls.name} imports openstl checkpoints, not {source!r}")
         # Swin's shifted-window masks: timm saves them, OpenSTL's forward never applies them
         return {openstl_key(k): v for k, v in state.items() if not k.endswith(".attn_mask")}
 
