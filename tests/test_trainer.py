@@ -240,7 +240,7 @@ def test_sigterm_writes_a_checkpoint_and_stops_cleanly(tmp_path):
     import os
     import signal
 
-    from vpbench.runs import stop_on_signals
+    from vpbench.train import stop_on_signals
 
     full_trainer, full = make(tmp_path, "full")
     full_trainer.fit()

@@ -1,11 +1,16 @@
-"""What ``vpbench eval`` may change in a trained run's config: the evaluation, never the weights."""
+"""``vpbench eval``: what it may change in a trained run's config (the evaluation, never the
+weights), and scoring the trained model again under those changes."""
 
 from __future__ import annotations
 
 import dataclasses
 
+import pandas as pd
+
 from vpbench import config as cfgmod
+from vpbench import runs
 from vpbench.errors import ConfigError
+from vpbench.events import Events
 from vpbench.protocols import member
 
 
@@ -33,3 +38,20 @@ def eval_overrides(config: cfgmod.RunConfig, model_cls: type, sets: list[str] | 
     if model_over:
         new_model = cfgmod.build(model_cls.Config, cfgmod.merge(cfgmod.to_dict(new_model), model_over), "model.")
     return dataclasses.replace(config, eval=new_eval, model=new_model)
+
+
+def reevaluate(run: runs.Run, sets: list[str] | None = None, split: str | None = None,
+               events: Events | None = None) -> pd.DataFrame:
+    """Score the trained model of a saved run again (with :func:`eval_overrides`) into a result
+    set of its own; the run's other result sets are kept."""
+    events = events or Events()
+    run.config = eval_overrides(run.config, run.model_cls, sets, split)
+    for name in run.config.eval.metrics:
+        run.harness.metrics.get(name)
+    with runs.lock(run, events):
+        installed = str(getattr(run.model_cls, "version", ""))
+        if run.config.model_version and run.config.model_version != installed:
+            events.message(f"{run.config.model_name}: trained with version {run.config.model_version}, the installed "
+                           f"plugin is version {installed}; the results record both")
+        data = runs.build_dataset(run, events)
+        return runs.evaluate(run, runs.load_trained(run, data), data, events=events)

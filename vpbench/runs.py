@@ -3,7 +3,8 @@
 The run directory's layout, identity and policy (its files, config hash, default names, never
 overwriting trained work) are :mod:`vpbench.rundir` (:class:`~vpbench.rundir.RunDir` names every
 file); the files of a result set are :mod:`vpbench.results`; the final weights are
-:mod:`vpbench.weights`; what ``vpbench eval`` may override is :mod:`vpbench.overrides`.
+:mod:`vpbench.weights`; scoring a trained run again with what ``vpbench eval`` may override is
+:mod:`vpbench.overrides`.
 
 Trained work is never lost: an unfinished run is continued only with ``--resume``, a run
 with a different config is never overwritten, and ``--fresh`` moves the old directory aside
@@ -14,8 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import threading
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -31,7 +30,6 @@ from vpbench.data.root import data_root
 from vpbench.errors import ConfigError, RegistryError, RunError
 from vpbench.evaluate import check_spec, clips_scored, derived_metrics, open_split, predict_first, score, set_protocol, tidy, training_rows
 from vpbench.events import Events
-from vpbench.overrides import eval_overrides
 from vpbench.plugins import Harness
 from vpbench.profile import measure_costs
 from vpbench.protocols import is_set_metric, member
@@ -39,7 +37,7 @@ from vpbench.provenance import device_description, run_provenance
 from vpbench.report.media import write_examples
 from vpbench.rundir import RunDir
 from vpbench.runtime import seed_everything, select_device
-from vpbench.train import Job, Trainer
+from vpbench.train import Job, Trainer, stop_on_signals
 from vpbench.weights import load_weights, save_weights
 
 
@@ -168,24 +166,6 @@ def check(run: Run, model: torch.nn.Module, dataset: Any, events: Events | None 
     if run.dist is not None:  # one plan for every rank: rank 0's measured step times
         found = run.dist.gather(found)[0]
     return found
-
-
-@contextlib.contextmanager
-def stop_on_signals(trainer: Trainer):
-    """SIGTERM / SIGINT ask the trainer to write a checkpoint and stop after the current step."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def request_stop(signum, frame):
-        trainer.stop_requested = True
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def load_trained(run: Run, dataset: Any) -> torch.nn.Module:
@@ -325,23 +305,6 @@ def evaluate(run: Run, model: torch.nn.Module, dataset: Any, *, events: Events |
     if run.dist is not None:
         run.dist.barrier()
     return table
-
-
-def reevaluate(run: Run, sets: list[str] | None = None, split: str | None = None,
-               events: Events | None = None) -> pd.DataFrame:
-    """Score the trained model of a saved run again (with :func:`eval_overrides`) into a result
-    set of its own; the run's other result sets are kept."""
-    events = events or Events()
-    run.config = eval_overrides(run.config, run.model_cls, sets, split)
-    for name in run.config.eval.metrics:
-        run.harness.metrics.get(name)
-    with lock(run, events):
-        installed = str(getattr(run.model_cls, "version", ""))
-        if run.config.model_version and run.config.model_version != installed:
-            events.message(f"{run.config.model_name}: trained with version {run.config.model_version}, the installed "
-                           f"plugin is version {installed}; the results record both")
-        data = build_dataset(run, events)
-        return evaluate(run, load_trained(run, data), data, events=events)
 
 
 def example_predictions(run: Run, model: torch.nn.Module, dataset: Any) -> list[torch.Tensor]:

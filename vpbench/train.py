@@ -13,10 +13,13 @@ its end when ``train.select_best`` is set.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -484,3 +487,20 @@ def load_checkpoint(path: Path) -> dict:
         raise RunError(f"checkpoint {path} is not a vpbench checkpoint of format {CHECKPOINT_FORMAT}")
     return ckpt
 
+
+@contextlib.contextmanager
+def stop_on_signals(trainer: Trainer):
+    """SIGTERM / SIGINT ask the trainer to write a checkpoint and stop after the current step."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request_stop(signum, frame):
+        trainer.stop_requested = True
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -19,11 +19,12 @@ def eval_(
     """Evaluate the trained model of RUN_DIR into a new result set (the run's other result sets
     are kept). Only eval.* keys and the model's prediction-only fields may be overridden."""
     from vpbench import runs
+    from vpbench.overrides import reevaluate
     from vpbench.plugins import get_harness
 
     run_ = runs.load_run(get_harness(), run_dir, device=device, data_dir=data_dir)
     with c.rich_events() as events:
-        table = runs.reevaluate(run_, set_, split, events)
+        table = reevaluate(run_, set_, split, events)
     cfg = run_.config
     c.print_results(table, title=f"{cfg.model_name} on {cfg.dataset_name} ({cfg.eval.split})")
     c.console().print(f"result set: {run_.eval_dir}", highlight=False, markup=False)
