@@ -177,7 +177,7 @@ def test_nonfinite_loss_can_be_skipped(tmp_path):
     log = [json.loads(x) for x in (tmp_path / "r" / "train_log.jsonl").read_text().splitlines()]
     assert any(row.get("skipped") for row in log)
     assert all(torch.isfinite(p).all() for p in model.parameters())
-    assert "stage 'b': skipped 1 of 6 steps with a non-finite loss" in events.messages
+    assert "stage 'b': skipped 1 of 6 steps with a non-finite loss or gradient" in events.messages
     # one skipped step of six is more than the default limit of 10%: the stage fails and says why
     trainer, _ = make(tmp_path, "s", sets=["model.fail_at=5", "train.nonfinite=skip"])
     with pytest.raises(TrainingError, match=r"stage 'b' skipped 1 of 6 steps \(17%\).*train.max_skipped=0.1"):
@@ -194,6 +194,43 @@ def test_nonfinite_loss_before_any_checkpoint_says_there_is_none(tmp_path):
     trainer.model = NanFirst(TwoStage.Config(), trainer.dataset.spec)
     with pytest.raises(TrainingError, match="stage 'a': loss became nan at step 1; no checkpoint had been written yet"):
         trainer.fit()
+
+
+class _InfGrad(torch.autograd.Function):
+    """The identity whose gradient is infinite: a finite loss with an overflowing backward pass."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("inf")
+
+
+class InfGradAt5(TwoStage):
+    def training_step(self, batch, stage):
+        loss = super().training_step(batch, stage)["loss"]
+        return {"loss": _InfGrad.apply(loss) if stage == "b" and self.training and self.calls == 5 else loss}
+
+
+@pytest.mark.parametrize("clip", ["1.0", "0"])
+def test_an_infinite_gradient_never_reaches_the_weights(tmp_path, clip):
+    """A finite loss whose gradient overflows (bf16 training did this) is a non-finite step: it
+    stops the stage, or is skipped, and no weight turns NaN (clipping an inf norm gives NaN)."""
+    trainer, _ = make(tmp_path, "r", sets=[f"train.grad_clip={clip}"])
+    trainer.model = InfGradAt5(TwoStage.Config(), trainer.dataset.spec)
+    with pytest.raises(TrainingError, match=r"stage 'b': the gradient norm became (inf|nan) at step 5; the last good checkpoint"):
+        trainer.fit()
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    from vpbench.events import Recorder
+
+    trainer, _ = make(tmp_path, "s", sets=[f"train.grad_clip={clip}", "train.nonfinite=skip", "train.max_skipped=0.2"])
+    trainer.model = model = InfGradAt5(TwoStage.Config(), trainer.dataset.spec)
+    trainer.events = events = Recorder()
+    assert trainer.fit() is True
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert "stage 'b': skipped 1 of 6 steps with a non-finite loss or gradient" in events.messages
 
 
 def test_resume_leaves_no_duplicate_log_lines(tmp_path):

@@ -106,7 +106,7 @@ class TrainConfig:
     ckpt_every: int = 200  # write the resumable checkpoint every N steps
     log_every: int = 10  # append a line to train_log.jsonl every N steps
     num_workers: int = 0  # DataLoader worker processes
-    nonfinite: Literal["stop", "skip"] = "stop"  # on a NaN/Inf loss: stop the stage or skip the step
+    nonfinite: Literal["stop", "skip"] = "stop"  # on a NaN/Inf loss or gradient: stop the stage or skip the step
     max_skipped: float = 0.1  # nonfinite=skip: a stage that skips more than this share of its steps fails
     budget: str = ""  # training FLOPs (2e15) or wall-clock time (30m): every stage's steps scaled to spend it
     steps: tuple[str, ...] = ()  # optimiser steps per stage instead of the model's, e.g. prior:2000,joint:150/200

@@ -179,7 +179,7 @@ class Trainer:
             self.events.message("train.amp=on: this CPU has no native bf16 (AMX / AVX512-BF16), so training "
                                 "stays in float32 (emulated bf16 is ~30x slower)")
         self.stop_requested = False  # set by a signal handler: checkpoint and stop
-        self.skipped = 0  # steps of the current stage skipped for a non-finite loss
+        self.skipped = 0  # steps of the current stage skipped for a non-finite loss or gradient
 
     # -- public ----------------------------------------------------------------------------
     @property
@@ -354,10 +354,10 @@ class Trainer:
         ``on_stage_end``, and the checkpoint at the stage boundary."""
         if self.skipped:
             share = self.skipped / max(1, step - start)
-            self.events.message(f"stage '{stage.name}': skipped {self.skipped} of {step - start} steps with a non-finite loss")
+            self.events.message(f"stage '{stage.name}': skipped {self.skipped} of {step - start} steps with a non-finite loss or gradient")
             if share > self.train.max_skipped:
                 raise TrainingError(f"stage '{stage.name}' skipped {self.skipped} of {step - start} steps ({share:.0%}) with a "
-                                    f"non-finite loss, more than train.max_skipped={self.train.max_skipped:g}: lower the "
+                                    f"non-finite loss or gradient, more than train.max_skipped={self.train.max_skipped:g}: lower the "
                                     "learning rate (or raise train.max_skipped)")
         if stage.steps > 0:
             self._validate_and_select(index, stage, step, best)
@@ -376,26 +376,19 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
             losses = self._model_code(f"in a training step of stage '{stage.name}'", step_fn)
         loss = losses["loss"]
-        finite = bool(torch.isfinite(loss.detach()).all())
-        if self.dist is not None:
-            finite = self.dist.all_true(finite)
-        if not finite:
-            if self.train.nonfinite == "skip":
-                optimizer.zero_grad(set_to_none=True)
-                scheduler.step()
-                self.skipped += 1
-                return {"loss": float("nan"), "skipped": True}
-            kept = (f"the last good checkpoint is kept in {self.ckpt_dir}" if self.layout.last.is_file()
-                    else "no checkpoint had been written yet")
-            raise TrainingError(
-                f"stage '{stage.name}': loss became {loss.item()} at step {step + 1}; {kept}. Lower the learning "
-                "rate, or set train.nonfinite=skip to skip such steps"
-            )
+        if not self._finite(loss):
+            optimizer.zero_grad(set_to_none=True)
+            return self._nonfinite(stage, step, f"loss became {loss.item()}", scheduler)
         optimizer.zero_grad(set_to_none=True)
         self._model_code(f"in the backward pass of stage '{stage.name}'", lambda: scaler.scale(loss).backward())
         scaler.unscale_(optimizer)
         max_norm = self.train.grad_clip if self.train.grad_clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        # fp16's GradScaler skips steps with inf gradients itself (that is how it finds its scale);
+        # without it (fp32, bf16) such a step would write NaN into every weight it touches
+        if not scaler.is_enabled() and not self._finite(grad_norm):
+            optimizer.zero_grad(set_to_none=True)
+            return self._nonfinite(stage, step, f"the gradient norm became {float(grad_norm)}", scheduler)
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
@@ -403,6 +396,23 @@ class Trainer:
         out.update({k: v for k, v in losses.items() if isinstance(v, (int, float))})
         out["grad_norm"] = float(grad_norm)
         return out
+
+    def _finite(self, value: torch.Tensor) -> bool:
+        finite = bool(torch.isfinite(value.detach()).all())
+        return self.dist.all_true(finite) if self.dist is not None else finite
+
+    def _nonfinite(self, stage: Stage, step: int, what: str, scheduler) -> dict:
+        """A step with a NaN/Inf loss or gradient changes no weight: with ``train.nonfinite=skip``
+        it is skipped (the schedule moves on), otherwise the stage stops with one line."""
+        if self.train.nonfinite == "skip":
+            scheduler.step()
+            self.skipped += 1
+            return {"loss": float("nan"), "skipped": True}
+        kept = (f"the last good checkpoint is kept in {self.ckpt_dir}" if self.layout.last.is_file()
+                else "no checkpoint had been written yet")
+        amp = " or train training in fp32 (train.amp=off)" if self.use_amp else ""
+        raise TrainingError(f"stage '{stage.name}': {what} at step {step + 1}; {kept}. Lower the learning rate{amp}, "
+                            "or set train.nonfinite=skip to skip such steps")
 
     # -- validation and model selection ---------------------------------------------------
     @torch.no_grad()
