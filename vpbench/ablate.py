@@ -22,7 +22,7 @@ import pandas as pd
 
 from vpbench import io, results, rundir, runs
 from vpbench.budget import budget_statement
-from vpbench.errors import ConfigError
+from vpbench.errors import ConfigError, RunError
 from vpbench.events import Events
 from vpbench.protocols import member
 from vpbench.provenance import run_provenance
@@ -35,6 +35,7 @@ class Variant:
     values: dict[str, str]  # model config field -> value (as given on the command line)
     run: runs.Run | None = None
     probe: Any = None  # its check (vpbench.budget.Probe), when done before training
+    base: runs.Run | None = None  # the run training the stages it shares with other variants
 
 
 def values(text: str) -> list[str]:
@@ -135,7 +136,12 @@ def default_dir(harness, model: str, *, dataset=None, preset=None, config_file=N
 
 def run_ablation(harness, model: str, axes: dict[str, list[str]], out: Path, *, dataset=None, preset=None,
                  config_file=None, sets=None, seed=None, device=None, data_dir=None, resume: bool = False,
-                 events: Events | None = None) -> tuple[pd.DataFrame, pd.DataFrame, list[Variant]]:
+                 events: Events | None = None, executor: Any = None, detach: bool = False, gather_only: bool = False,
+                 command: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, list[Variant]] | None:
+    """Every variant of the grid trained (early stages shared where the varied fields allow) and
+    scored on the same clips; the table and paired differences to the first variant. With a job
+    executor the shared bases run as a first wave of jobs and the variants as a second; with
+    ``detach`` None is returned once the first wave is submitted."""
     events = events or Events()
     if not axes or not all(axes.values()):
         raise ConfigError("give at least one grid, e.g. --grid FIELD=a,b")
@@ -154,23 +160,45 @@ def run_ablation(harness, model: str, axes: dict[str, list[str]], out: Path, *, 
     predict_only = bool(shared_fields) and all(f in member(model_cls, "predict_fields") for f in shared_fields)
     data = runs.build_dataset(variants[0].run, events)  # variants vary model fields only: one dataset
     base_sets = list(sets or [])
+    jobs = executor is not None and executor.kind != "inline"
     if until is not None and not predict_only and variants[0].run.config.train.parsed_budget is not None:
         until, base_sets = _budget_sharing(variants, data, until, base_sets, events)
-    tables, per_clip = [], {}
-    with rundir.claimed(out, "ablation"):
+    if until is not None and not predict_only:
         for variant in variants:
-            with runs.lock(variant.run, events):
-                tables.append(_train_and_evaluate(harness, model, variant, variants, data, until, shared_fields,
-                                                  predict_only, base_sets, common, out, events, resume))
-            per_clip[variant.label] = results.read_per_clip(variant.run.eval_dir)
+            variant.base = _base_run(harness, model, variant, base_sets, shared_fields, until, out, common)
+    with rundir.claimed(out, "ablation"):
+        if jobs:
+            from vpbench import executor as ex
+
+            if not gather_only:
+                ex.save_command(out, command)
+            done = ex.execute(_tasks(variants, data, until, predict_only, data_dir), executor, out, events, detach=detach,
+                              gather_only=gather_only)
+            if detach:
+                return None
+            tables, per_clip = _gather(variants, data, ex.failed_lines(done))
+        else:
+            tables, per_clip = [], {}
+            for variant in variants:
+                with runs.lock(variant.run, events):
+                    tables.append(_train_and_evaluate(variant, variants, data, until, predict_only, events, resume))
+                per_clip[variant.label] = results.read_per_clip(variant.run.eval_dir)
         table = pd.concat(tables, ignore_index=True)
         diffs = differences(per_clip, variants, harness, variants[0].run.config)
-        write(out, table, diffs, variants)
+        write(out, table, diffs, variants, executor.describe() if jobs else "")
     return table, diffs, variants
 
 
-def _train_and_evaluate(harness, model: str, variant: Variant, variants: list[Variant], data: Any, until: str | None,
-                        shared_fields: list[str], predict_only: bool, base_sets: list[str], common: dict, out: Path,
+def _base_run(harness, model: str, variant: Variant, base_sets: list[str], shared_fields: list[str], until: str,
+              out: Path, common: dict) -> runs.Run:
+    """The run that trains the stages before ``until`` once for every variant sharing them."""
+    base_values = {k: v for k, v in variant.values.items() if k not in shared_fields}
+    return runs.prepare(harness, model, sets=base_sets + [f"model.{k}={v}" for k, v in base_values.items()],
+                        out=out / _dirname("base-until-" + until + ("," + label(base_values) if base_values else "")),
+                        **common)
+
+
+def _train_and_evaluate(variant: Variant, variants: list[Variant], data: Any, until: str | None, predict_only: bool,
                         events: Events, resume: bool = False) -> pd.DataFrame:
     """One variant: its weights (shared, resumed from the shared base, or trained), then its scores.
     With ``resume`` an unfinished variant continues from its checkpoint."""
@@ -179,20 +207,104 @@ def _train_and_evaluate(harness, model: str, variant: Variant, variants: list[Va
         _share_weights(variants[0].run, run)
         events.message(f"{variant.label}: prediction-only change; evaluating the weights of {variants[0].run.run_dir}")
         trained = runs.train(run, data, events=events)
-    elif until is not None and not run.layout.model.is_file():
-        base_values = {k: v for k, v in variant.values.items() if k not in shared_fields}
-        base = runs.prepare(harness, model, sets=base_sets + [f"model.{k}={v}" for k, v in base_values.items()],
-                            out=out / _dirname("base-until-" + until + ("," + label(base_values) if base_values else "")),
-                            **common)
-        with runs.lock(base, events):
-            _train_base(base, data, until, events)
-            _seed_from_base(base, run, data, until)
-        events.message(f"{variant.label}: stages before '{until}' shared from {base.run_dir}")
+    elif variant.base is not None and not run.layout.model.is_file():
+        _from_base(variant.base, run, data, until, events)
+        events.message(f"{variant.label}: stages before '{until}' shared from {variant.base.run_dir}")
         trained = runs.train(run, data, resume=True, events=events, probed=variant.probe)
     else:
         unfinished = run.layout.last.is_file() and not run.layout.model.is_file()
         trained = runs.train(run, data, resume=resume and unfinished, events=events, probed=variant.probe)
     return runs.evaluate(run, trained, data, events=events, variant=variant.label)
+
+
+def _from_base(base: runs.Run, run: runs.Run, data: Any, until: str, events: Events) -> None:
+    """Seed ``run`` from the base's checkpoint at stage ``until``, training the base first if it
+    is not (a base that a job already trained is only read)."""
+    if base.layout.until_marker(until).is_file():
+        events.message(f"stages before '{until}' are already trained in {base.run_dir}")
+        _seed_from_base(base, run, data, until)
+        return
+    with runs.lock(base, events):
+        _train_base(base, data, until, events)
+        _seed_from_base(base, run, data, until)
+
+
+def _tasks(variants: list[Variant], data: Any, until: str | None, predict_only: bool, data_dir: Any) -> list:
+    """Jobs: the shared bases (wave 0, each once) and, for prediction-only grids, the first
+    variant (wave 0), then every variant not yet scored (wave 1)."""
+    from vpbench.executor import Task
+
+    where = str(Path(data_dir).resolve()) if data_dir else None
+    tasks, bases = [], {}
+    for variant in variants:
+        base = variant.base
+        if base is not None and str(base.run_dir) not in bases and not base.layout.until_marker(until).is_file():
+            bases[str(base.run_dir)] = Task(f"base {base.run_dir.name}", str(base.run_dir.resolve()),
+                                            "vpbench.ablate:base_job", {"config": base.config.to_dict(),
+                                            "run_dir": str(base.run_dir.resolve()), "data_dir": where, "until": until})
+    tasks += list(bases.values())
+    for i, variant in enumerate(variants):
+        run = variant.run
+        if runs.scored(run, data) is not None:
+            continue  # trained and scored before: gathered as it is
+        share = str(variants[0].run.run_dir.resolve()) if predict_only and i > 0 else None
+        wave = 0 if (variant.base is None and share is None) else 1
+        tasks.append(Task(variant.label, str(run.run_dir.resolve()), "vpbench.ablate:variant_job",
+                          {"config": run.config.to_dict(), "run_dir": str(run.run_dir.resolve()), "data_dir": where,
+                           "label": variant.label, "until": until, "share_from": share,
+                           "base": None if variant.base is None else {"config": variant.base.config.to_dict(),
+                                                                       "run_dir": str(variant.base.run_dir.resolve())}},
+                          wave=wave))
+    return tasks
+
+
+def base_job(config: dict, run_dir: str, data_dir: str | None, until: str) -> dict[str, str]:
+    """A job's work: train the stages before ``until`` of a shared base."""
+    from vpbench.executor import JobEvents
+    from vpbench.plugins import get_harness
+
+    base, events = runs.planned(get_harness(), config, run_dir, data_dir), JobEvents()
+    with runs.lock(base, events):
+        _train_base(base, runs.build_dataset(base, events), until, events)
+    return {"run_dir": run_dir}
+
+
+def variant_job(config: dict, run_dir: str, data_dir: str | None, label: str, until: str | None,
+                share_from: str | None, base: dict | None) -> dict[str, str]:
+    """A job's work: one variant's weights (from the first variant, from its base, or trained)
+    and its scores."""
+    from vpbench.executor import JobEvents
+    from vpbench.plugins import get_harness
+
+    harness, events = get_harness(), JobEvents()
+    run = runs.planned(harness, config, run_dir, data_dir)
+    with runs.lock(run, events):
+        data = runs.build_dataset(run, events)
+        if share_from is not None:
+            _share_weights(runs.load_run(harness, share_from), run)
+            trained = runs.train(run, data, events=events)
+        else:
+            if base is not None and not run.layout.model.is_file():
+                _from_base(runs.planned(harness, base["config"], base["run_dir"], data_dir), run, data, until, events)
+            trained = runs.train(run, data, resume=True, events=events)
+        runs.evaluate(run, trained, data, events=events, variant=label)
+    return {"run_dir": run_dir, "eval_dir": str(run.eval_dir)}
+
+
+def _gather(variants: list[Variant], data: Any, jobs: dict[str, str]) -> tuple[list[pd.DataFrame], dict[str, dict]]:
+    tables, per_clip, missing = [], {}, []
+    for variant in variants:
+        where = runs.scored(variant.run, data)
+        if where is None:
+            missing.append(f"{variant.label}: " + jobs.get(str(variant.run.run_dir.resolve()), "not trained and scored yet"))
+            continue
+        variant.run.eval_dir = where
+        tables.append(results.read_results(where)[0])
+        per_clip[variant.label] = results.read_per_clip(where)
+    if missing:
+        raise RunError(f"{len(missing)} of {len(variants)} variants not done ({'; '.join(missing)}); the others' results "
+                       "are kept: rerun the command to resubmit what failed")
+    return tables, per_clip
 
 
 def _budget_sharing(variants: list[Variant], data: Any, until: str, sets: list[str],
@@ -286,7 +398,7 @@ def differences(per_clip: dict[str, dict], variants: list[Variant], harness, con
     return pd.DataFrame(rows, columns=["variant", "reference", "metric", "diff", "ci_low", "ci_high"])
 
 
-def write(out: Path, table: pd.DataFrame, diffs: pd.DataFrame, variants: list[Variant]) -> None:
+def write(out: Path, table: pd.DataFrame, diffs: pd.DataFrame, variants: list[Variant], executor: str = "") -> None:
     """results.csv / differences.csv / horizon.png / report.md of the ablation."""
     from vpbench.report.markdown import HORIZON_SECTION, section, write_report
     from vpbench.report.plots import horizon_plot
@@ -297,6 +409,8 @@ def write(out: Path, table: pd.DataFrame, diffs: pd.DataFrame, variants: list[Va
     io.write_text(out / "differences.csv", diffs.to_csv(index=False))
     prov = run_provenance(variants[0].run)
     prov["budget"] = budget_statement([v.run.config.train.parsed_budget for v in variants], "variant")
+    if executor:
+        prov["executor"] = f"trained and scored as jobs: {executor} (job records in jobs.json)"
     horizon_plot(table, out / "horizon.png", title="ablation")
     rows = [[r.variant, r.metric, fmt_value(r.diff), f"[{fmt_value(r.ci_low)}, {fmt_value(r.ci_high)}]"]
             for r in diffs.itertuples()]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -73,24 +73,32 @@ def describe_protocol(protocol: Protocol, dataset: Any) -> str:
             f"clips: {sizes}; every model is scored on the first {n:,} clips of the {protocol.split} split")
 
 
-def run_comparison(harness: Any, models: list[str], *, dataset: str | None = None, preset: str | None = None,
-                   config_file: str | None = None, sets: list[str] | None = None, seed: int | None = None,
-                   device: str | None = None, out: str | Path | None = None,
-                   data_dir: str | Path | None = None, resume: bool = False, keep_going: bool = False,
-                   note: str = "", events: Events | None = None) -> Outcome:
-    """Train (if needed) and score every model under one data protocol, resolved once from the
-    first model's preset, ``--config`` and ``--set`` (dataset, its config, split, clip count),
-    and with a ``train.budget`` among ``sets`` under the same training budget. Every model is built and checked (one
-    training step of every stage, one prediction) before any of them trains. With
-    ``keep_going`` a model that fails is reported and the others go on."""
-    from vpbench import runs
-    from vpbench.config import Protocol, resolve
+@dataclass
+class Plan:
+    """A comparison resolved before anything trains: every model's run under one protocol."""
 
+    models: list[str]
+    runs: list  # vpbench.runs.Run, one per model, in order
+    data: Any  # the one dataset (one protocol)
+    protocol: Protocol
+    line: str  # the protocol, as the report states it
+    out: Path | None
+
+
+def plan_comparison(harness: Any, models: list[str], *, dataset: str | None = None, preset: str | None = None,
+                    config_file: str | None = None, sets: list[str] | None = None, seed: int | None = None,
+                    device: str | None = None, out: str | Path | None = None, data_dir: str | Path | None = None,
+                    events: Events | None = None) -> Plan:
+    """Every model's run config, resolved once from the first model's preset, ``--config`` and
+    ``--set`` (dataset, its config, split, clip count) and applied to all of them."""
+    from vpbench import runs
+    from vpbench.config import resolve
+
+    events = events or Events()
     if len(set(models)) != len(models):
         raise ConfigError("each model may appear once in vpbench compare")
     if out:  # before anything trains: a directory that is not a comparison's is refused
         rundir.check_output_dir(Path(out), "comparison")
-    events = events or Events()
     common = dict(preset=preset, config_file=config_file, sets=sets, seed=seed, device=device, models=models)
     reference = runs.prepare(harness, models[0], dataset=dataset, data_dir=data_dir, **common)
     protocol = Protocol.of(reference.config)
@@ -109,54 +117,181 @@ def run_comparison(harness: Any, models: list[str], *, dataset: str | None = Non
     data = runs.build_dataset(prepared[0], events)  # one protocol, so one dataset for every model
     line = describe_protocol(protocol, data)
     events.message(f"protocol: {line}")
-    failures: dict[str, str] = {}
+    return Plan(list(models), prepared, data, protocol, line, Path(out) if out else None)
+
+
+@dataclass
+class Scores:
+    """What the comparison's table is made of, per model that did not fail."""
+
+    tables: list = field(default_factory=list)
+    per_clip: dict = field(default_factory=dict)
+    features: dict = field(default_factory=dict)
+    predictions: dict = field(default_factory=dict)
+    failures: dict = field(default_factory=dict)
+
+
+def train_inline(plan: Plan, *, resume: bool = False, keep_going: bool = False, events: Events | None = None) -> Scores:
+    """Train (if needed) and score every model here, one after another. Every model is built
+    and checked (one training step of every stage, one prediction) before any of them trains.
+    With ``keep_going`` a model that fails is reported and the others go on."""
+    from vpbench import runs
+
+    events = events or Events()
+    out = Scores()
     probes: dict[str, Any] = {}
-    for run_ in prepared:  # fail fast: nothing trains before every model has been checked
+    for run_ in plan.runs:  # fail fast: nothing trains before every model has been checked
         name = run_.config.model_name
         if runs.is_trained(run_):
             continue
         try:
-            probes[name] = runs.check(run_, runs.build_model(run_, data), data, events)
+            probes[name] = runs.check(run_, runs.build_model(run_, plan.data), plan.data, events)
         except VPBenchError as exc:
             if not keep_going:
                 raise
-            failures[name] = str(exc)
+            out.failures[name] = str(exc)
             events.message(f"{name}: failed: {exc}")
-    tables, per_clip, features, predictions = [], {}, {}, {}
-    for run_ in prepared:
+    for run_ in plan.runs:
         name = run_.config.model_name
-        if name in failures:
+        if name in out.failures:
             continue
         try:
             with runs.lock(run_, events):
-                model = runs.train(run_, data, resume=resume, events=events, probed=probes.get(name))
+                model = runs.train(run_, plan.data, resume=resume, events=events, probed=probes.get(name))
                 shown: list = []
-                tables.append(runs.evaluate(run_, model, data, events=events, examples=shown))
-            per_clip[name] = results.read_per_clip(run_.eval_dir)
-            features[name] = results.read_features(run_.eval_dir)
-            predictions[name] = shown if run_.is_main else runs.example_predictions(run_, model, data)
+                out.tables.append(runs.evaluate(run_, model, plan.data, events=events, examples=shown))
+            out.per_clip[name] = results.read_per_clip(run_.eval_dir)
+            out.features[name] = results.read_features(run_.eval_dir)
+            out.predictions[name] = shown if run_.is_main else runs.example_predictions(run_, model, plan.data)
         except VPBenchError as exc:
             if not keep_going:
                 raise
-            failures[name] = str(exc)
+            out.failures[name] = str(exc)
             events.message(f"{name}: failed: {exc}")
-    if not tables:
-        raise RunError("every model of the comparison failed: " + "; ".join(f"{k}: {v}" for k, v in failures.items()))
-    table = pd.concat(tables, ignore_index=True)
-    cfg = prepared[0].config
-    out_dir = Path(out) if out else rundir.timestamped_dir(f"compare-{cfg.dataset_name}-{cfg.preset}")
-    ref = next(m for m in models if m in per_clip)
-    if ref != models[0]:
-        events.message(f"{models[0]} failed: paired differences are against {ref}")
-    paired = paired_table(per_clip, ref, harness, cfg.eval.bootstrap, cfg.seed, features)
-    split = data.split(cfg.eval.split)
+    return out
+
+
+def job_tasks(plan: Plan, label: str = "") -> list:
+    """One job per model not yet scored under the comparison's protocol: it trains the planned
+    config (resuming a checkpoint it finds) and scores it into its run directory."""
+    from vpbench import runs
+    from vpbench.executor import Task
+
+    tasks = []
+    for run_ in plan.runs:
+        if runs.scored(run_, plan.data) is not None:
+            continue
+        name = run_.config.model_name
+        tasks.append(Task(f"{label}{name}", str(run_.run_dir.resolve()), "vpbench.compare:train_and_score",
+                          {"config": run_.config.to_dict(), "run_dir": str(run_.run_dir.resolve()),
+                           "data_dir": str(Path(run_.data_dir).resolve()) if run_.data_dir else None}))
+    return tasks
+
+
+def train_and_score(config: dict[str, Any], run_dir: str, data_dir: str | None, track: Any = None) -> dict[str, str]:
+    """A job's work: train the planned run (resuming its checkpoint) and score it, tracked by
+    the trackers named in ``track``."""
+    from vpbench import distributed, runs
+    from vpbench.executor import JobEvents
+    from vpbench.plugins import get_harness
+    from vpbench.provenance import provenance
+    from vpbench.tracking import tracked
+
+    run_ = runs.planned(get_harness(), config, run_dir, data_dir)
+    events = JobEvents() if run_.is_main else Events()
+    try:
+        with runs.lock(run_, events), tracked(run_, track, events, provenance(run_.device, run_.config.seed) if track else None):
+            data = runs.build_dataset(run_, events)
+            model = runs.train(run_, data, resume=True, events=events)
+            runs.evaluate(run_, model, data, events=events)
+    except BaseException:
+        distributed.shutdown(run_.dist, finished=False)
+        raise
+    distributed.shutdown(run_.dist)
+    return {"run_dir": run_dir, "eval_dir": str(run_.eval_dir)}
+
+
+def gather(plan: Plan, jobs: dict[str, str] | None = None) -> Scores:
+    """The result sets the jobs wrote, read back; a model without one is a failure, with its
+    job's line (``jobs``: run directory -> why it failed, or its state)."""
+    from vpbench import runs
+
+    jobs = jobs or {}
+    out = Scores()
+    for run_ in plan.runs:
+        name = run_.config.model_name
+        where = runs.scored(run_, plan.data)
+        if where is None:
+            out.failures[name] = jobs.get(str(run_.run_dir.resolve()), f"not trained and scored yet in {run_.run_dir}")
+            continue
+        table, _ = results.read_results(where)
+        out.tables.append(table)
+        out.per_clip[name] = results.read_per_clip(where)
+        out.features[name] = results.read_features(where)
+        run_.eval_dir = where
+        out.predictions[name] = runs.example_predictions(run_, runs.load_trained(run_, plan.data), plan.data)
+    return out
+
+
+def finish(plan: Plan, scores: Scores, harness: Any, note: str = "", events: Events | None = None,
+           executor: str = "") -> Outcome:
+    """The comparison's table, paired differences and report from ``scores``."""
+    events = events or Events()
+    if not scores.tables:
+        raise RunError("every model of the comparison failed: " + "; ".join(f"{k}: {v}" for k, v in scores.failures.items()))
+    table = pd.concat(scores.tables, ignore_index=True)
+    cfg = plan.runs[0].config
+    out_dir = plan.out or rundir.timestamped_dir(f"compare-{cfg.dataset_name}-{cfg.preset}")
+    ref = next(m for m in plan.models if m in scores.per_clip)
+    if ref != plan.models[0]:
+        events.message(f"{plan.models[0]} failed: paired differences are against {ref}")
+    paired = paired_table(scores.per_clip, ref, harness, cfg.eval.bootstrap, cfg.seed, scores.features)
+    split = plan.data.split(cfg.eval.split)
+    predictions = scores.predictions
     examples = [(*split[i], {name: preds[i] for name, preds in predictions.items()})
                 for i in range(min(len(p) for p in predictions.values()))] if predictions else []
-    done = [r for r in prepared if r.config.model_name not in failures]
+    done = [r for r in plan.runs if r.config.model_name not in scores.failures]
     with rundir.claimed(out_dir, "comparison"):
-        write_comparison(out_dir, table, paired, done, harness, [data] * len(done), examples, note,
-                         protocol_line=line, failures=failures, reference=ref)
-    return Outcome(prepared, table, paired, failures, out_dir, protocol, ref)
+        write_comparison(out_dir, table, paired, done, harness, [plan.data] * len(done), examples, note,
+                         protocol_line=plan.line, failures=scores.failures, reference=ref, executor=executor)
+    return Outcome(plan.runs, table, paired, scores.failures, out_dir, plan.protocol, ref)
+
+
+def run_comparison(harness: Any, models: list[str], *, dataset: str | None = None, preset: str | None = None,
+                   config_file: str | None = None, sets: list[str] | None = None, seed: int | None = None,
+                   device: str | None = None, out: str | Path | None = None,
+                   data_dir: str | Path | None = None, resume: bool = False, keep_going: bool = False,
+                   note: str = "", events: Events | None = None, executor: Any = None,
+                   detach: bool = False, gather_only: bool = False, command: list[str] | None = None) -> Outcome | None:
+    """Train (if needed) and score every model under one data protocol (:func:`plan_comparison`)
+    and, with a ``train.budget`` among ``sets``, the same training budget; write the table,
+    paired differences and report. ``executor`` (a :class:`vpbench.executor.ExecutorConfig`)
+    other than inline runs each model as a job and gathers their result sets; with ``detach``
+    it returns None once the jobs are submitted (rerun, or ``vpbench gather OUT``, to gather);
+    with ``gather_only`` it submits nothing and gathers what is done. ``command`` (the command
+    line) is saved for ``vpbench gather``."""
+    events = events or Events()
+    plan = plan_comparison(harness, models, dataset=dataset, preset=preset, config_file=config_file, sets=sets,
+                           seed=seed, device=device, out=out, data_dir=data_dir, events=events)
+    if executor is None or executor.kind == "inline":
+        return finish(plan, train_inline(plan, resume=resume, keep_going=keep_going, events=events), harness, note,
+                      events)
+    from vpbench import executor as ex
+
+    plan.out = plan.out or rundir.timestamped_dir(f"compare-{plan.runs[0].config.dataset_name}-{plan.runs[0].config.preset}")
+    rundir.check_output_dir(plan.out, "comparison")
+    with rundir.claimed(plan.out, "comparison"):
+        if not gather_only:
+            ex.save_command(plan.out, command)
+        jobs = ex.execute(job_tasks(plan), executor, plan.out, events, detach=detach, gather_only=gather_only)
+    if detach:
+        return None
+    scores = gather(plan, ex.failed_lines(jobs))
+    if scores.failures and not keep_going:
+        missing = "; ".join(f"{k}: {v}" for k, v in scores.failures.items())
+        raise RunError(f"{len(scores.failures)} of {len(plan.models)} models not done ({missing}); the others' results "
+                       "are kept: rerun the command to resubmit what failed (or --keep-going to write the table without them)")
+    return finish(plan, scores, harness, note, events, executor=executor.describe())
 
 
 def paired_table(per_clip: dict[str, dict[str, np.ndarray]], reference: str, harness: Any,
@@ -238,7 +373,7 @@ PROTOCOL_HEADERS = ["model", "preset", "optimiser steps here", "steps in the pap
 def write_comparison(out_dir: Path, table: pd.DataFrame, paired: pd.DataFrame, runs_: list, harness: Any,
                      datasets: list | None = None, examples: list | None = None, note: str = "", *,
                      protocol_line: str = "", failures: dict[str, str] | None = None,
-                     reference: str | None = None) -> None:
+                     reference: str | None = None, executor: str = "") -> None:
     """results.csv / paired.csv / results.json / horizon.png / report.md (+ examples/ side by side)."""
     failures = failures or {}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -249,6 +384,8 @@ def write_comparison(out_dir: Path, table: pd.DataFrame, paired: pd.DataFrame, r
     if protocol_line:
         prov["protocol"] = protocol_line
     prov["budget"] = budget_statement([r.config.train.parsed_budget for r in runs_])
+    if executor:
+        prov["executor"] = f"trained and scored as jobs: {executor} (job records in jobs.json)"
     io.write_text(out_dir / "results.csv", table.to_csv(index=False))
     io.write_text(out_dir / "paired.csv", paired.to_csv(index=False))
     io.write_json(out_dir / "results.json", {

@@ -35,6 +35,14 @@ class RunError(VPBenchError):
     """A run directory that cannot be used as asked (e.g. would overwrite trained work)."""
 
 
+class TrainingStopped(RunError):
+    """Training wrote a checkpoint and stopped because a signal asked it to (``signum``)."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
 class MetricUnavailable(VPBenchError):
     """A metric cannot be computed here (e.g. missing weights offline): reported as n/a."""
 

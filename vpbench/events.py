@@ -24,6 +24,9 @@ class Events:
     def message(self, text: str) -> None:
         """A line worth telling the user (stage summaries, resume points, warnings)."""
 
+    def jobs(self, records: list[Any]) -> None:
+        """The submitted jobs' states changed (:class:`vpbench.executor.JobRecord` each)."""
+
 
 class Recorder(Events):
     """Keeps every message and task (handy in tests)."""
@@ -31,6 +34,7 @@ class Recorder(Events):
     def __init__(self) -> None:
         self.messages: list[str] = []
         self.tasks: dict[str, dict[str, Any]] = {}
+        self.job_states: list[list[tuple[str, str]]] = []
 
     def task_start(self, key, description, total, completed=0):
         self.tasks[key] = {"description": description, "total": total, "completed": completed}
@@ -41,3 +45,6 @@ class Recorder(Events):
 
     def message(self, text):
         self.messages.append(text)
+
+    def jobs(self, records):
+        self.job_states.append([(r.label, r.state) for r in records])

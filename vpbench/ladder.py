@@ -28,7 +28,7 @@ from vpbench import io, results, rundir, scaling
 from vpbench.budget import load_record
 from vpbench.compare import Outcome, run_comparison
 from vpbench.config import cli_sets, parse_budget
-from vpbench.errors import ConfigError
+from vpbench.errors import ConfigError, RunError
 from vpbench.events import Events
 from vpbench.report import markdown
 from vpbench.report.tables import fmt_value, markdown_table
@@ -62,18 +62,52 @@ class Point:
 
 
 def run_ladder(harness: Any, models: list[str], budgets: list[str], *, out: str | Path | None = None,
-               sets: list[str] | None = None, events: Events | None = None, **compare: Any) -> list[Outcome]:
+               sets: list[str] | None = None, events: Events | None = None, executor: Any = None,
+               detach: bool = False, gather_only: bool = False, command: list[str] | None = None,
+               **compare: Any) -> list[Outcome] | None:
     """One :func:`~vpbench.compare.run_comparison` per budget (smallest first) into
-    ``out/budget-<B>``, then the scaling report in ``out``."""
+    ``out/budget-<B>``, then the scaling report in ``out``. With a job executor every (model,
+    budget) of the ladder is submitted at once (one array), then each budget is gathered;
+    ``detach`` returns None once they are submitted."""
     events = events or Events()
     out_dir = Path(out) if out else rundir.timestamped_dir("ladder")
     rundir.check_output_dir(out_dir, "ladder")
+    if executor is not None and executor.kind != "inline":
+        return _ladder_jobs(harness, models, budgets, out_dir, sets, events, executor, detach, gather_only, command,
+                            **compare)
     outcomes = []
     with rundir.claimed(out_dir, "ladder"):
         for budget in budgets:
             events.message(f"ladder: budget {budget} ({len(outcomes) + 1} of {len(budgets)})")
             outcomes.append(run_comparison(harness, models, sets=cli_sets(sets, budget=budget),
                                            out=out_dir / f"budget-{budget}", events=events, **compare))
+        write_scaling(out_dir, points(outcomes), outcomes)
+    return outcomes
+
+
+def _ladder_jobs(harness: Any, models: list[str], budgets: list[str], out_dir: Path, sets: list[str] | None,
+                 events: Events, executor: Any, detach: bool, gather_only: bool, command: list[str] | None, *,
+                 resume: bool = False,
+                 keep_going: bool = False, note: str = "", **plan: Any) -> list[Outcome] | None:
+    from vpbench import executor as ex
+    from vpbench.compare import finish, gather, job_tasks, plan_comparison
+
+    plans = [plan_comparison(harness, models, sets=cli_sets(sets, budget=b), out=out_dir / f"budget-{b}",
+                             events=events, **plan) for b in budgets]
+    with rundir.claimed(out_dir, "ladder"):
+        if not gather_only:
+            ex.save_command(out_dir, command)
+        tasks = [t for b, p in zip(budgets, plans) for t in job_tasks(p, label=f"{b} ")]
+        jobs = ex.execute(tasks, executor, out_dir, events, detach=detach, gather_only=gather_only)
+        if detach:
+            return None
+        lines = ex.failed_lines(jobs)
+        scored = [gather(p, lines) for p in plans]
+        missing = [f"{b} {k}: {v}" for b, sc in zip(budgets, scored) for k, v in sc.failures.items()]
+        if missing and not keep_going:
+            raise RunError(f"{len(missing)} runs of the ladder not done ({'; '.join(missing)}); the others' results are "
+                           "kept: rerun the command to resubmit what failed")
+        outcomes = [finish(p, sc, harness, note, events, executor=executor.describe()) for p, sc in zip(plans, scored)]
         write_scaling(out_dir, points(outcomes), outcomes)
     return outcomes
 

@@ -27,7 +27,7 @@ from vpbench import config as cfgmod
 from vpbench import distributed, io, results, rundir
 from vpbench.budget import Probe, load_record, make_record, probe
 from vpbench.data.root import data_root
-from vpbench.errors import ConfigError, RegistryError, RunError
+from vpbench.errors import ConfigError, RegistryError, RunError, TrainingStopped
 from vpbench.evaluate import check_spec, clips_scored, derived_metrics, open_split, predict_first, score, set_protocol, tidy, training_rows
 from vpbench.events import Events
 from vpbench.plugins import Harness
@@ -102,6 +102,14 @@ def load_run(harness: Harness, run_dir: str | Path, *, device: str | None = None
         data["device"] = device
     return Run(harness, cfgmod.from_dict(data, model_cls, dataset_cls), run_dir,
                Path(data_dir) if data_dir else None)
+
+
+def planned(harness: Harness, config: dict[str, Any], run_dir: str | Path, data_dir: str | Path | None = None) -> Run:
+    """The :class:`Run` of a config resolved elsewhere (a job of ``compare`` or ``ablate`` runs the
+    planned config, never one it re-derives); under torchrun's variables, with its process group."""
+    cfg = cfgmod.from_dict(config, _installed(harness, "model", str(config.get("model_name")), Path(run_dir)),
+                           _installed(harness, "dataset", str(config.get("dataset_name")), Path(run_dir)))
+    return Run(harness, cfg, Path(run_dir), Path(data_dir) if data_dir else None, distributed.from_env(cfg.device))
 
 
 def _installed(harness: Harness, kind: str, name: str, run_dir: Path) -> type:
@@ -241,7 +249,8 @@ def train(run: Run, dataset: Any, *, resume: bool = False, fresh: bool = False,
     with stop_on_signals(trainer):  # the trainer names the model only for errors of the model's own code
         finished = trainer.fit(resume, until=until)
     if not finished:
-        raise RunError(f"training stopped by a signal; checkpoint written; continue with `--resume --out {run_dir}`")
+        raise TrainingStopped(f"training stopped by a signal; checkpoint written; continue with `--resume --out {run_dir}`",
+                              int(trainer.stop_requested))
     if run.is_main:
         if marker is None:
             save_weights(model, run)
@@ -258,12 +267,9 @@ def prepare_run_dir(run: Run, fresh: bool = False, events: Events | None = None)
                        fresh=fresh, events=events)
 
 
-def evaluate(run: Run, model: torch.nn.Module, dataset: Any, *, events: Events | None = None,
-             variant: str | None = None, examples: list | None = None) -> pd.DataFrame:
-    """Score ``model`` on the configured split into one result set of the run directory
-    (``evals/<split>-<clips>clips-<hash>/``: results.csv/json, per_clip.npz, profile.json,
-    horizon.png, report.md, examples/), written as one set; other result sets stay as they are.
-    ``examples``, when given, receives the predictions drawn in the example strips (rank 0 only)."""
+def _scoring(run: Run, dataset: Any) -> tuple[dict[str, Any], list, Any, Any]:
+    """What scoring ``run`` on ``dataset`` under its eval settings means: the result set's key,
+    the metrics, the split and the set-level metrics' protocol (None without one)."""
     cfg = run.config
     metrics = [run.harness.metrics.get(name) for name in cfg.eval.metrics]
     split = open_split(dataset, cfg.eval.split, cfg.dataset_name)
@@ -271,7 +277,24 @@ def evaluate(run: Run, model: torch.nn.Module, dataset: Any, *, events: Events |
     if any(is_set_metric(m) for m in metrics):  # checked before anything is predicted
         protocol = set_protocol(cfg.eval, cfg.dataset_name, dataset.spec, clips_scored(len(split), cfg.eval.max_clips),
                                 metrics, member(dataset, "fvd_includes_context", "dataset"))
-    key = results.eval_key(cfg, run.model_cls, metrics, len(split), protocol)
+    return results.eval_key(cfg, run.model_cls, metrics, len(split), protocol), metrics, split, protocol
+
+
+def scored(run: Run, dataset: Any) -> Path | None:
+    """The result set that scoring ``run`` now would write, when it exists already (written by
+    a job of a compare, or earlier)."""
+    where = run.layout.eval_set(results.set_name(_scoring(run, dataset)[0]))
+    return where if (where / "results.csv").is_file() and run.layout.model.is_file() else None
+
+
+def evaluate(run: Run, model: torch.nn.Module, dataset: Any, *, events: Events | None = None,
+             variant: str | None = None, examples: list | None = None) -> pd.DataFrame:
+    """Score ``model`` on the configured split into one result set of the run directory
+    (``evals/<split>-<clips>clips-<hash>/``: results.csv/json, per_clip.npz, profile.json,
+    horizon.png, report.md, examples/), written as one set; other result sets stay as they are.
+    ``examples``, when given, receives the predictions drawn in the example strips (rank 0 only)."""
+    cfg = run.config
+    key, metrics, split, protocol = _scoring(run, dataset)
     scores = score(model, split, dataset.spec, metrics, model_name=cfg.model_name, device=run.device,
                    batch_size=cfg.eval.batch_size, max_clips=cfg.eval.max_clips, events=events,
                    num_workers=cfg.train.num_workers, dist=run.dist, samples=cfg.eval.samples, seed=cfg.seed,

@@ -178,7 +178,7 @@ class Trainer:
         if train.amp == "on" and device.type == "cpu" and not self.use_amp:
             self.events.message("train.amp=on: this CPU has no native bf16 (AMX / AVX512-BF16), so training "
                                 "stays in float32 (emulated bf16 is ~30x slower)")
-        self.stop_requested = False  # set by a signal handler: checkpoint and stop
+        self.stop_requested: int | bool = False  # a signal's number (stop_on_signals): checkpoint and stop
         self.skipped = 0  # steps of the current stage skipped for a non-finite loss or gradient
 
     # -- public ----------------------------------------------------------------------------
@@ -500,15 +500,17 @@ def load_checkpoint(path: Path) -> dict:
 
 @contextlib.contextmanager
 def stop_on_signals(trainer: Trainer):
-    """SIGTERM / SIGINT ask the trainer to write a checkpoint and stop after the current step."""
+    """SIGTERM / SIGINT / SIGUSR2 (SLURM's warning before a time limit or preemption) ask the
+    trainer to write a checkpoint and stop after the current step; ``trainer.stop_requested``
+    holds the signal's number."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def request_stop(signum, frame):
-        trainer.stop_requested = True
+        trainer.stop_requested = signum
 
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)}
     try:
         yield
     finally:

@@ -43,6 +43,9 @@ def _silence_stdout() -> None:
 
 class VPBenchGroup(TyperGroup):
     def invoke(self, ctx):
+        from vpbench.cli import common
+
+        common.INVOKED[:] = [*getattr(ctx, "_protected_args", []), *ctx.args]  # the command line, for `vpbench gather`
         try:
             return super().invoke(ctx)
         except VPBenchError as exc:
@@ -109,6 +112,7 @@ def _register_builtin_commands() -> None:
         compare,
         data,
         eval_cmd,
+        gather_cmd,
         import_cmd,
         new_plugin,
         plugins_cmd,
@@ -119,7 +123,7 @@ def _register_builtin_commands() -> None:
         site_cmd,
     )
 
-    for module in (run, eval_cmd, predict, compare, ablate, profile_cmd, plugins_cmd, check, new_plugin, report_cmd,
+    for module in (run, eval_cmd, predict, compare, ablate, gather_cmd, profile_cmd, plugins_cmd, check, new_plugin, report_cmd,
                    data, import_cmd, site_cmd):
         module.register(app)
 

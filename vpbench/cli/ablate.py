@@ -13,6 +13,7 @@ from rich.table import Table
 from typer.core import TyperCommand
 
 from vpbench.cli import common as c
+from vpbench.errors import ConfigError
 
 SHORTCUTS_HELP = ("A model may offer its own options for its fields (its ablation_shortcuts): "
                   "`vpbench ablate -m shrvqvae --lambda 0,1` is `--grid lam=0,1`; without -m the model is the one "
@@ -41,7 +42,6 @@ def model_for_shortcuts(models, extra: list[str]) -> str:
     """The one model of ``models`` (a registry) declaring every shortcut option in ``extra``
     (the command line's other arguments, e.g. ``["--lambda", "0,1"]``)."""
     from vpbench.ablate import shortcut_options
-    from vpbench.errors import ConfigError
 
     given, i = [], 0
     while i < len(extra):  # --NAME VALUES or --NAME=VALUES (values may start with one '-')
@@ -64,6 +64,7 @@ def model_for_shortcuts(models, extra: list[str]) -> str:
                       "and --grid FIELD=a,b")
 
 
+@c.executor_options
 @c.protocol_options
 def ablate(
     ctx: typer.Context,
@@ -74,6 +75,7 @@ def ablate(
     protocol: c.Protocol = c.Protocol(),
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Ablation directory (default runs/ablate-...).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue unfinished trainings of the variants.")] = False,
+    execution: c.Execution = c.Execution({}),
 ) -> None:
     """Train and evaluate one variant per grid point; shared early stages are trained once."""
     from vpbench.ablate import default_dir, parse_axes, run_ablation
@@ -87,10 +89,17 @@ def ablate(
     p = protocol
     out_dir = Path(out) if out else default_dir(harness, model, dataset=p.dataset, preset=p.preset, config_file=p.config,
                                                 sets=p.sets)
+    if execution.detach and not out:
+        raise ConfigError("--detach needs --out: the folder that `vpbench gather` reads later")
     with c.rich_events() as events:
-        table, diffs, variants = run_ablation(harness, model, axes, out_dir, dataset=p.dataset, preset=p.preset,
-                                              config_file=p.config, sets=p.sets, seed=p.seed, device=p.device,
-                                              data_dir=p.data_dir, resume=resume, events=events)
+        done = run_ablation(harness, model, axes, out_dir, dataset=p.dataset, preset=p.preset, config_file=p.config,
+                            sets=p.sets, seed=p.seed, device=p.device, data_dir=p.data_dir, resume=resume, events=events,
+                            executor=execution.config(), detach=execution.detach, gather_only=execution.gather_only,
+                            command=list(c.INVOKED))
+    if done is None:
+        c.console().print(f"jobs submitted; gather with `vpbench gather {out_dir}`", highlight=False, markup=False)
+        return
+    table, diffs, variants = done
     c.print_results(table, title=f"ablation of {model}")
     diff_table = Table(title=f"difference to {variants[0].label} (paired over the same test clips)")
     for col in ("variant", "metric", "diff", "95% CI"):

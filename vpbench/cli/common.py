@@ -12,11 +12,13 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
 from rich.text import Text
 
 from vpbench.events import Events
 
 _CONSOLE = Console()
+INVOKED: list[str] = []  # the arguments of the command being run (after ``vpbench``)
 _ERR = Console(stderr=True)
 
 
@@ -87,12 +89,72 @@ def protocol_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return with_protocol
 
 
+EXECUTOR_OPTIONS = {
+    "executor": Annotated[Optional[str], typer.Option("--executor", help="Where trainings run: inline (here, one after "
+                                                      "another; default), local (submitit subprocesses) or slurm.",
+                                                      rich_help_panel="Executor")],
+    "partition": Annotated[Optional[str], typer.Option("--partition", help="SLURM partition.", rich_help_panel="Executor")],
+    "time": Annotated[Optional[str], typer.Option("--time", help="Time limit per job: 90, 90m, 4h, 1d or [D-]HH:MM:SS.",
+                                                  rich_help_panel="Executor")],
+    "gpus_per_task": Annotated[Optional[int], typer.Option("--gpus", help="GPUs per task.", rich_help_panel="Executor")],
+    "cpus_per_task": Annotated[Optional[int], typer.Option("--cpus", help="CPUs per task.", rich_help_panel="Executor")],
+    "mem": Annotated[Optional[str], typer.Option("--mem", help="Memory per node, e.g. 32G.", rich_help_panel="Executor")],
+    "array_parallelism": Annotated[Optional[int], typer.Option("--array-parallelism", help="At most this many jobs at once.",
+                                                               rich_help_panel="Executor")],
+    "nodes": Annotated[Optional[int], typer.Option("--nodes", help="Nodes per training (DDP).", rich_help_panel="Executor")],
+    "tasks_per_node": Annotated[Optional[int], typer.Option("--tasks-per-node", help="Processes per node (DDP).",
+                                                            rich_help_panel="Executor")],
+    "sbatch": Annotated[Optional[list[str]], typer.Option("--sbatch", help="Extra sbatch parameter key=value, e.g. "
+                                                          "account=abc (repeatable).", rich_help_panel="Executor")],
+    "folder": Annotated[Optional[str], typer.Option("--jobs-dir", help="Job scripts and logs (default OUT/jobs).",
+                                                    rich_help_panel="Executor")],
+    "detach": Annotated[bool, typer.Option("--detach", help="Submit the jobs and return; rerun the command or "
+                                           "`vpbench gather OUT` to gather.", rich_help_panel="Executor")],
+    "gather_only": Annotated[bool, typer.Option("--gather", hidden=True)],
+}
+
+
+@dataclass(frozen=True)
+class Execution:
+    """The executor options of ``run``, ``compare`` and ``ablate`` (over ``vpbench.toml``'s ``[executor]``)."""
+
+    options: dict
+    detach: bool = False
+    gather_only: bool = False
+
+    def config(self):
+        from vpbench.executor import load_config
+
+        return load_config(self.options)
+
+
+def executor_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``command`` with the executor options in place of its ``execution: Execution`` parameter."""
+    signature = inspect.signature(command, eval_str=True)
+    params = []
+    for param in signature.parameters.values():
+        params += [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                     default=False if name in ("detach", "gather_only") else None, annotation=annotation)
+                   for name, annotation in EXECUTOR_OPTIONS.items()] if param.name == "execution" else [param]
+
+    @functools.wraps(command)
+    def with_executor(*args, **kwargs):
+        values = {name: kwargs.pop(name) for name in EXECUTOR_OPTIONS}
+        detach, gather_only = values.pop("detach"), values.pop("gather_only")
+        values["kind"] = values.pop("executor")
+        return command(*args, execution=Execution(values, detach, gather_only), **kwargs)
+
+    with_executor.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    with_executor.__annotations__ = {p.name: p.annotation for p in params}
+    return with_executor
+
+
 class RichEvents(Events):
     """Progress bars and messages on the console."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
-        self.progress = Progress(
+        self.progress = LiveProgress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
             console=console, transient=False,
@@ -113,6 +175,37 @@ class RichEvents(Events):
 
     def message(self, text):
         self.progress.console.print(Text.assemble(("·", "dim"), " ", text), highlight=False)
+
+    def jobs(self, records):
+        """The submitted jobs, redrawn in place above the progress bars while they run."""
+        self.progress.jobs = jobs_table(records)
+        self.progress.refresh()
+
+
+class LiveProgress(Progress):
+    """Progress bars with the jobs table (when there is one) above them."""
+
+    jobs = None
+
+    def get_renderables(self):
+        if self.jobs is not None:
+            yield self.jobs
+        yield self.make_tasks_table(self.tasks)
+
+
+STATE_STYLE = {"PENDING": "dim", "RUNNING": "cyan", "REQUEUED": "yellow", "DONE": "green", "FAILED": "bold red"}
+
+
+def jobs_table(records) -> Table:
+    table = Table(title="jobs", title_justify="left")
+    for column in ("job", "state", "run", "job id", "log / reason"):
+        table.add_column(column, overflow="fold")
+    latest = {r.run_dir: r for r in records}  # a resubmitted run: its newest job only
+    for r in latest.values():
+        detail = f"{r.reason} ({r.log})" if r.state == "FAILED" else r.log
+        table.add_row(escape(r.label), Text(r.state, style=STATE_STYLE.get(r.state, "")), escape(r.run_dir),
+                      escape(r.job_id), escape(detail))
+    return table
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ import typer
 from vpbench.cli import common as c
 
 
+@c.executor_options
 @c.protocol_options
 def compare(
     models: Annotated[list[str], typer.Argument(help="Model plugin names; the first is the reference for paired "
@@ -19,6 +20,7 @@ def compare(
     keep_going: Annotated[bool, typer.Option("--keep-going", help="Go on past a model that fails; its row says why.")] = False,
     note: Annotated[str | None, typer.Option("--note", help="Text (or @FILE) added to the report's Notes section, "
                                                            "e.g. how the protocol differs from the published one.")] = None,
+    execution: c.Execution = c.Execution({}),
 ) -> None:
     """Train (if needed) and evaluate every model under one data protocol and, with --budget,
     the same training budget; print one table and the paired differences against the first."""
@@ -28,16 +30,25 @@ def compare(
     from vpbench.plugins import get_harness
 
     note_text = read_note(note)
+    if execution.detach and not out:
+        from vpbench.errors import ConfigError
+
+        raise ConfigError("--detach needs --out: the folder that `vpbench gather` reads later")
 
     p = protocol
     common = dict(dataset=p.dataset, preset=p.preset, config_file=p.config, seed=p.seed, device=p.device, out=out,
-                  data_dir=p.data_dir, resume=resume, keep_going=keep_going, note=note_text)
+                  data_dir=p.data_dir, resume=resume, keep_going=keep_going, note=note_text,
+                  executor=execution.config(), detach=execution.detach, gather_only=execution.gather_only,
+                  command=list(c.INVOKED))
     if p.budget is not None and "," in p.budget:  # a ladder: one comparison per budget, then the scaling report
         from vpbench.ladder import parse_ladder, run_ladder
 
         budgets = parse_ladder(p.budget)
         with c.rich_events() as events:
             outcomes = run_ladder(get_harness(), models, budgets, sets=p.set_, events=events, **common)
+        if outcomes is None:
+            c.console().print(f"jobs submitted; gather with `vpbench gather {out}`", highlight=False, markup=False)
+            return
         for budget, outcome in zip(budgets, outcomes):
             cfg = outcome.runs[0].config
             c.print_results(outcome.table, title=f"budget {budget}: {cfg.dataset_name} ({cfg.eval.split}), preset {cfg.preset}")
@@ -45,6 +56,9 @@ def compare(
         return
     with c.rich_events() as events:
         outcome = run_comparison(get_harness(), models, sets=p.sets, events=events, **common)
+    if outcome is None:
+        c.console().print(f"jobs submitted; gather with `vpbench gather {out}`", highlight=False, markup=False)
+        return
     cfg = outcome.runs[0].config
     c.print_results(outcome.table, title=f"{cfg.dataset_name} ({cfg.eval.split}), preset {cfg.preset}")
     for name, why in outcome.failures.items():

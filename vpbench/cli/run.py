@@ -9,6 +9,7 @@ import typer
 from vpbench.cli import common as c
 
 
+@c.executor_options
 @c.protocol_options
 def run(
     model: Annotated[str, typer.Argument(help="Model plugin name, e.g. copylast or shrvqvae.")],
@@ -18,6 +19,7 @@ def run(
     fresh: Annotated[bool, typer.Option("--fresh", help="Move an existing run directory aside and start over.")] = False,
     samples: Annotated[Optional[int], typer.Option("--samples", help="Predictions per clip: adds best-of-K and mean-of-K metrics.")] = None,
     track: c.Track = None,
+    execution: c.Execution = c.Execution({}),
 ) -> None:
     """Train MODEL if needed, evaluate it on the test split and print the results table."""
     from vpbench import runs
@@ -31,6 +33,22 @@ def run(
     sets = cli_sets(p.set_, budget=p.budget, samples=samples)
     run_ = runs.prepare(harness, model, dataset=p.dataset, preset=p.preset, config_file=p.config, sets=sets,
                         seed=p.seed, device=p.device, out=out, data_dir=p.data_dir)
+    executor = execution.config()
+    if executor.kind != "inline":
+        from vpbench.executor import run_as_job
+
+        with c.rich_events() as events:
+            table = run_as_job(run_, executor, events, track=track, fresh=fresh, detach=execution.detach,
+                               gather_only=execution.gather_only, command=list(c.INVOKED))
+        if table is not None:
+            cfg = run_.config
+            c.print_results(table, title=f"{cfg.model_name} on {cfg.dataset_name} ({cfg.eval.split})")
+            c.console().print(f"run directory: {run_.run_dir} (this result set: {run_.eval_dir})", highlight=False,
+                              markup=False)
+        else:
+            c.console().print(f"job submitted; gather with `vpbench gather {runs.job_dir(run_)}`", highlight=False,
+                              markup=False)
+        return
     from vpbench.distributed import shutdown
 
     try:

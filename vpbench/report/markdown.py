@@ -50,6 +50,8 @@ def provenance_block(prov: dict[str, Any]) -> str:
         lines.append(f"- budget: {prov['budget']}")
     if prov.get("protocol"):
         lines.append(f"- protocol: {prov['protocol']}")
+    if prov.get("executor"):
+        lines.append(f"- executor: {prov['executor']}")
     for key, value in prov.get("dataset", {}).items():
         lines.append(f"- dataset {key}: {value}")
     return "\n".join(lines)
