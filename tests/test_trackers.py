@@ -14,7 +14,7 @@ import vpbench
 from tests.cli_helpers import invoke
 from vpbench import testing
 from vpbench.plugins import PluginRecord, get_harness
-from vpbench.tracking import Tracking, parse_names, results_metrics
+from vpbench.tracking import Tracking, open_tracking, parse_names, parse_track, results_metrics
 
 FAST = ["--set", "eval.speed=false", "--set", "eval.bootstrap=10", "--set", "eval.max_clips=8", "--set", "eval.metrics=mse,mae"]
 
@@ -203,3 +203,196 @@ def test_wandb_offline_writes_its_run_files(in_tmp, monkeypatch):
     assert "tracker 'wandb' failed" not in result.output
     (offline,) = (in_tmp / "r" / "wandb").glob("offline-run-*")
     assert list(offline.glob("run-*.wandb")) and (offline / "files").is_dir()
+
+
+def test_wandb_option_names_the_project(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_PROJECT", "from-env")
+    (tracker,) = open_tracking(get_harness(), "wandb=from-option").trackers
+    (tmp_path / "r").mkdir()
+    tracker.start(tmp_path / "r", {"model_name": "x"}, {})
+    try:
+        assert tracker.run.project == "from-option"
+    finally:
+        tracker.finish("success")
+
+
+def _tensorboard_scalars(log_dir: Path) -> dict[str, float]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "tensors": 0, "images": 0})
+    acc.Reload()
+    return {tag: acc.Scalars(tag)[-1].value for tag in acc.Tags()["scalars"]}
+
+
+def _mlflow_runs(uri: str) -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    return client.search_runs([client.get_experiment_by_name("vpbench").experiment_id])
+
+
+def test_compare_tracks_one_run_per_model_equal_to_its_rows(in_tmp):
+    pytest.importorskip("tensorboard")
+    pytest.importorskip("mlflow")
+    result = invoke("compare", "copylast", "blank", "--preset", "smoke", "--track", "tensorboard,mlflow", *FAST,
+                    "--out", "cmp")
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(in_tmp / "cmp" / "results.csv", dtype={"horizon": str})
+    run_dirs = json.loads((in_tmp / "cmp" / "results.json").read_text())["runs"]
+    assert set(run_dirs) == {"copylast", "blank"}
+    mlflow_runs = {r.info.run_name: r for r in _mlflow_runs(f"sqlite:///{in_tmp / 'runs' / 'mlflow.db'}")}
+    assert set(mlflow_runs) == {Path(d).name for d in run_dirs.values()}, "one MLflow run per model"
+    for model, run_dir in run_dirs.items():
+        expected = results_metrics(table[table["model"] == model])
+        assert "test/mse" in expected and "test/mse@h1" in expected
+        scalars = _tensorboard_scalars(in_tmp / run_dir / "tensorboard")
+        for key, value in expected.items():
+            assert math.isclose(scalars[key], value, rel_tol=1e-6), (model, key)
+        tracked = mlflow_runs[Path(run_dir).name]
+        assert tracked.info.status == "FINISHED" and tracked.data.params["model_name"] == model
+        assert tracked.data.tags["vpbench.run_dir"] == str((in_tmp / run_dir).resolve())
+        for key, value in expected.items():
+            assert tracked.data.metrics[key.replace("@", ".")] == pytest.approx(value, rel=1e-12), (model, key)
+
+
+def test_tracker_options_choose_where_tensorboard_and_mlflow_write(in_tmp):
+    pytest.importorskip("tensorboard")
+    pytest.importorskip("mlflow")
+    (in_tmp / "store").mkdir()
+    uri = f"sqlite:///{in_tmp / 'store' / 'other.db'}"
+    result = invoke("run", "copylast", "--preset", "smoke", "--track", f"tensorboard=tb,mlflow={uri}", *FAST, "--out", "r")
+    assert result.exit_code == 0, result.output
+    expected = results_metrics(_results(in_tmp / "r"))
+    scalars = _tensorboard_scalars(in_tmp / "tb" / "r")
+    assert all(math.isclose(scalars[k], v, rel_tol=1e-6) for k, v in expected.items())
+    assert not (in_tmp / "r" / "tensorboard").exists()
+    (tracked,) = _mlflow_runs(uri)
+    assert tracked.info.run_name == "r" and tracked.data.metrics["test/mse"] == pytest.approx(expected["test/mse"])
+    assert not (in_tmp / "mlflow.db").exists()
+    assert list((in_tmp / "store" / "mlruns").rglob("*.png")), "artifacts beside the sqlite store"
+
+
+def test_config_track_field_tracks_and_keeps_the_run_dir(in_tmp, with_trackers):
+    pytest.importorskip("tensorboard")
+    assert invoke("run", "copylast", "--preset", "smoke", *FAST).exit_code == 0
+    (run_dir,) = (in_tmp / "runs").iterdir()
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["track"] == []
+    del config["track"]  # a run directory made before the field existed
+    (run_dir / "config.json").write_text(json.dumps(config))
+    result = invoke("run", "copylast", "--preset", "smoke", "--set", "track=tensorboard", *FAST)
+    assert result.exit_code == 0, result.output
+    assert list((in_tmp / "runs").iterdir()) == [run_dir], "the config's track is not the run's identity"
+    assert _tensorboard_scalars(run_dir / "tensorboard")["test/mse"] == pytest.approx(
+        results_metrics(_results(run_dir))["test/mse"], rel=1e-6)
+    # --track wins over the config's track
+    result = invoke("run", "copylast", "--preset", "smoke", "--set", "track=broken", "--track", "recorder", *FAST)
+    assert result.exit_code == 0, result.output
+    assert "tracker 'broken'" not in result.output
+    assert Recorder.calls[0][0] == "start" and Recorder.calls[-1] == ("finish", "success")
+    assert list((in_tmp / "runs").iterdir()) == [run_dir]
+    result = invoke("run", "copylast", "--preset", "smoke", "--set", "track=broken", "--track", "", *FAST)
+    assert result.exit_code == 0 and "tracker 'broken'" not in result.output, result.output
+
+
+def test_track_field_loads_old_configs_and_is_not_in_the_hash(harness):
+    import dataclasses
+
+    from vpbench import config as cfgmod
+    from vpbench.rundir import config_hash
+
+    model_cls, dataset_cls = harness.models.get("copylast"), harness.datasets.get("digits")
+    cfg = cfgmod.resolve("copylast", model_cls, harness.datasets.get, preset="smoke")
+    old = cfg.to_dict()
+    del old["track"]
+    assert cfgmod.from_dict(old, model_cls, dataset_cls) == cfg
+    tracked = cfgmod.resolve("copylast", model_cls, harness.datasets.get, preset="smoke",
+                             sets=["track=tensorboard,mlflow=sqlite:///x.db"])
+    assert tracked.track == ("tensorboard", "mlflow=sqlite:///x.db")
+    assert cfgmod.from_dict(tracked.to_dict(), model_cls, dataset_cls) == tracked
+    assert config_hash(tracked, model_cls) == config_hash(cfg, model_cls)
+    assert config_hash(dataclasses.replace(cfg, track=("wandb=p",)), model_cls) == config_hash(cfg, model_cls)
+
+
+def test_tracker_names_and_options_are_checked_before_anything_trains(in_tmp, with_trackers):
+    result = invoke("compare", "copylast", "blank", "--preset", "smoke", "--track", "tensorbord", *FAST, "--out", "cmp")
+    assert result.exit_code != 0 and "unknown tracker 'tensorbord'" in result.output
+    assert "Traceback" not in result.output and not (in_tmp / "cmp").exists()
+    result = invoke("compare", "copylast", "blank", "--preset", "smoke", "--set", "track=recorder=x", *FAST)
+    assert result.exit_code != 0 and "tracker 'recorder' takes no option" in result.output
+    assert Recorder.calls == [] and not (in_tmp / "runs").exists()
+    assert parse_track("tensorboard=a/b, mlflow=sqlite:///c=d.db,tensorboard=a/b") == [
+        ("tensorboard", "a/b"), ("mlflow", "sqlite:///c=d.db")]
+    with pytest.raises(vpbench.ConfigError, match="twice"):
+        parse_track("tensorboard=a,tensorboard=b")
+
+
+def test_compare_job_carries_track_and_the_job_tracks(in_tmp, with_trackers):
+    from vpbench.compare import job_tasks, plan_comparison, train_and_score
+
+    plan = plan_comparison(with_trackers, ["copylast", "blank"], preset="smoke", sets=FAST[1::2])
+    tasks = job_tasks(plan, track="recorder")
+    assert [t.payload["track"] for t in tasks] == ["recorder", "recorder"]
+    assert all(t.fn == "vpbench.compare:train_and_score" for t in tasks)
+    train_and_score(**tasks[0].payload)
+    starts = [c for c in Recorder.calls if c[0] == "start"]
+    assert [s[1] for s in starts] == [Path(tasks[0].run_dir)]
+    logged = {k: v for c in Recorder.calls if c[0] == "log" for k, v in c[1].items()}
+    assert logged == pytest.approx(results_metrics(_results(Path(tasks[0].run_dir))))
+    assert Recorder.calls[-1] == ("finish", "success")
+
+
+def test_ablation_tracks_each_variant_inline_and_in_its_job(in_tmp, with_test_models, with_trackers):
+    from vpbench import runs
+    from vpbench.ablate import Variant, _tasks, variant_job
+
+    small = [*FAST, "--set", "data.n_train=16", "--set", "data.n_val=4", "--set", "train.log_every=2"]
+    result = invoke("ablate", "-m", "oneconv", "--grid", "steps=2,3", "--track", "recorder", *small, "--out", "abl")
+    assert result.exit_code == 0, result.output
+    starts = [c for c in Recorder.calls if c[0] == "start"]
+    assert [s[1].name for s in starts] == ["steps-2", "steps-3"]
+    assert [s[2]["model"]["steps"] for s in starts] == [2, 3]
+    assert [c for c in Recorder.calls if c[0] == "finish"] == [("finish", "success")] * 2
+    table = pd.read_csv(in_tmp / "abl" / "results.csv", dtype={"horizon": str})
+    at = [i for i, c in enumerate(Recorder.calls) if c[0] == "start"] + [len(Recorder.calls)]
+    for variant, (a, b) in zip(["steps=2", "steps=3"], zip(at, at[1:])):
+        logged = {k: v for c in Recorder.calls[a:b] if c[0] == "log" for k, v in c[1].items()}
+        assert "train/loss" in logged
+        expected = results_metrics(table[table["variant"] == variant])
+        assert {k: logged[k] for k in expected} == pytest.approx(expected), variant
+    # the ablation's job payload carries the trackers, and the job tracks its variant
+    Recorder.calls.clear()
+    run = runs.prepare(with_trackers, "oneconv", sets=small[1::2] + ["model.steps=4"], out=in_tmp / "job")
+    (task,) = _tasks([Variant("steps=4", {"steps": "4"}, run)], runs.build_dataset(run), None, False, None, "recorder")
+    assert task.fn == "vpbench.ablate:variant_job" and task.payload["track"] == "recorder"
+    variant_job(**task.payload)
+    assert Recorder.calls[0][:2] == ("start", Path(task.run_dir)) and Recorder.calls[-1] == ("finish", "success")
+
+
+def _open_mlflow_run(run_dir: str, barrier) -> str:
+    """A job's MLflow tracker on the shared store: built, then started when every job is ready."""
+    tracker = get_harness().trackers.get("mlflow")()
+    barrier.wait()
+    tracker.start(Path(run_dir), {"model_name": "x"}, {})
+    tracker.log({"test/mse": 1.0}, 0)
+    tracker.finish("success")
+    return tracker.run_id
+
+
+def test_mlflow_jobs_starting_together_share_a_fresh_store(tmp_path, monkeypatch):
+    """Jobs of one comparison open their runs in one new sqlite store at once; its tables and the
+    experiment are created once, not raced."""
+    pytest.importorskip("mlflow")
+    import multiprocessing
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, context.Pool(3) as pool:
+        barrier = manager.Barrier(3)
+        ids = pool.starmap(_open_mlflow_run, [(str(tmp_path / "runs" / f"m{i}"), barrier) for i in range(3)])
+    runs = _mlflow_runs(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    assert sorted(r.info.run_id for r in runs) == sorted(ids)
+    assert all(r.info.status == "FINISHED" and r.data.metrics["test/mse"] == 1.0 for r in runs)

@@ -137,11 +137,15 @@ def default_dir(harness, model: str, *, dataset=None, preset=None, config_file=N
 def run_ablation(harness, model: str, axes: dict[str, list[str]], out: Path, *, dataset=None, preset=None,
                  config_file=None, sets=None, seed=None, device=None, data_dir=None, resume: bool = False,
                  events: Events | None = None, executor: Any = None, detach: bool = False, gather_only: bool = False,
-                 command: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, list[Variant]] | None:
+                 command: list[str] | None = None,
+                 track: Any = None) -> tuple[pd.DataFrame, pd.DataFrame, list[Variant]] | None:
     """Every variant of the grid trained (early stages shared where the varied fields allow) and
     scored on the same clips; the table and paired differences to the first variant. With a job
     executor the shared bases run as a first wave of jobs and the variants as a second; with
-    ``detach`` None is returned once the first wave is submitted."""
+    ``detach`` None is returned once the first wave is submitted. Each variant is one tracker run
+    of the trackers named in ``track`` (None: its config's ``track``); shared bases are not tracked."""
+    from vpbench.tracking import check_tracking, tracked
+
     events = events or Events()
     if not axes or not all(axes.values()):
         raise ConfigError("give at least one grid, e.g. --grid FIELD=a,b")
@@ -157,6 +161,7 @@ def run_ablation(harness, model: str, axes: dict[str, list[str]], out: Path, *, 
     for variant in variants:  # every config is checked before anything trains
         variant_sets = list(sets or []) + [f"model.{k}={v}" for k, v in variant.values.items()]
         variant.run = runs.prepare(harness, model, sets=variant_sets, out=out / _dirname(variant.label), **common)
+    check_tracking(harness, track, [v.run for v in variants])
     predict_only = bool(shared_fields) and all(f in member(model_cls, "predict_fields") for f in shared_fields)
     data = runs.build_dataset(variants[0].run, events)  # variants vary model fields only: one dataset
     base_sets = list(sets or [])
@@ -172,15 +177,15 @@ def run_ablation(harness, model: str, axes: dict[str, list[str]], out: Path, *, 
 
             if not gather_only:
                 ex.save_command(out, command)
-            done = ex.execute(_tasks(variants, data, until, predict_only, data_dir), executor, out, events, detach=detach,
-                              gather_only=gather_only)
+            done = ex.execute(_tasks(variants, data, until, predict_only, data_dir, track), executor, out, events,
+                              detach=detach, gather_only=gather_only)
             if detach:
                 return None
             tables, per_clip = _gather(variants, data, ex.failed_lines(done))
         else:
             tables, per_clip = [], {}
             for variant in variants:
-                with runs.lock(variant.run, events):
+                with runs.lock(variant.run, events), tracked(variant.run, track, events):
                     tables.append(_train_and_evaluate(variant, variants, data, until, predict_only, events, resume))
                 per_clip[variant.label] = results.read_per_clip(variant.run.eval_dir)
         table = pd.concat(tables, ignore_index=True)
@@ -229,9 +234,10 @@ def _from_base(base: runs.Run, run: runs.Run, data: Any, until: str, events: Eve
         _seed_from_base(base, run, data, until)
 
 
-def _tasks(variants: list[Variant], data: Any, until: str | None, predict_only: bool, data_dir: Any) -> list:
+def _tasks(variants: list[Variant], data: Any, until: str | None, predict_only: bool, data_dir: Any,
+           track: Any = None) -> list:
     """Jobs: the shared bases (wave 0, each once) and, for prediction-only grids, the first
-    variant (wave 0), then every variant not yet scored (wave 1)."""
+    variant (wave 0), then every variant not yet scored (wave 1), tracked by ``track``."""
     from vpbench.executor import Task
 
     where = str(Path(data_dir).resolve()) if data_dir else None
@@ -251,7 +257,7 @@ def _tasks(variants: list[Variant], data: Any, until: str | None, predict_only: 
         wave = 0 if (variant.base is None and share is None) else 1
         tasks.append(Task(variant.label, str(run.run_dir.resolve()), "vpbench.ablate:variant_job",
                           {"config": run.config.to_dict(), "run_dir": str(run.run_dir.resolve()), "data_dir": where,
-                           "label": variant.label, "until": until, "share_from": share,
+                           "label": variant.label, "until": until, "share_from": share, "track": track,
                            "base": None if variant.base is None else {"config": variant.base.config.to_dict(),
                                                                        "run_dir": str(variant.base.run_dir.resolve())}},
                           wave=wave))
@@ -270,15 +276,16 @@ def base_job(config: dict, run_dir: str, data_dir: str | None, until: str) -> di
 
 
 def variant_job(config: dict, run_dir: str, data_dir: str | None, label: str, until: str | None,
-                share_from: str | None, base: dict | None) -> dict[str, str]:
+                share_from: str | None, base: dict | None, track: Any = None) -> dict[str, str]:
     """A job's work: one variant's weights (from the first variant, from its base, or trained)
-    and its scores."""
+    and its scores, tracked by the trackers named in ``track`` (None: the config's ``track``)."""
     from vpbench.executor import JobEvents
     from vpbench.plugins import get_harness
+    from vpbench.tracking import tracked
 
     harness, events = get_harness(), JobEvents()
     run = runs.planned(harness, config, run_dir, data_dir)
-    with runs.lock(run, events):
+    with runs.lock(run, events), tracked(run, track, events):
         data = runs.build_dataset(run, events)
         if share_from is not None:
             _share_weights(runs.load_run(harness, share_from), run)

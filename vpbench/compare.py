@@ -131,11 +131,14 @@ class Scores:
     failures: dict = field(default_factory=dict)
 
 
-def train_inline(plan: Plan, *, resume: bool = False, keep_going: bool = False, events: Events | None = None) -> Scores:
+def train_inline(plan: Plan, *, resume: bool = False, keep_going: bool = False, events: Events | None = None,
+                 track: Any = None) -> Scores:
     """Train (if needed) and score every model here, one after another. Every model is built
     and checked (one training step of every stage, one prediction) before any of them trains.
-    With ``keep_going`` a model that fails is reported and the others go on."""
+    With ``keep_going`` a model that fails is reported and the others go on. Each model's run
+    is one tracker run of the trackers named in ``track`` (None: its config's ``track``)."""
     from vpbench import runs
+    from vpbench.tracking import tracked
 
     events = events or Events()
     out = Scores()
@@ -156,7 +159,7 @@ def train_inline(plan: Plan, *, resume: bool = False, keep_going: bool = False, 
         if name in out.failures:
             continue
         try:
-            with runs.lock(run_, events):
+            with runs.lock(run_, events), tracked(run_, track, events):
                 model = runs.train(run_, plan.data, resume=resume, events=events, probed=probes.get(name))
                 shown: list = []
                 out.tables.append(runs.evaluate(run_, model, plan.data, events=events, examples=shown))
@@ -171,9 +174,10 @@ def train_inline(plan: Plan, *, resume: bool = False, keep_going: bool = False, 
     return out
 
 
-def job_tasks(plan: Plan, label: str = "") -> list:
+def job_tasks(plan: Plan, label: str = "", track: Any = None) -> list:
     """One job per model not yet scored under the comparison's protocol: it trains the planned
-    config (resuming a checkpoint it finds) and scores it into its run directory."""
+    config (resuming a checkpoint it finds) and scores it into its run directory, tracked by
+    ``track`` (None: the config's ``track``)."""
     from vpbench import runs
     from vpbench.executor import Task
 
@@ -184,23 +188,23 @@ def job_tasks(plan: Plan, label: str = "") -> list:
         name = run_.config.model_name
         tasks.append(Task(f"{label}{name}", str(run_.run_dir.resolve()), "vpbench.compare:train_and_score",
                           {"config": run_.config.to_dict(), "run_dir": str(run_.run_dir.resolve()),
-                           "data_dir": str(Path(run_.data_dir).resolve()) if run_.data_dir else None}))
+                           "data_dir": str(Path(run_.data_dir).resolve()) if run_.data_dir else None,
+                           "track": track}))
     return tasks
 
 
 def train_and_score(config: dict[str, Any], run_dir: str, data_dir: str | None, track: Any = None) -> dict[str, str]:
     """A job's work: train the planned run (resuming its checkpoint) and score it, tracked by
-    the trackers named in ``track``."""
+    the trackers named in ``track`` (None: the config's ``track``)."""
     from vpbench import distributed, runs
     from vpbench.executor import JobEvents
     from vpbench.plugins import get_harness
-    from vpbench.provenance import provenance
     from vpbench.tracking import tracked
 
     run_ = runs.planned(get_harness(), config, run_dir, data_dir)
     events = JobEvents() if run_.is_main else Events()
     try:
-        with runs.lock(run_, events), tracked(run_, track, events, provenance(run_.device, run_.config.seed) if track else None):
+        with runs.lock(run_, events), tracked(run_, track, events):
             data = runs.build_dataset(run_, events)
             model = runs.train(run_, data, resume=True, events=events)
             runs.evaluate(run_, model, data, events=events)
@@ -261,21 +265,25 @@ def run_comparison(harness: Any, models: list[str], *, dataset: str | None = Non
                    config_file: str | None = None, sets: list[str] | None = None, seed: int | None = None,
                    device: str | None = None, out: str | Path | None = None,
                    data_dir: str | Path | None = None, resume: bool = False, keep_going: bool = False,
-                   note: str = "", events: Events | None = None, executor: Any = None,
-                   detach: bool = False, gather_only: bool = False, command: list[str] | None = None) -> Outcome | None:
+                   note: str = "", events: Events | None = None, executor: Any = None, detach: bool = False,
+                   gather_only: bool = False, command: list[str] | None = None, track: Any = None) -> Outcome | None:
     """Train (if needed) and score every model under one data protocol (:func:`plan_comparison`)
     and, with a ``train.budget`` among ``sets``, the same training budget; write the table,
     paired differences and report. ``executor`` (a :class:`vpbench.executor.ExecutorConfig`)
     other than inline runs each model as a job and gathers their result sets; with ``detach``
     it returns None once the jobs are submitted (rerun, or ``vpbench gather OUT``, to gather);
     with ``gather_only`` it submits nothing and gathers what is done. ``command`` (the command
-    line) is saved for ``vpbench gather``."""
+    line) is saved for ``vpbench gather``. Every model's run is tracked by the trackers named in
+    ``track`` (``--track``), or when it is None by those of its config's ``track``."""
+    from vpbench.tracking import check_tracking
+
     events = events or Events()
     plan = plan_comparison(harness, models, dataset=dataset, preset=preset, config_file=config_file, sets=sets,
                            seed=seed, device=device, out=out, data_dir=data_dir, events=events)
+    check_tracking(harness, track, plan.runs)
     if executor is None or executor.kind == "inline":
-        return finish(plan, train_inline(plan, resume=resume, keep_going=keep_going, events=events), harness, note,
-                      events)
+        return finish(plan, train_inline(plan, resume=resume, keep_going=keep_going, events=events, track=track),
+                      harness, note, events)
     from vpbench import executor as ex
 
     plan.out = plan.out or rundir.timestamped_dir(f"compare-{plan.runs[0].config.dataset_name}-{plan.runs[0].config.preset}")
@@ -283,7 +291,7 @@ def run_comparison(harness: Any, models: list[str], *, dataset: str | None = Non
     with rundir.claimed(plan.out, "comparison"):
         if not gather_only:
             ex.save_command(plan.out, command)
-        jobs = ex.execute(job_tasks(plan), executor, plan.out, events, detach=detach, gather_only=gather_only)
+        jobs = ex.execute(job_tasks(plan, track=track), executor, plan.out, events, detach=detach, gather_only=gather_only)
     if detach:
         return None
     scores = gather(plan, ex.failed_lines(jobs))

@@ -180,6 +180,7 @@ class RunConfig:
     preset: str = "none"
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    track: tuple[str, ...] = ()  # experiment trackers (NAME or NAME=OPTION) when --track is not given; not the run's identity
     model: Any = None
     data: Any = None
     train: TrainConfig = field(default_factory=TrainConfig)

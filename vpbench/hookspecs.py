@@ -57,9 +57,10 @@ def vpbench_register_trackers(register: Callable[[type], None]) -> None:
     """Register experiment tracker classes: call ``register(TrackerClass)`` once per tracker.
 
     A tracker class (:class:`vpbench.Tracker`) has ``name`` and ``version`` and, on an instance
-    built with no arguments, ``start(run_dir, config, provenance)``, ``log(metrics, step)``,
-    ``log_media(name, path, step)`` and ``finish(status)``. The harness calls it on rank 0 only, and
-    a tracker that raises is switched off for the run with one warning line.
+    built with no arguments (``cls(VALUE)`` for ``--track NAME=VALUE``), ``start(run_dir, config,
+    provenance)``, ``log(metrics, step)``, ``log_media(name, path, step)`` and ``finish(status)``.
+    The harness calls it on rank 0 only, and a tracker that raises is switched off for the run
+    with one warning line.
     """
 
 

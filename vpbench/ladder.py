@@ -64,40 +64,43 @@ class Point:
 def run_ladder(harness: Any, models: list[str], budgets: list[str], *, out: str | Path | None = None,
                sets: list[str] | None = None, events: Events | None = None, executor: Any = None,
                detach: bool = False, gather_only: bool = False, command: list[str] | None = None,
-               **compare: Any) -> list[Outcome] | None:
+               track: Any = None, **compare: Any) -> list[Outcome] | None:
     """One :func:`~vpbench.compare.run_comparison` per budget (smallest first) into
     ``out/budget-<B>``, then the scaling report in ``out``. With a job executor every (model,
     budget) of the ladder is submitted at once (one array), then each budget is gathered;
-    ``detach`` returns None once they are submitted."""
+    ``detach`` returns None once they are submitted. Every run is tracked by ``track`` (None:
+    its config's ``track``)."""
     events = events or Events()
     out_dir = Path(out) if out else rundir.timestamped_dir("ladder")
     rundir.check_output_dir(out_dir, "ladder")
     if executor is not None and executor.kind != "inline":
         return _ladder_jobs(harness, models, budgets, out_dir, sets, events, executor, detach, gather_only, command,
-                            **compare)
+                            track=track, **compare)
     outcomes = []
     with rundir.claimed(out_dir, "ladder"):
         for budget in budgets:
             events.message(f"ladder: budget {budget} ({len(outcomes) + 1} of {len(budgets)})")
             outcomes.append(run_comparison(harness, models, sets=cli_sets(sets, budget=budget),
-                                           out=out_dir / f"budget-{budget}", events=events, **compare))
+                                           out=out_dir / f"budget-{budget}", events=events, track=track, **compare))
         write_scaling(out_dir, points(outcomes), outcomes)
     return outcomes
 
 
 def _ladder_jobs(harness: Any, models: list[str], budgets: list[str], out_dir: Path, sets: list[str] | None,
                  events: Events, executor: Any, detach: bool, gather_only: bool, command: list[str] | None, *,
-                 resume: bool = False,
-                 keep_going: bool = False, note: str = "", **plan: Any) -> list[Outcome] | None:
+                 resume: bool = False, keep_going: bool = False, note: str = "", track: Any = None,
+                 **plan: Any) -> list[Outcome] | None:
     from vpbench import executor as ex
     from vpbench.compare import finish, gather, job_tasks, plan_comparison
+    from vpbench.tracking import check_tracking
 
     plans = [plan_comparison(harness, models, sets=cli_sets(sets, budget=b), out=out_dir / f"budget-{b}",
                              events=events, **plan) for b in budgets]
+    check_tracking(harness, track, [r for p in plans for r in p.runs])
     with rundir.claimed(out_dir, "ladder"):
         if not gather_only:
             ex.save_command(out_dir, command)
-        tasks = [t for b, p in zip(budgets, plans) for t in job_tasks(p, label=f"{b} ")]
+        tasks = [t for b, p in zip(budgets, plans) for t in job_tasks(p, label=f"{b} ", track=track)]
         jobs = ex.execute(tasks, executor, out_dir, events, detach=detach, gather_only=gather_only)
         if detach:
             return None

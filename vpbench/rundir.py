@@ -23,7 +23,7 @@ from vpbench.events import Events
 from vpbench.protocols import member
 
 RUNS_DIR = Path("runs")
-NOT_TRAINING_KEYS = ("device", "eval")
+NOT_TRAINING_KEYS = ("device", "track", "eval")
 
 
 @dataclass(frozen=True)
@@ -107,8 +107,8 @@ class RunDir:
 
 def training_key(config: Any, model_cls: type | None = None) -> dict[str, Any]:
     """The parts of a config that determine the trained weights: all but the device, the
-    evaluation settings and the model fields its plugin declares as prediction-only
-    (``Model.predict_fields``: decoding options such as a sampling temperature)."""
+    experiment trackers, the evaluation settings and the model fields its plugin declares as
+    prediction-only (``Model.predict_fields``: decoding options such as a sampling temperature)."""
     return training_key_of(config.to_dict(), model_cls)
 
 

@@ -1,18 +1,23 @@
-"""Built-in trackers: TensorBoard, MLflow and W&B, each an optional extra.
+"""Built-in trackers: TensorBoard, MLflow and W&B, each an optional extra; each takes one option
+(``--track NAME=VALUE``).
 
-- ``tensorboard``: event files in ``<run dir>/tensorboard`` (``pip install vpbench[tensorboard]``).
-- ``mlflow``: ``$MLFLOW_TRACKING_URI`` when set, else a local sqlite store
-  ``sqlite:///<run dir's parent>/mlflow.db``; experiment ``$MLFLOW_EXPERIMENT_NAME`` or ``vpbench``.
-- ``wandb``: online, or offline files with ``WANDB_MODE=offline``; project ``$WANDB_PROJECT`` or ``vpbench``.
+- ``tensorboard``: event files in ``<run dir>/tensorboard``, or ``DIR/<run dir name>`` with
+  ``tensorboard=DIR`` (``pip install vpbench[tensorboard]``).
+- ``mlflow``: the tracking URI of ``mlflow=URI``, else ``$MLFLOW_TRACKING_URI``, else a local sqlite
+  store ``sqlite:///<run dir's parent>/mlflow.db``; experiment ``$MLFLOW_EXPERIMENT_NAME`` or ``vpbench``.
+- ``wandb``: online, or offline files with ``WANDB_MODE=offline``; project ``wandb=PROJECT``, else
+  ``$WANDB_PROJECT``, else ``vpbench``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import importlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from vpbench.errors import ConfigError
 from vpbench.hookspecs import hookimpl
@@ -42,16 +47,18 @@ def flatten(config: dict, prefix: str = "") -> dict[str, str]:
 class TensorBoardTracker(Tracker):
     name = "tensorboard"
     version = "1"
-    description = "TensorBoard event files in <run dir>/tensorboard"
+    description = "TensorBoard event files in <run dir>/tensorboard (tensorboard=DIR: in DIR/<run dir name>)"
 
-    def __init__(self) -> None:
+    def __init__(self, directory: str | None = None) -> None:
         _need("tensorboard", self.name)
+        self.directory = Path(directory).resolve() if directory else None
         self.writer: Any = None
 
     def start(self, run_dir: Path, config: dict, provenance: dict) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
+        where = self.directory / Path(run_dir).resolve().name if self.directory else Path(run_dir) / "tensorboard"
+        self.writer = SummaryWriter(log_dir=str(where))
         text = "\n".join(f"    {k} = {v}" for k, v in flatten(config).items())
         self.writer.add_text("config", text, 0)
         self.writer.add_text("provenance", "\n".join(f"    {k} = {v}" for k, v in flatten(provenance).items()), 0)
@@ -79,11 +86,12 @@ class TensorBoardTracker(Tracker):
 class MLflowTracker(Tracker):
     name = "mlflow"
     version = "1"
-    description = "MLflow: $MLFLOW_TRACKING_URI, else sqlite:///<run dir's parent>/mlflow.db"
+    description = "MLflow: mlflow=URI, else $MLFLOW_TRACKING_URI, else sqlite:///<run dir's parent>/mlflow.db"
 
-    def __init__(self) -> None:
+    def __init__(self, uri: str | None = None) -> None:
         _need("mlflow", self.name)
         _need("sqlalchemy", self.name)
+        self.uri = uri
         self.client: Any = None
         self.run_id = ""
 
@@ -91,14 +99,16 @@ class MLflowTracker(Tracker):
         from mlflow.tracking import MlflowClient
 
         run_dir = Path(run_dir).resolve()
-        uri = os.environ.get("MLFLOW_TRACKING_URI")
-        self.client = MlflowClient(tracking_uri=uri or f"sqlite:///{run_dir.parent / 'mlflow.db'}")
+        uri = self.uri or os.environ.get("MLFLOW_TRACKING_URI")
+        store = _sqlite_file(uri) if uri else run_dir.parent / "mlflow.db"
         experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME") or "vpbench"
-        found = self.client.get_experiment_by_name(experiment)
-        artifacts = None if uri else (run_dir.parent / "mlruns").as_uri()  # next to the sqlite store, not in the cwd
-        experiment_id = found.experiment_id if found is not None else self.client.create_experiment(experiment, artifacts)
-        run = self.client.create_run(experiment_id, run_name=run_dir.name,
-                                     tags={"vpbench.run_dir": str(run_dir), "vpbench.run_dir_url": run_dir.as_uri()})
+        with _setting_up(store):
+            self.client = MlflowClient(tracking_uri=f"sqlite:///{store}" if store is not None else uri)
+            found = self.client.get_experiment_by_name(experiment)
+            artifacts = None if store is None else (store.parent / "mlruns").as_uri()  # next to the sqlite store, not in the cwd
+            experiment_id = found.experiment_id if found is not None else self.client.create_experiment(experiment, artifacts)
+            run = self.client.create_run(experiment_id, run_name=run_dir.name,
+                                         tags={"vpbench.run_dir": str(run_dir), "vpbench.run_dir_url": run_dir.as_uri()})
         self.run_id = run.info.run_id
         from mlflow.entities import Param
 
@@ -125,6 +135,30 @@ class MLflowTracker(Tracker):
             self.client.set_terminated(self.run_id, status="FINISHED" if status == "success" else "FAILED")
 
 
+@contextlib.contextmanager
+def _setting_up(store: Path | None) -> Iterator[None]:
+    """Hold ``.<store>.lock`` beside a sqlite store while a run is opened in it: jobs starting at once
+    (``compare --executor local``) would otherwise race on creating its tables and the experiment."""
+    if store is None:
+        yield
+        return
+    store.parent.mkdir(parents=True, exist_ok=True)
+    with open(store.parent / f".{store.name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///PATH`` tracking URI, made absolute (None for any other URI,
+    an in-memory store or one with query parameters, which are used as given)."""
+    if not uri.startswith("sqlite:///") or "?" in uri or uri.endswith(":memory:"):
+        return None
+    return Path(uri.removeprefix("sqlite:///")).resolve()
+
+
 def _mlflow_key(key: str) -> str:
     """MLflow metric names allow letters, digits, ``_-./`` and spaces: ``test/mse@h3`` becomes ``test/mse.h3``."""
     return key.replace("@", ".")
@@ -133,18 +167,20 @@ def _mlflow_key(key: str) -> str:
 class WandbTracker(Tracker):
     name = "wandb"
     version = "1"
-    description = "Weights & Biases (offline with WANDB_MODE=offline)"
+    description = "Weights & Biases (offline with WANDB_MODE=offline; wandb=PROJECT)"
 
-    def __init__(self) -> None:
+    def __init__(self, project: str | None = None) -> None:
         _need("wandb", self.name)
+        self.project = project
         self.run: Any = None
 
     def start(self, run_dir: Path, config: dict, provenance: dict) -> None:
         import wandb
 
         run_dir = Path(run_dir).resolve()
-        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT") or "vpbench", name=run_dir.name, dir=str(run_dir),
-                              config=config, notes=str(run_dir), reinit="create_new")
+        project = self.project or os.environ.get("WANDB_PROJECT") or "vpbench"
+        self.run = wandb.init(project=project, name=run_dir.name, dir=str(run_dir), config=config, notes=str(run_dir),
+                              reinit="create_new")
         self.run.summary["run_dir"] = str(run_dir)
         self.run.summary["provenance"] = json.dumps(provenance, default=str)
 

@@ -1,14 +1,16 @@
 """Experiment trackers: the :class:`Tracker` contract and the fan-out the harness calls.
 
 A tracker plugin registers a class through ``vpbench_register_trackers``; the harness builds one
-instance per run (rank 0 only) and calls ``start`` → ``log`` / ``log_media`` → ``finish`` through
-:class:`Tracking`, which turns a tracker's exception into one warning line and drops that tracker
-for the rest of the run: a tracker never costs a run or its results.
+instance per run (rank 0 only; ``cls(VALUE)`` for ``--track NAME=VALUE``) and calls ``start`` →
+``log`` / ``log_media`` → ``finish`` through :class:`Tracking`, which turns a tracker's exception
+into one warning line and drops that tracker for the rest of the run: a tracker never costs a run
+or its results.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 from pathlib import Path
 from typing import Any, Iterator
@@ -24,7 +26,8 @@ class Tracker:
 
     ``start(run_dir, config, provenance)`` opens a run with the resolved config as parameters;
     ``log(metrics, step)`` records scalars at a step; ``log_media(name, path, step)`` an image or GIF;
-    ``finish(status)`` closes it (``"success"`` or ``"failed"``)."""
+    ``finish(status)`` closes it (``"success"`` or ``"failed"``). A tracker taking an option
+    (``--track NAME=VALUE``) accepts it as its constructor's one argument."""
 
     name: str = ""
     version: str = ""
@@ -56,17 +59,36 @@ def validate_tracker(cls: Any) -> str:
     return cls.name
 
 
-def parse_names(track: str | list[str] | tuple[str, ...] | None) -> list[str]:
-    """``"tensorboard,mlflow"`` (or a list of such) as a list of names, without duplicates."""
+def parse_track(track: str | list[str] | tuple[str, ...] | None) -> list[tuple[str, str | None]]:
+    """``"tensorboard=tb,mlflow"`` (or a list of such) as ``[("tensorboard", "tb"), ("mlflow", None)]``:
+    each tracker once, with the option after its ``=`` (None without one)."""
     if not track:
         return []
     parts = [track] if isinstance(track, str) else list(track)
-    names: list[str] = []
+    out: dict[str, str | None] = {}
     for part in parts:
-        for name in str(part).split(","):
-            if name.strip() and name.strip() not in names:
-                names.append(name.strip())
-    return names
+        for item in str(part).split(","):
+            name, sep, option = item.partition("=")
+            name, option = name.strip(), option.strip() if sep else None
+            if not name:
+                continue
+            if sep and not option:
+                raise ConfigError(f"--track {item.strip()}: give the tracker's option after '=' "
+                                  f"(e.g. {name}=VALUE) or leave out the '='")
+            if name in out and out[name] != option:
+                raise ConfigError(f"--track names tracker '{name}' twice with different options; give it once")
+            out[name] = option
+    return list(out.items())
+
+
+def parse_names(track: str | list[str] | tuple[str, ...] | None) -> list[str]:
+    """``"tensorboard,mlflow"`` (or a list of such) as a list of names, without duplicates."""
+    return [name for name, _ in parse_track(track)]
+
+
+def chosen(track: Any, config: Any) -> Any:
+    """The trackers of a run: ``track`` (``--track``) when given, else its config's ``track`` field."""
+    return track if track is not None else getattr(config, "track", ())
 
 
 class Tracking:
@@ -142,19 +164,23 @@ def results_metrics(table: Any) -> dict[str, float]:
 
 
 def open_tracking(harness: Any, track: Any, events: Events | None = None, enabled: bool = True) -> Tracking:
-    """The :class:`Tracking` of the trackers named in ``track`` (``"tensorboard,mlflow"``); unknown
-    names raise one line naming them; none on ranks other than 0 (``enabled`` false)."""
-    names = parse_names(track)
-    for name in names:
+    """The :class:`Tracking` of the trackers named in ``track`` (``"tensorboard,mlflow=URI"``; a
+    tracker given ``NAME=VALUE`` is built as ``cls(VALUE)``); unknown names, and options a tracker
+    does not take, raise one line; none on ranks other than 0 (``enabled`` false)."""
+    items = parse_track(track)
+    for name, _ in items:
         if name not in harness.trackers:
             harness.trackers.entry(name)  # raises "unknown tracker 'x' (did you mean ...)"
+    for name, option in items:
+        if option is not None and not _takes_option(harness.trackers.get(name)):
+            raise ConfigError(f"tracker '{name}' takes no option: give --track {name} without '={option}'")
     if not enabled:
         return Tracking([], events)
     trackers = []
-    for name in names:
+    for name, option in items:
         cls = harness.trackers.get(name)
         try:
-            trackers.append(cls())
+            trackers.append(cls() if option is None else cls(option))
         except ConfigError:
             raise
         except Exception as exc:
@@ -163,13 +189,39 @@ def open_tracking(harness: Any, track: Any, events: Events | None = None, enable
     return Tracking(trackers, events)
 
 
+def _takes_option(cls: type) -> bool:
+    """Whether ``cls(option)`` is a valid call (its ``__init__`` takes one argument)."""
+    try:
+        inspect.signature(cls).bind("option")
+    except TypeError:
+        return False
+    except ValueError:  # no signature to read: let the call decide
+        return True
+    return True
+
+
+def check_tracking(harness: Any, track: Any, runs: Any) -> None:
+    """Build the trackers of every run in ``runs`` once (``track``, else each run's config's), so
+    an unknown name, a bad option or a missing package is one line before anything trains."""
+    checked: list = []
+    for run in runs:
+        if parse_track(chosen(track, run.config)) not in checked:
+            checked.append(parse_track(chosen(track, run.config)))
+            open_tracking(harness, chosen(track, run.config))
+
+
 @contextlib.contextmanager
 def tracked(run: Any, track: Any, events: Events | None = None, provenance: dict | None = None) -> Iterator[Tracking]:
-    """``run`` (a :class:`vpbench.runs.Run`) tracked by the trackers named in ``track`` while the
-    block runs: ``run.tracking`` is set, and the trackers finish with ``success`` or ``failed``."""
-    tracking = open_tracking(run.harness, track, events, enabled=run.is_main)
+    """``run`` (a :class:`vpbench.runs.Run`) tracked while the block runs by the trackers named in
+    ``track``, or when ``track`` is None in the run config's ``track``: ``run.tracking`` is set, and
+    the trackers finish with ``success`` or ``failed``. ``provenance`` defaults to the run's."""
+    tracking = open_tracking(run.harness, chosen(track, run.config), events, enabled=run.is_main)
     if tracking:
-        tracking.start(run.run_dir, run.config.to_dict(), provenance or {})
+        if provenance is None:
+            from vpbench.provenance import provenance as run_provenance
+
+            provenance = run_provenance(run.device, run.config.seed)
+        tracking.start(run.run_dir, run.config.to_dict(), provenance)
     run.tracking, status = tracking, "failed"
     try:
         yield tracking

@@ -75,6 +75,7 @@ def ablate(
     protocol: c.Protocol = c.Protocol(),
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Ablation directory (default runs/ablate-...).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue unfinished trainings of the variants.")] = False,
+    track: c.Track = None,
     execution: c.Execution = c.Execution({}),
 ) -> None:
     """Train and evaluate one variant per grid point; shared early stages are trained once."""
@@ -95,7 +96,7 @@ def ablate(
         done = run_ablation(harness, model, axes, out_dir, dataset=p.dataset, preset=p.preset, config_file=p.config,
                             sets=p.sets, seed=p.seed, device=p.device, data_dir=p.data_dir, resume=resume, events=events,
                             executor=execution.config(), detach=execution.detach, gather_only=execution.gather_only,
-                            command=list(c.INVOKED))
+                            command=list(c.INVOKED), track=track)
     if done is None:
         c.console().print(f"jobs submitted; gather with `vpbench gather {out_dir}`", highlight=False, markup=False)
         return

@@ -42,9 +42,11 @@ Budget = Annotated[Optional[str], typer.Option("--budget", help="Training budget
                                                                "(compare: a comma-separated list runs a ladder).")]
 DataDir = Annotated[Optional[str], typer.Option("--data-dir", help="Data root (default: $VPBENCH_DATA or datasets/).")]
 
-# `run` only so far (compare and ablate: issue #37 part 1, left); kept out of the config and the run's identity
+# over the config's `track` field when given; never part of the run's identity
 Track = Annotated[Optional[str], typer.Option("--track", help="Experiment trackers, e.g. tensorboard,mlflow (or wandb, or a "
-                                                             "tracker plugin); never part of the run's identity.")]
+                                                             "tracker plugin), each with an option as NAME=VALUE (tensorboard=DIR, "
+                                                             "mlflow=URI, wandb=PROJECT); default: the config's track; never "
+                                                             "part of the run's identity.")]
 
 PROTOCOL_OPTIONS = {"dataset": Dataset, "preset": Preset, "config": ConfigFile, "set_": Sets, "seed": Seed,
                     "device": Device, "budget": Budget, "data_dir": DataDir}

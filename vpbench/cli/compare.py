@@ -20,6 +20,7 @@ def compare(
     keep_going: Annotated[bool, typer.Option("--keep-going", help="Go on past a model that fails; its row says why.")] = False,
     note: Annotated[str | None, typer.Option("--note", help="Text (or @FILE) added to the report's Notes section, "
                                                            "e.g. how the protocol differs from the published one.")] = None,
+    track: c.Track = None,
     execution: c.Execution = c.Execution({}),
 ) -> None:
     """Train (if needed) and evaluate every model under one data protocol and, with --budget,
@@ -37,7 +38,7 @@ def compare(
 
     p = protocol
     common = dict(dataset=p.dataset, preset=p.preset, config_file=p.config, seed=p.seed, device=p.device, out=out,
-                  data_dir=p.data_dir, resume=resume, keep_going=keep_going, note=note_text,
+                  data_dir=p.data_dir, resume=resume, keep_going=keep_going, note=note_text, track=track,
                   executor=execution.config(), detach=execution.detach, gather_only=execution.gather_only,
                   command=list(c.INVOKED))
     if p.budget is not None and "," in p.budget:  # a ladder: one comparison per budget, then the scaling report

@@ -25,8 +25,7 @@ def run(
     from vpbench import runs
     from vpbench.config import cli_sets
     from vpbench.plugins import get_harness
-    from vpbench.provenance import provenance
-    from vpbench.tracking import tracked
+    from vpbench.tracking import check_tracking, tracked
 
     harness = get_harness()
     p = protocol
@@ -37,6 +36,7 @@ def run(
     if executor.kind != "inline":
         from vpbench.executor import run_as_job
 
+        check_tracking(harness, track, [run_])
         with c.rich_events() as events:
             table = run_as_job(run_, executor, events, track=track, fresh=fresh, detach=execution.detach,
                                gather_only=execution.gather_only, command=list(c.INVOKED))
@@ -52,8 +52,7 @@ def run(
     from vpbench.distributed import shutdown
 
     try:
-        with c.rich_events(enabled=run_.is_main) as events, runs.lock(run_, events), \
-                tracked(run_, track, events, provenance(run_.device, run_.config.seed) if track else None):
+        with c.rich_events(enabled=run_.is_main) as events, runs.lock(run_, events), tracked(run_, track, events):
             data = runs.build_dataset(run_, events)
             trained = runs.train(run_, data, resume=resume, fresh=fresh, events=events)
             table = runs.evaluate(run_, trained, data, events=events)
