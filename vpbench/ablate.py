@@ -149,6 +149,10 @@ def run_ablation(harness, model: str, axes: dict[str, list[str]], out: Path, *, 
     events = events or Events()
     if not axes or not all(axes.values()):
         raise ConfigError("give at least one grid, e.g. --grid FIELD=a,b")
+    if executor is not None and executor.kind != "inline":
+        from vpbench.executor import preflight
+
+        preflight(executor, detach)
     rundir.check_output_dir(out, "ablation")  # before anything trains
     model_cls = harness.models.get(model)
     for field in axes:

@@ -278,6 +278,10 @@ def run_comparison(harness: Any, models: list[str], *, dataset: str | None = Non
     from vpbench.tracking import check_tracking
 
     events = events or Events()
+    if executor is not None and executor.kind != "inline":
+        from vpbench.executor import preflight
+
+        preflight(executor, detach)
     plan = plan_comparison(harness, models, dataset=dataset, preset=preset, config_file=config_file, sets=sets,
                            seed=seed, device=device, out=out, data_dir=data_dir, events=events)
     check_tracking(harness, track, plan.runs)

@@ -426,11 +426,7 @@ def execute(tasks: list[Task], cfg: ExecutorConfig, out: Path, events: Events, *
     """Run ``tasks`` as jobs, wave after wave, skipping those whose job is done or still
     running (from ``<out>/jobs.json``); with ``detach`` submit the first pending wave and return;
     with ``gather_only`` submit nothing, only update the recorded jobs' states."""
-    if cfg.kind == "inline":
-        raise ConfigError("the inline executor runs no jobs")
-    if detach and cfg.kind == "local":
-        raise ConfigError("--detach needs a scheduler that outlives this command: use --executor slurm "
-                          "(the local executor's jobs are children of this command)")
+    preflight(cfg, detach)
     jobs = Jobs(out, cfg)
     show = events.jobs
     if gather_only:
@@ -476,6 +472,7 @@ def run_as_job(run: Any, cfg: ExecutorConfig, events: Events, *, track: Any = No
     """``vpbench run`` as one job (several tasks: one DDP training): submit it unless the run is
     scored already, wait, and return its table (None with ``detach``)."""
     from vpbench import results, runs
+    preflight(cfg, detach)
     if fresh:
         runs.prepare_run_dir(run, fresh=True, events=events)
     data = runs.build_dataset(run, events)
@@ -502,6 +499,16 @@ def save_command(out: Path, argv: list[str] | None) -> None:
     """The command line that made ``out`` (``command.json``): ``vpbench gather OUT`` runs it again."""
     if argv:
         io.write_json(out / "command.json", {"argv": [a for a in argv if a != "--detach"], "cwd": str(Path.cwd())})
+
+
+def preflight(cfg: ExecutorConfig, detach: bool = False) -> None:
+    """Refuse, before anything is written or submitted, what this executor cannot do."""
+    if cfg.kind == "inline":
+        raise ConfigError("the inline executor runs no jobs")
+    if detach and cfg.kind == "local":
+        raise ConfigError("--detach needs a scheduler that outlives this command: use --executor slurm "
+                          "(the local executor's jobs are children of this command)")
+    check_submitit()
 
 
 def check_submitit() -> None:

@@ -33,7 +33,7 @@ from vpbench.events import Events
 from vpbench.plugins import Harness
 from vpbench.profile import measure_costs
 from vpbench.protocols import is_set_metric, member
-from vpbench.provenance import device_description, run_provenance
+from vpbench.provenance import device_description, provenance, run_provenance
 from vpbench.report.media import write_examples
 from vpbench.rundir import RunDir
 from vpbench.runtime import seed_everything, select_device
@@ -70,6 +70,10 @@ class Run:
     @property
     def device(self) -> torch.device:
         return self.dist.device if self.dist is not None else select_device(self.config.device)
+
+    def provenance(self) -> dict[str, Any]:
+        """How this run is made (revision, versions, device, seed): what trackers record."""
+        return provenance(self.device, self.config.seed)
 
 
 def prepare(harness: Harness, model: str, *, dataset: str | None = None, preset: str | None = None,

@@ -218,9 +218,7 @@ def tracked(run: Any, track: Any, events: Events | None = None, provenance: dict
     tracking = open_tracking(run.harness, chosen(track, run.config), events, enabled=run.is_main)
     if tracking:
         if provenance is None:
-            from vpbench.provenance import provenance as run_provenance
-
-            provenance = run_provenance(run.device, run.config.seed)
+            provenance = run.provenance() if hasattr(run, "provenance") else {}
         tracking.start(run.run_dir, run.config.to_dict(), provenance)
     run.tracking, status = tracking, "failed"
     try:
