@@ -68,3 +68,26 @@ def test_a_ladder_runs_end_to_end_and_reuses_its_runs(tmp_path, monkeypatch):
     assert (out / "scaling-mse.png").stat().st_size > 5_000
     for budget in BUDGETS:
         assert (out / f"budget-{budget}" / "results.csv").is_file()
+
+
+@pytest.mark.slow
+def test_an_ablation_ladder_gives_each_variant_a_curve(tmp_path, monkeypatch):
+    """``vpbench ablate ... --budget B1,B2,...``: one ablation per budget, every variant spending
+    each budget, and the scaling report with a curve per variant (which design scales better)."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "abl"
+    result = invoke("ablate", "-m", "convlstm", "--grid", "hidden=8,16", *FAST, "--budget", ",".join(BUDGETS[:2]),
+                    "--out", str(out))
+    assert "scaling report:" in result.output
+    table = pd.read_csv(out / "scaling.csv", dtype={"budget": str})
+    mse = table[table.metric == "mse"].sort_values(["model", "train_flops"])
+    assert list(mse.model) == ["hidden=16", "hidden=16", "hidden=8", "hidden=8"]
+    assert list(mse.budget) == BUDGETS[:2] * 2
+    assert all(0 < f <= float(b) for f, b in zip(mse.train_flops, mse.budget))
+    for budget in BUDGETS[:2]:  # the points are the per-budget ablations' own numbers
+        ablation = pd.read_csv(out / f"budget-{budget}" / "results.csv")
+        rows = ablation[(ablation.metric == "mse") & (ablation.horizon.astype(str) == "all")].set_index("variant")
+        here = mse[mse.budget == budget].set_index("model")
+        assert rows.loc["hidden=8", "value"] == pytest.approx(here.loc["hidden=8", "value"])
+    report = (out / "scaling.md").read_text()
+    assert "each spent by every learned variant" in report and "one ablation per budget" in report

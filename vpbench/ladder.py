@@ -82,8 +82,12 @@ def run_ladder(harness: Any, models: list[str], budgets: list[str], *, out: str 
             events.message(f"ladder: budget {budget} ({len(outcomes) + 1} of {len(budgets)})")
             outcomes.append(run_comparison(harness, models, sets=cli_sets(sets, budget=budget),
                                            out=out_dir / f"budget-{budget}", events=events, track=track, **compare))
-        write_scaling(out_dir, points(outcomes), outcomes)
+        write_scaling(out_dir, points(outcomes), _provenance(outcomes))
     return outcomes
+
+
+def _provenance(outcomes: list[Outcome]) -> dict[str, Any]:
+    return json.loads((outcomes[0].out_dir / "results.json").read_text()).get("provenance", {})
 
 
 def _ladder_jobs(harness: Any, models: list[str], budgets: list[str], out_dir: Path, sets: list[str] | None,
@@ -94,6 +98,7 @@ def _ladder_jobs(harness: Any, models: list[str], budgets: list[str], out_dir: P
     from vpbench.compare import finish, gather, job_tasks, plan_comparison
     from vpbench.tracking import check_tracking
 
+    ex.preflight(executor, detach)
     plans = [plan_comparison(harness, models, sets=cli_sets(sets, budget=b), out=out_dir / f"budget-{b}",
                              events=events, **plan) for b in budgets]
     check_tracking(harness, track, [r for p in plans for r in p.runs])
@@ -111,29 +116,57 @@ def _ladder_jobs(harness: Any, models: list[str], budgets: list[str], out_dir: P
             raise RunError(f"{len(missing)} runs of the ladder not done ({'; '.join(missing)}); the others' results are "
                            "kept: rerun the command to resubmit what failed")
         outcomes = [finish(p, sc, harness, note, events, executor=executor.describe()) for p, sc in zip(plans, scored)]
-        write_scaling(out_dir, points(outcomes), outcomes)
+        write_scaling(out_dir, points(outcomes), _provenance(outcomes))
     return outcomes
 
 
 def points(outcomes: list[Outcome]) -> list[Point]:
-    out = []
-    for outcome in outcomes:
-        table = outcome.table
-        for run in outcome.runs:
-            name = run.config.model_name
-            if name in outcome.failures or run.eval_dir is None:
-                continue
-            rows = table[(table["model"] == name) & (table["horizon"].astype(str) == "all")]
-            cost = {r.metric: float(r.value) for r in rows.itertuples() if r.metric in ("train_flops", "train_time")}
-            record = load_record(run.run_dir)
-            stages = ", ".join(f"{s.name} {s.steps_taken:,}" for s in record.stages) if record and record.stages else "-"
-            scores = results.read_per_clip(run.eval_dir)
-            higher = {r.metric: str(r.higher_is_better) == "True" for r in rows.itertuples()}
-            per_clip = {m: v.reshape(v.shape[0], -1).mean(1) for m, v in scores.items()
-                        if m in higher and np.isfinite(v).all()}
-            out.append(Point(name, run.config.train.budget, cost.get("train_flops", 0.0), cost.get("train_time", 0.0),
-                             stages, per_clip, higher))
-    return out
+    """The (model, budget) points of a ladder of comparisons."""
+    return [point(run.config.model_name, run, outcome.table[outcome.table["model"] == run.config.model_name])
+            for outcome in outcomes for run in outcome.runs
+            if run.config.model_name not in outcome.failures and run.eval_dir is not None]
+
+
+def point(name: str, run: Any, table: pd.DataFrame) -> Point:
+    """One trained and scored run as a point of ``name``'s curve: what it spent, its per-clip scores."""
+    rows = table[table["horizon"].astype(str) == "all"]
+    cost = {r.metric: float(r.value) for r in rows.itertuples() if r.metric in ("train_flops", "train_time")}
+    record = load_record(run.run_dir)
+    stages = ", ".join(f"{s.name} {s.steps_taken:,}" for s in record.stages) if record and record.stages else "-"
+    scores = results.read_per_clip(run.eval_dir)
+    higher = {r.metric: str(r.higher_is_better) == "True" for r in rows.itertuples()}
+    per_clip = {m: v.reshape(v.shape[0], -1).mean(1) for m, v in scores.items() if m in higher and np.isfinite(v).all()}
+    return Point(name, run.config.train.budget, cost.get("train_flops", 0.0), cost.get("train_time", 0.0), stages,
+                 per_clip, higher)
+
+
+def run_ablation_ladder(harness: Any, model: str, axes: dict[str, list[str]], budgets: list[str], out: Path, *,
+                        sets: list[str] | None = None, events: Events | None = None, **ablation: Any):
+    """One ablation per budget (smallest first) into ``out/budget-<B>``, then the scaling report
+    of its variants (each variant a curve) in ``out``: which design scales better. None once a
+    ``detach`` submitted a budget's jobs."""
+    from vpbench.ablate import run_ablation
+    from vpbench.provenance import run_provenance
+
+    events = events or Events()
+    rundir.check_output_dir(out, "ladder")
+    done = []
+    with rundir.claimed(out, "ladder"):
+        executor = ablation.get("executor")
+        if executor is not None and executor.kind != "inline" and not ablation.get("gather_only"):
+            from vpbench.executor import save_command
+
+            save_command(out, ablation.get("command"))
+        for budget in budgets:
+            events.message(f"ladder: budget {budget} ({len(done) + 1} of {len(budgets)})")
+            found = run_ablation(harness, model, axes, out / f"budget-{budget}", sets=cli_sets(sets, budget=budget),
+                                 events=events, **ablation)
+            if found is None:
+                return None
+            done.append(found)
+        pts = [point(v.label, v.run, table[table["variant"] == v.label]) for table, _, variants in done for v in variants]
+        write_scaling(out, pts, run_provenance(done[0][2][0].run), what="variant")
+    return done
 
 
 def scaling_table(pts: list[Point]) -> pd.DataFrame:
@@ -239,8 +272,10 @@ def plot(path: Path, table: pd.DataFrame, metric: str, found: dict[str, scaling.
     plt.close(fig)
 
 
-def write_scaling(out_dir: Path, pts: list[Point], outcomes: list[Outcome]) -> None:
-    """``scaling.csv``, ``scaling-<metric>.png`` and ``scaling.md`` of a ladder in ``out_dir``."""
+def write_scaling(out_dir: Path, pts: list[Point], prov: dict[str, Any], what: str = "model") -> None:
+    """``scaling.csv``, ``scaling-<metric>.png`` and ``scaling.md`` of a ladder in ``out_dir``
+    (``prov``: the provenance its report states; ``what``: a model of a comparison, or a variant
+    of an ablation)."""
     table = scaling_table(pts)
     with io.atomic_path(out_dir / "scaling.csv") as tmp:
         table.to_csv(tmp, index=False)
@@ -264,9 +299,9 @@ def write_scaling(out_dir: Path, pts: list[Point], outcomes: list[Outcome]) -> N
                            best_per_budget(pts, metric)),
             f"Where the fitted curves cross (sought from the smallest budget up to {EXTRAPOLATE:g}x the largest):",
             markdown_table(["model", "model", "crossing", "training FLOPs [95% CI]"], _crossing_rows(found, arrays, lo, hi))))
-    prov = json.loads((outcomes[0].out_dir / "results.json").read_text()).get("provenance", {})
     budgets = list(dict.fromkeys(p.budget for p in sorted(pts, key=lambda p: parse_budget(p.budget).value)))
-    prov["budget"] = (f"a ladder of {len(budgets)} budgets, {', '.join(budgets)}, each spent by every learned model "
-                      "(a multi-stage model in its preset's proportion between stages); one comparison per budget in "
-                      "budget-<B>/")
+    prov = dict(prov)
+    prov["budget"] = (f"a ladder of {len(budgets)} budgets, {', '.join(budgets)}, each spent by every learned {what} "
+                      "(a multi-stage model in its preset's proportion between stages); one "
+                      f"{'comparison' if what == 'model' else 'ablation'} per budget in budget-<B>/")
     markdown.write_report(out_dir / "scaling.md", "vpbench scaling ladder", prov, sections=sections)

@@ -88,17 +88,29 @@ def ablate(
         model = model_for_shortcuts(harness.models, ctx.args)
     axes = parse_axes(harness.models.get(model), grid, ctx.args)
     p = protocol
+    ladder = p.budget is not None and "," in p.budget  # a budget ladder: one ablation per budget
     out_dir = Path(out) if out else default_dir(harness, model, dataset=p.dataset, preset=p.preset, config_file=p.config,
-                                                sets=p.sets)
+                                                sets=p.set_ if ladder else p.sets)
     if execution.detach and not out:
         raise ConfigError("--detach needs --out: the folder that `vpbench gather` reads later")
+    common = dict(dataset=p.dataset, preset=p.preset, config_file=p.config, seed=p.seed, device=p.device,
+                  data_dir=p.data_dir, resume=resume, executor=execution.config(), detach=execution.detach,
+                  gather_only=execution.gather_only, command=list(c.INVOKED), track=track)
     with c.rich_events() as events:
-        done = run_ablation(harness, model, axes, out_dir, dataset=p.dataset, preset=p.preset, config_file=p.config,
-                            sets=p.sets, seed=p.seed, device=p.device, data_dir=p.data_dir, resume=resume, events=events,
-                            executor=execution.config(), detach=execution.detach, gather_only=execution.gather_only,
-                            command=list(c.INVOKED), track=track)
+        if ladder:
+            from vpbench.ladder import parse_ladder, run_ablation_ladder
+
+            budgets = parse_ladder(p.budget)
+            done = run_ablation_ladder(harness, model, axes, budgets, out_dir, sets=p.set_, events=events, **common)
+        else:
+            done = run_ablation(harness, model, axes, out_dir, sets=p.sets, events=events, **common)
     if done is None:
         c.console().print(f"jobs submitted; gather with `vpbench gather {out_dir}`", highlight=False, markup=False)
+        return
+    if ladder:
+        for budget, (table, _, _) in zip(budgets, done):
+            c.print_results(table, title=f"budget {budget}: ablation of {model}")
+        c.console().print(f"scaling report: {out_dir / 'scaling.md'}", highlight=False, markup=False)
         return
     table, diffs, variants = done
     c.print_results(table, title=f"ablation of {model}")
