@@ -228,3 +228,24 @@ def test_ablation_jobs_train_the_shared_base_first_and_equal_inline(tmp_path, mo
         assert same_weights(tmp_path / "a" / "abl" / variant, tmp_path / "b" / "abl" / variant), variant
     a, b = (pd.read_csv(tmp_path / d / "abl" / "differences.csv") for d in ("a", "b"))
     pd.testing.assert_frame_equal(a, b)
+
+
+@pytest.mark.slow
+def test_a_ladder_as_jobs_submits_every_model_and_budget_at_once_and_equals_inline(tmp_path, monkeypatch):
+    from tests.test_ladder import FAST
+
+    ladder = ["compare", "convlstm", "copylast", *FAST, "--budget", "2e10,5e10", "--out", "lad"]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    assert invoke(*ladder).exit_code == 0
+    monkeypatch.chdir(tmp_path / "b")
+    result = invoke(*ladder, "--executor", "local")
+    assert result.exit_code == 0, result.output
+    records = json.loads((tmp_path / "b" / "lad" / "jobs.json").read_text())["jobs"]
+    assert sorted(r["label"] for r in records) == ["2e10 convlstm", "2e10 copylast", "5e10 convlstm", "5e10 copylast"]
+    assert len({r["job_id"] for r in records}) == 4 and all(r["state"] == "DONE" for r in records)
+    a, b = (pd.read_csv(tmp_path / d / "lad" / "scaling.csv", dtype={"budget": str}) for d in ("a", "b"))
+    keys = ["model", "budget", "metric"]
+    a, b = a.sort_values(keys).reset_index(drop=True), b.sort_values(keys).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a[keys + ["value", "train_flops", "n_clips"]], b[keys + ["value", "train_flops", "n_clips"]])
