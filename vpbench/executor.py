@@ -220,13 +220,16 @@ def _export_distributed_env() -> None:
 
 
 class JobEvents(Events):
-    """What a job reports goes to its log (stdout), one line each."""
+    """What a job reports goes to its log (stdout), one timestamped line each."""
 
     def message(self, text: str) -> None:
-        print(text, flush=True)
+        print(f"{time.strftime('%H:%M:%S')} {text}", flush=True)
+
+    def task_start(self, key: str, description: str, total: int, completed: int = 0) -> None:
+        self.message(f"start: {description} ({completed} of {total})")
 
     def task_end(self, key: str) -> None:
-        print(f"done: {key}", flush=True)
+        self.message(f"done: {key}")
 
 
 # -- submitting and waiting -----------------------------------------------------------------
@@ -329,17 +332,34 @@ class Jobs:
         return [record for record, _ in submitted]
 
     def refresh(self, records: list[JobRecord]) -> None:
-        """Update the states of ``records`` from the scheduler (and each job's result file)."""
-        for record in records:
-            if record.state in ("DONE", "FAILED"):
-                continue
-            job = self._job(record)
+        """Update the states of ``records``: from each job's result file when it wrote one (at
+        once), else from the scheduler (one forced ``sacct`` per refresh: submitit's own cache
+        would answer up to minutes late)."""
+        open_ = [r for r in records if r.state not in ("DONE", "FAILED")]
+        handles = {r.job_id: self._job(r) for r in open_}
+        live = [h for h in handles.values() if h is not None and hasattr(h, "watcher")]
+        if live:
+            for handle in live:
+                handle.watcher.register_job(handle.job_id)
+            try:
+                live[0].watcher.update_if_long_enough(mode="force")
+            except Exception:  # sacct briefly unavailable: ask again next time
+                pass
+        for record in open_:
+            job = handles[record.job_id]
             if job is None:  # a local job of an earlier command: its process ended with that command
                 record.state, record.reason = "FAILED", "its local executor ended with the command that started it"
                 continue
+            outcome = _outcome(job)
+            if outcome is not None:
+                record.state = "DONE" if outcome == "success" else "FAILED"
+                if record.state == "FAILED" and not record.reason:
+                    record.reason = _failure(job, "FAILED")
+                continue
             try:
-                state = str(job.state).split()[0].upper()
-            except Exception:  # sacct briefly unavailable: ask again next time
+                state = str(job.watcher.get_state(job.job_id, mode="cache") if hasattr(job, "watcher")
+                            else job.state).split()[0].upper()
+            except Exception:
                 state = "UNKNOWN"
             record.state = _state(state, job)
             if record.state == "FAILED" and not record.reason:
@@ -381,17 +401,21 @@ def _state(state: str, job: Any) -> str:
     return "FAILED"  # FAILED, CANCELLED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY, PREEMPTED, BOOT_FAIL, DEADLINE
 
 
-def _result_ok(job: Any) -> bool:
+def _outcome(job: Any) -> str | None:
+    """``success`` or ``error`` from the job's result file, None while it has written none."""
     try:
         path = job.paths.result_pickle
         if not path.exists():
-            return False
+            return None
         import pickle
 
-        outcome, _ = pickle.loads(path.read_bytes())
-        return outcome == "success"
-    except Exception:
-        return False
+        return str(pickle.loads(path.read_bytes())[0])
+    except Exception:  # being written, or unreadable: the scheduler decides
+        return None
+
+
+def _result_ok(job: Any) -> bool:
+    return _outcome(job) == "success"
 
 
 def _restarts(job: Any) -> int:
