@@ -104,7 +104,8 @@ def test_model_shortcuts_resolve_to_config_fields():
 
 def test_ablate_errors_are_one_line(in_tmp):
     result = invoke("ablate", "--grid", "lam=0,1", *FAST)
-    assert result.exit_code == 2 and "error: vpbench ablate needs --model/-m MODEL, one of blank," in result.output
+    assert result.exit_code == 2 and "error: vpbench ablate needs --model/-m MODEL, one of " in result.output
+    assert " blank," in result.output  # other test files may have registered more models before
     assert "shrvqvae" in result.output and "Traceback" not in result.output
     result = invoke("ablate", "-m", "shrvqvae", "--foo", "1,2", *FAST)
     assert result.exit_code == 2 and "no such option --foo for model 'shrvqvae': its shortcuts are --lambda" in result.output

@@ -243,6 +243,7 @@ class JobRecord:
     wave: int = 0
     state: str = "PENDING"
     reason: str = ""
+    submitted: float = 0.0  # time.time() at submission
 
 
 def _executor(cfg: ExecutorConfig, folder: Path):
@@ -285,7 +286,9 @@ def submit(tasks: list[Task], cfg: ExecutorConfig, folder: Path) -> list[tuple[J
         jobs = ex.submit_array(tasks)
     except Exception as exc:  # sbatch refused (bad partition, account, ...): its own words
         raise RunError(f"the {cfg.kind} executor could not submit {len(tasks)} job(s): {one_line(exc)}") from None
-    return [(JobRecord(t.label, t.run_dir, str(j.job_id), str(j.paths.stdout), t.wave), j) for t, j in zip(tasks, jobs)]
+    now = time.time()
+    return [(JobRecord(t.label, t.run_dir, str(j.job_id), str(j.paths.stdout), t.wave, submitted=now), j)
+            for t, j in zip(tasks, jobs)]
 
 
 class Jobs:
@@ -364,6 +367,12 @@ class Jobs:
             record.state = _state(state, job)
             if record.state == "FAILED" and not record.reason:
                 record.reason = _failure(job, state)
+            unseen = state == "UNKNOWN" and record.submitted and \
+                time.time() - record.submitted > 60 * minutes(self.cfg.time) + 600
+            if unseen:  # never seen by the scheduler's accounting, and past its time limit: not waited on forever
+                record.state = "FAILED"
+                record.reason = ("the scheduler never reported it (no SLURM accounting? `sacct` must work) and its time "
+                                 "limit has passed")
 
     def wait(self, records: list[JobRecord], events: Events, show: Callable[[list[JobRecord]], None]) -> None:
         """Poll until every record is done or failed, showing the table when a state changes."""
