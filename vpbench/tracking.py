@@ -99,6 +99,7 @@ class Tracking:
         self.events = events or Events()
         self.warnings: list[str] = []
         self.opening: tuple | None = None  # start's arguments until the first call that logs
+        self.last_step = 0  # the largest step logged: results come at it (W&B drops steps that go back)
 
     def __bool__(self) -> bool:
         return bool(self.trackers)
@@ -125,9 +126,11 @@ class Tracking:
         values = {k: float(v) for k, v in metrics.items()
                   if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
         if values:
+            self.last_step = max(self.last_step, int(step))
             self._each("log", values, int(step))
 
     def log_media(self, name: str, path: Path, step: int = 0) -> None:
+        self.last_step = max(self.last_step, int(step))
         self._each("log_media", name, Path(path), int(step))
 
     def finish(self, status: str) -> None:
@@ -136,11 +139,13 @@ class Tracking:
             self._each("finish", status)
         self.trackers, self.opening = [], None
 
-    def results(self, table: Any, eval_dir: Path | None, step: int = 0) -> None:
+    def results(self, table: Any, eval_dir: Path | None, step: int | None = None) -> None:
         """The metrics of a results table (``test/mse`` overall, ``test/mse@h3`` per horizon, the
-        cost rows as ``cost/<metric>``), then the example PNG / GIF files of ``eval_dir``."""
+        cost rows as ``cost/<metric>``), then the example PNG / GIF files of ``eval_dir``, at
+        ``step`` (default: the last step logged, i.e. the end of training)."""
         if not self.trackers:
             return
+        step = self.last_step if step is None else step
         self.log(results_metrics(table), step)
         examples = Path(eval_dir) / "examples" if eval_dir is not None else None
         if examples is not None and examples.is_dir():
