@@ -39,7 +39,8 @@ def test_a_ladder_runs_end_to_end_and_reuses_its_runs(tmp_path, monkeypatch):
     trained = {p.parent.name: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("convlstm-*/model.pt")}
     assert len(trained) == 3  # one run per budget
     # one more budget: only its runs train, the others are reused (their weights untouched)
-    result = invoke("compare", "convlstm", "copylast", *FAST, "--budget", ",".join(BUDGETS), "--out", str(out))
+    result = invoke("compare", "convlstm", "copylast", *FAST, "--budget", ",".join(BUDGETS), "--out", str(out),
+                    "--note", "the ladder's own note")
     assert result.output.count("convlstm is already trained") == 3
     after = {p.parent.name: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("convlstm-*/model.pt")}
     assert len(after) == 4 and all(after[name] == stamp for name, stamp in trained.items())
@@ -57,6 +58,7 @@ def test_a_ladder_runs_end_to_end_and_reuses_its_runs(tmp_path, monkeypatch):
     report = (out / "scaling.md").read_text()
     assert "## mse" in report and "## ssim" in report and "Best model per budget" in report
     assert "Where the fitted curves cross" in report and "budget: a ladder of 4 budgets, 2e10, 5e10, 1e11, 2e11" in report
+    assert "## Notes\n\nthe ladder's own note" in report
     # the runner-up is worse than the best: a positive MSE difference, a negative SSIM one
     best_mse = report.split("## mse", 1)[1].split("Where the fitted", 1)[0]
     diffs = [float(line.split("|")[5].split("[")[0]) for line in best_mse.splitlines() if line.startswith("| 2e10 |")]

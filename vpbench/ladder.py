@@ -82,7 +82,7 @@ def run_ladder(harness: Any, models: list[str], budgets: list[str], *, out: str 
             events.message(f"ladder: budget {budget} ({len(outcomes) + 1} of {len(budgets)})")
             outcomes.append(run_comparison(harness, models, sets=cli_sets(sets, budget=budget),
                                            out=out_dir / f"budget-{budget}", events=events, track=track, **compare))
-        write_scaling(out_dir, points(outcomes), _provenance(outcomes))
+        write_scaling(out_dir, points(outcomes), _provenance(outcomes), note=compare.get("note", ""))
     return outcomes
 
 
@@ -116,7 +116,7 @@ def _ladder_jobs(harness: Any, models: list[str], budgets: list[str], out_dir: P
             raise RunError(f"{len(missing)} runs of the ladder not done ({'; '.join(missing)}); the others' results are "
                            "kept: rerun the command to resubmit what failed")
         outcomes = [finish(p, sc, harness, note, events, executor=executor.describe()) for p, sc in zip(plans, scored)]
-        write_scaling(out_dir, points(outcomes), _provenance(outcomes))
+        write_scaling(out_dir, points(outcomes), _provenance(outcomes), note=note)
     return outcomes
 
 
@@ -272,7 +272,7 @@ def plot(path: Path, table: pd.DataFrame, metric: str, found: dict[str, scaling.
     plt.close(fig)
 
 
-def write_scaling(out_dir: Path, pts: list[Point], prov: dict[str, Any], what: str = "model") -> None:
+def write_scaling(out_dir: Path, pts: list[Point], prov: dict[str, Any], what: str = "model", note: str = "") -> None:
     """``scaling.csv``, ``scaling-<metric>.png`` and ``scaling.md`` of a ladder in ``out_dir``
     (``prov``: the provenance its report states; ``what``: a model of a comparison, or a variant
     of an ablation)."""
@@ -304,4 +304,4 @@ def write_scaling(out_dir: Path, pts: list[Point], prov: dict[str, Any], what: s
     prov["budget"] = (f"a ladder of {len(budgets)} budgets, {', '.join(budgets)}, each spent by every learned {what} "
                       "(a multi-stage model in its preset's proportion between stages); one "
                       f"{'comparison' if what == 'model' else 'ablation'} per budget in budget-<B>/")
-    markdown.write_report(out_dir / "scaling.md", "vpbench scaling ladder", prov, sections=sections)
+    markdown.write_report(out_dir / "scaling.md", "vpbench scaling ladder", prov, sections=sections, notes=note)
