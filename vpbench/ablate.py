@@ -421,7 +421,8 @@ def write(out: Path, table: pd.DataFrame, diffs: pd.DataFrame, variants: list[Va
     prov = run_provenance(variants[0].run)
     prov["budget"] = budget_statement([v.run.config.train.parsed_budget for v in variants], "variant")
     if executor:
-        prov["executor"] = f"trained and scored as jobs: {executor} (job records in jobs.json)"
+        prov["executor"] = (f"{executor}: runs not yet scored were trained and scored as jobs (records in jobs.json); "
+                            "runs found scored were gathered as they were")
     horizon_plot(table, out / "horizon.png", title="ablation")
     rows = [[r.variant, r.metric, fmt_value(r.diff), f"[{fmt_value(r.ci_low)}, {fmt_value(r.ci_high)}]"]
             for r in diffs.itertuples()]

@@ -397,7 +397,8 @@ def write_comparison(out_dir: Path, table: pd.DataFrame, paired: pd.DataFrame, r
         prov["protocol"] = protocol_line
     prov["budget"] = budget_statement([r.config.train.parsed_budget for r in runs_])
     if executor:
-        prov["executor"] = f"trained and scored as jobs: {executor} (job records in jobs.json)"
+        prov["executor"] = (f"{executor}: runs not yet scored were trained and scored as jobs (records in jobs.json); "
+                            "runs found scored were gathered as they were")
     io.write_text(out_dir / "results.csv", table.to_csv(index=False))
     io.write_text(out_dir / "paired.csv", paired.to_csv(index=False))
     io.write_json(out_dir / "results.json", {
