@@ -127,3 +127,20 @@ def test_replicates_are_paired_across_models():
 
 def test_grid_bounds_are_what_the_reasons_say():
     assert scaling.ALPHA_GRID[0] == pytest.approx(0.01) and scaling.ALPHA_GRID[-1] == pytest.approx(4.0)
+
+
+def test_a_curve_that_has_not_begun_to_level_off_has_no_determined_asymptote():
+    """A small exponent over four budgets (the metric still falling nearly evenly per decade):
+    the asymptote's CI is wider than everything measured, so the fit says so instead of
+    giving an asymptote far outside the data; the same exponent on a curve that has levelled
+    off is determined."""
+    flops = np.geomspace(4e12, 1.3e14, 4)
+    still_falling = fit(flops, ladder(Curve(0.08, 15.0, 135.0, 4e12), flops=flops, noise=30.0, seed=2),
+                        resamples=400)
+    assert not still_falling.determined
+    assert "has not begun to level off" in still_falling.reason
+    lo, hi = still_falling.asymptote_ci
+    measured = still_falling.curve(flops)
+    assert hi - lo > measured.max() - measured.min()
+    levelled = fit(flops, ladder(Curve(1.0, 100.0, 50.0, 4e12), flops=flops, noise=30.0, seed=2), resamples=400)
+    assert levelled.determined, levelled.reason

@@ -13,7 +13,9 @@ and applies it to every budget and every model (the clips are the same everywher
 replicates of two models are paired and their crossings have a CI too. A fit is reported as
 ill-determined, with the reason, instead of numbers when: fewer than four budgets; the metric
 does not move beyond its noise over the measured range; the best exponent lies at the edge of
-the searched range; or the bootstrap leaves the exponent spread over more than a factor of ten.
+the searched range; the bootstrap leaves the exponent spread over more than a factor of ten; or
+the asymptote's CI is wider than the whole range the metric covered (the curve has not begun to
+level off, so where it ends is a guess).
 """
 
 from __future__ import annotations
@@ -154,6 +156,10 @@ def _fit_one(flops: np.ndarray, per_clip: np.ndarray, idx: np.ndarray) -> Fit:
         out.reason = f"{edge:.0%} of the bootstrap fits put the exponent at the edge of the searched range"
     elif hi > MAX_ALPHA_SPREAD * lo:
         out.reason = f"the exponent's 95% CI [{lo:.3g}, {hi:.3g}] spans more than a factor of {MAX_ALPHA_SPREAD:g}"
+    elif out.asymptote_ci[1] - out.asymptote_ci[0] > np.ptp(means):
+        a_lo, a_hi = out.asymptote_ci
+        out.reason = (f"the asymptote's 95% CI [{a_lo:.4g}, {a_hi:.4g}] is wider than the whole measured range "
+                      f"({means.min():.4g} to {means.max():.4g}): the curve has not begun to level off")
     return out
 
 
