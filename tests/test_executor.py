@@ -143,7 +143,8 @@ def test_local_jobs_equal_inline_a_failed_job_loses_nothing_and_only_it_is_resub
     assert [r["label"] for r in records].count("convlstm") == 2 and [r["label"] for r in records].count("copylast") == 1
     pd.testing.assert_series_equal(quality(tmp_path / "a" / "cmp" / "results.csv"),
                                    quality(tmp_path / "b" / "cmp" / "results.csv"))
-    assert "executor: local: runs not yet scored were trained and scored as jobs" in (tmp_path / "b" / "cmp" / "report.md").read_text()
+    report = (tmp_path / "b" / "cmp" / "report.md").read_text()
+    assert "runs not yet scored were trained and scored as jobs (records in jobs.json)" in report
     third = invoke(*args)  # everything scored: nothing is submitted, the table is written again
     assert third.exit_code == 0 and "submitted" not in third.output
     gathered = invoke("gather", "cmp")

@@ -131,14 +131,29 @@ def _json(path: Path) -> dict:
     return data
 
 
+def _is_source(path: Path) -> bool:
+    return (path / "results.csv").is_file() or RunDir(path).config.is_file()
+
+
+def _inner(path: Path, depth: int = 2) -> list[Path]:
+    """The sources inside folder ``path`` down to ``depth`` levels: ``reports/`` holds comparisons
+    and ladders, and a ladder holds one comparison or ablation per budget (``budget-<B>/``)."""
+    found = []
+    for child in sorted(p for p in path.iterdir() if p.is_dir()):
+        if _is_source(child):
+            found.append(child)
+        elif depth > 1:
+            found += _inner(child, depth - 1)
+    return found
+
+
 def find_sources(paths: list[Path]) -> list[Source]:
-    """Every source named, a folder of sources (e.g. ``reports/``) expanded one level."""
+    """Every source named; a folder of sources (``reports/``, a ladder) expanded to the sources in it."""
     out: list[Source] = []
     for path in paths:
         path = Path(path)
-        if path.is_dir() and not (path / "results.csv").is_file() and not RunDir(path).config.is_file():
-            inner = [p for p in sorted(path.iterdir()) if p.is_dir() and ((p / "results.csv").is_file()
-                                                                          or RunDir(p).config.is_file())]
+        if path.is_dir() and not _is_source(path):
+            inner = _inner(path)
             if inner:
                 out += [load_source(p) for p in inner]
                 continue
