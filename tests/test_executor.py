@@ -250,3 +250,17 @@ def test_a_ladder_as_jobs_submits_every_model_and_budget_at_once_and_equals_inli
     keys = ["model", "budget", "metric"]
     a, b = a.sort_values(keys).reset_index(drop=True), b.sort_values(keys).reset_index(drop=True)
     pd.testing.assert_frame_equal(a[keys + ["value", "train_flops", "n_clips"]], b[keys + ["value", "train_flops", "n_clips"]])
+
+
+def test_local_array_parallelism_caps_the_jobs_running_at_once(in_tmp):
+    """The local executor has no array cap of its own: with --array-parallelism 1 the next job is
+    submitted only when the running one has ended (its log ends before the next one starts)."""
+    from vpbench.benchmarks.executor import job_spans
+
+    result = invoke("compare", "copylast", "blank", "meanframe", "--preset", "smoke", "--set", "data.n_test=8",
+                    "--set", "eval.speed=false", "--executor", "local", "--array-parallelism", "1", "--cpus", "1",
+                    "--out", "cmp")
+    assert result.exit_code == 0, result.output
+    spans = sorted(job_spans(in_tmp / "cmp"))
+    assert len(spans) == 3
+    assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:]))

@@ -58,7 +58,7 @@ class ExecutorConfig:
     partition: str = ""  # SLURM partition; "" = the cluster's default
     time: str = "4h"  # time limit of one job: minutes (90), 90m, 4h, 1d or [D-]HH:MM[:SS]
     gpus_per_task: int = 0
-    cpus_per_task: int = 0  # 0 = the scheduler's default
+    cpus_per_task: int = 0  # CPUs per task, and the job's torch threads; 0 = the scheduler's default
     mem: str = ""  # memory per node, e.g. 32G or 500M; "" = the partition's default
     array_parallelism: int = 0  # at most this many jobs of one array at once; 0 = no cap
     nodes: int = 1  # nodes per training (torchrun-style DDP across them)
@@ -183,8 +183,14 @@ class Task(_checkpointable()):  # type: ignore[misc]
     fn: str
     payload: dict[str, Any] = field(default_factory=dict)
     wave: int = 0  # tasks of wave k start after every task of wave k-1 succeeded (an ablation's bases first)
+    threads: int = 0  # torch threads in the job (--cpus); 0: torch's default (every core it sees)
 
     def __call__(self) -> dict[str, Any]:
+        if self.threads:
+            import torch
+
+            os.environ["OMP_NUM_THREADS"] = str(self.threads)
+            torch.set_num_threads(self.threads)
         module, _, name = self.fn.partition(":")
         body: Callable[..., dict[str, Any]] = getattr(importlib.import_module(module), name)
         _export_distributed_env()
@@ -244,6 +250,7 @@ class JobRecord:
     state: str = "PENDING"
     reason: str = ""
     submitted: float = 0.0  # time.time() at submission
+    seen: float = 0.0  # time.time() when this command saw it done or failed
 
 
 def _executor(cfg: ExecutorConfig, folder: Path):
@@ -358,6 +365,7 @@ class Jobs:
                 record.state = "DONE" if outcome == "success" else "FAILED"
                 if record.state == "FAILED" and not record.reason:
                     record.reason = _failure(job, "FAILED")
+                self._seen([record])
                 continue
             try:
                 state = str(job.watcher.get_state(job.job_id, mode="cache") if hasattr(job, "watcher")
@@ -373,6 +381,12 @@ class Jobs:
                 record.state = "FAILED"
                 record.reason = ("the scheduler never reported it (no SLURM accounting? `sacct` must work) and its time "
                                  "limit has passed")
+            self._seen([record])
+
+    def _seen(self, records: list[JobRecord]) -> None:
+        for record in records:
+            if record.state in ("DONE", "FAILED") and not record.seen:
+                record.seen = time.time()
 
     def wait(self, records: list[JobRecord], events: Events, show: Callable[[list[JobRecord]], None]) -> None:
         """Poll until every record is done or failed, showing the table when a state changes."""
@@ -478,14 +492,25 @@ def execute(tasks: list[Task], cfg: ExecutorConfig, out: Path, events: Events, *
                 waiting.append(record)  # submitted by an earlier command and still on its way
             else:
                 todo.append(task)  # never submitted, failed, or done without its result (deleted since)
-        fresh = jobs.add(submit(todo, cfg, jobs.folder))
-        for record in fresh:
-            events.message(f"{record.label}: submitted as {cfg.kind} job {record.job_id} (log {record.log})")
-        jobs.save()
+        for task in todo:
+            task.threads = cfg.cpus_per_task
+        cap = cfg.array_parallelism if cfg.kind == "local" and not detach else 0  # SLURM caps arrays itself
+        fresh = _submit_and_say(jobs, todo[:cap] if cap else todo, cfg, events)
         if detach:
             show(jobs.records)
             return jobs
         current = waiting + fresh
+        if cap:  # the local executor has no array cap of its own: the rest start as running ones end
+            queue = todo[cap:]
+            while queue:
+                jobs.refresh(current)
+                free = cap - sum(r.state not in ("DONE", "FAILED") for r in current)
+                if free > 0:
+                    current += _submit_and_say(jobs, queue[:free], cfg, events)
+                    queue = queue[free:]
+                    show(jobs.records)
+                else:
+                    time.sleep(cfg.poll)
         jobs.wait(current, events, show)
         failed = [r for r in current if r.state == "FAILED"]
         if failed and wave != max(t.wave for t in tasks):
@@ -493,6 +518,14 @@ def execute(tasks: list[Task], cfg: ExecutorConfig, out: Path, events: Events, *
             raise RunError(f"{names} failed, and later jobs need them: see {failed[0].log}; rerun the command to "
                            "resubmit what failed")
     return jobs
+
+
+def _submit_and_say(jobs: Jobs, tasks: list[Task], cfg: ExecutorConfig, events: Events) -> list[JobRecord]:
+    fresh = jobs.add(submit(tasks, cfg, jobs.folder))
+    for record in fresh:
+        events.message(f"{record.label}: submitted as {cfg.kind} job {record.job_id} (log {record.log})")
+    jobs.save()
+    return fresh
 
 
 def jobs_home(run: Any) -> Path:
