@@ -153,3 +153,22 @@ def test_a_two_task_job_trains_with_gloo_ddp(slurm):
     assert len(logs) == 2 and "global_rank=0(2)" in text[0] and "global_rank=1(2)" in text[1]
     assert json.loads((slurm / "ddp" / "training.json").read_text())["steps_taken"] == 5
     assert list((slurm / "ddp" / "evals").glob("*/results.csv"))
+
+
+def test_a_detached_run_is_gathered_later(slurm):
+    """`vpbench run ... --detach` submits and returns at once, naming the folder to gather; `vpbench
+    gather` then says the job is not done (exit 2, its state and log) until it is, and afterwards
+    prints the run's table from the result set the job wrote."""
+    result = invoke("run", "copylast", "--preset", "smoke", "--set", "data.n_test=8", "--out", "det", "--detach")
+    assert result.exit_code == 0, result.output
+    assert "job submitted; gather with `vpbench gather det.jobs`" in result.output
+    assert not list((slurm / "det").glob("evals/*/results.csv"))  # nothing waited on
+    deadline = time.monotonic() + 300
+    while True:
+        gathered = invoke("gather", "det.jobs")
+        if gathered.exit_code == 0 or time.monotonic() > deadline:
+            break
+        assert gathered.exit_code == 2 and "copylast:" in gathered.output and "_log.out" in gathered.output
+        time.sleep(2)
+    assert gathered.exit_code == 0, gathered.output
+    assert "copylast on digits" in gathered.output and list((slurm / "det").glob("evals/*/results.csv"))

@@ -34,7 +34,7 @@ def run(
                         seed=p.seed, device=p.device, out=out, data_dir=p.data_dir)
     executor = execution.config()
     if executor.kind != "inline":
-        from vpbench.executor import run_as_job
+        from vpbench.executor import jobs_home, run_as_job
 
         check_tracking(harness, track, [run_])
         with c.rich_events() as events:
@@ -46,7 +46,7 @@ def run(
             c.console().print(f"run directory: {run_.run_dir} (this result set: {run_.eval_dir})", highlight=False,
                               markup=False)
         else:
-            c.console().print(f"job submitted; gather with `vpbench gather {runs.job_dir(run_)}`", highlight=False,
+            c.console().print(f"job submitted; gather with `vpbench gather {jobs_home(run_)}`", highlight=False,
                               markup=False)
         return
     from vpbench.distributed import shutdown
