@@ -22,8 +22,9 @@ import pandas as pd
 
 from vpbench import io, results, rundir, runs
 from vpbench.budget import budget_statement
-from vpbench.errors import ConfigError, RunError
+from vpbench.errors import ConfigError
 from vpbench.events import Events
+from vpbench.executor import not_done
 from vpbench.protocols import member
 from vpbench.provenance import run_provenance
 from vpbench.stats import paired_differences
@@ -179,10 +180,8 @@ def run_ablation(harness, model: str, axes: dict[str, list[str]], out: Path, *, 
         if jobs:
             from vpbench import executor as ex
 
-            if not gather_only:
-                ex.save_command(out, command)
             done = ex.execute(_tasks(variants, data, until, predict_only, data_dir, track), executor, out, events,
-                              detach=detach, gather_only=gather_only)
+                              detach=detach, gather_only=gather_only, command=command)
             if detach:
                 return None
             tables, per_clip = _gather(variants, data, ex.failed_lines(done))
@@ -313,8 +312,7 @@ def _gather(variants: list[Variant], data: Any, jobs: dict[str, str]) -> tuple[l
         tables.append(results.read_results(where)[0])
         per_clip[variant.label] = results.read_per_clip(where)
     if missing:
-        raise RunError(f"{len(missing)} of {len(variants)} variants not done ({'; '.join(missing)}); the others' results "
-                       "are kept: rerun the command to resubmit what failed")
+        raise not_done(missing, len(variants), "variant")
     return tables, per_clip
 
 

@@ -293,16 +293,14 @@ def run_comparison(harness: Any, models: list[str], *, dataset: str | None = Non
     plan.out = plan.out or rundir.timestamped_dir(f"compare-{plan.runs[0].config.dataset_name}-{plan.runs[0].config.preset}")
     rundir.check_output_dir(plan.out, "comparison")
     with rundir.claimed(plan.out, "comparison"):
-        if not gather_only:
-            ex.save_command(plan.out, command)
-        jobs = ex.execute(job_tasks(plan, track=track), executor, plan.out, events, detach=detach, gather_only=gather_only)
+        jobs = ex.execute(job_tasks(plan, track=track), executor, plan.out, events, detach=detach,
+                          gather_only=gather_only, command=command)
     if detach:
         return None
     scores = gather(plan, ex.failed_lines(jobs))
     if scores.failures and not keep_going:
-        missing = "; ".join(f"{k}: {v}" for k, v in scores.failures.items())
-        raise RunError(f"{len(scores.failures)} of {len(plan.models)} models not done ({missing}); the others' results "
-                       "are kept: rerun the command to resubmit what failed (or --keep-going to write the table without them)")
+        raise ex.not_done([f"{k}: {v}" for k, v in scores.failures.items()], len(plan.models), "model",
+                          " (or --keep-going to write the table without them)")
     return finish(plan, scores, harness, note, events, executor=executor.describe())
 
 

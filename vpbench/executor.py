@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 from vpbench import io
-from vpbench.errors import ConfigError, RunError, TrainingStopped, VPBenchError, one_line
+from vpbench.errors import ConfigError, RunError, TrainingStopped, one_line
 from vpbench.events import Events
 
 KINDS = ("inline", "local", "slurm")
@@ -469,12 +469,16 @@ def _failure(job: Any, state: str) -> str:
 
 
 def execute(tasks: list[Task], cfg: ExecutorConfig, out: Path, events: Events, *, detach: bool = False,
-            gather_only: bool = False) -> Jobs:
+            gather_only: bool = False, command: list[str] | None = None) -> Jobs:
     """Run ``tasks`` as jobs, wave after wave, skipping those whose job is done or still
     running (from ``<out>/jobs.json``); with ``detach`` submit the first pending wave and return;
-    with ``gather_only`` submit nothing, only update the recorded jobs' states."""
+    with ``gather_only`` submit nothing, only update the recorded jobs' states. ``command`` (the
+    command line) is saved in ``out`` for ``vpbench gather``."""
     preflight(cfg, detach)
     jobs = Jobs(out, cfg)
+    if not gather_only:
+        out.mkdir(parents=True, exist_ok=True)
+        save_command(out, command)
     show = events.jobs
     if gather_only:
         latest = [r for r in (jobs.latest(t.run_dir) for t in tasks) if r is not None]
@@ -547,10 +551,7 @@ def run_as_job(run: Any, cfg: ExecutorConfig, events: Events, *, track: Any = No
         Task(run.config.model_name, str(run.run_dir.resolve()), "vpbench.compare:train_and_score",
              {"config": run.config.to_dict(), "run_dir": str(run.run_dir.resolve()),
               "data_dir": str(Path(run.data_dir).resolve()) if run.data_dir else None, "track": track})]
-    if not gather_only:
-        home.mkdir(parents=True, exist_ok=True)
-        save_command(home, command)
-    jobs = execute(tasks, cfg, home, events, detach=detach, gather_only=gather_only)
+    jobs = execute(tasks, cfg, home, events, detach=detach, gather_only=gather_only, command=command)
     if detach:
         return None
     where = runs.scored(run, data)
@@ -584,6 +585,12 @@ def check_submitit() -> None:
         raise ConfigError("the local and slurm executors need submitit: pip install submitit") from None
 
 
+def not_done(missing: list[str], total: int, what: str, also: str = "") -> RunError:
+    """The one line for jobs that are not done: each missing run with its job's state or failure."""
+    return RunError(f"{len(missing)} of {total} {what}{'s' if total != 1 else ''} not done ({'; '.join(missing)}); "
+                    f"the others' results are kept: rerun the command to resubmit what failed{also}")
+
+
 def failed_lines(jobs: Jobs) -> dict[str, str]:
     """run directory -> one line for every run whose newest job is not done: why it failed (with
     its log), or its state (pending, running, requeued)."""
@@ -592,11 +599,3 @@ def failed_lines(jobs: Jobs) -> dict[str, str]:
                         else f"job {r.job_id} is {r.state.lower()} (log {r.log})")
             for r in latest.values() if r.state != "DONE"}
 
-
-def safe(fn: Callable[[], Any], what: str) -> Any:
-    try:
-        return fn()
-    except VPBenchError:
-        raise
-    except Exception as exc:
-        raise RunError(f"{what}: {one_line(exc)}") from None

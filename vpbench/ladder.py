@@ -28,7 +28,7 @@ from vpbench import io, results, rundir, scaling
 from vpbench.budget import load_record
 from vpbench.compare import Outcome, run_comparison
 from vpbench.config import cli_sets, parse_budget
-from vpbench.errors import ConfigError, RunError
+from vpbench.errors import ConfigError
 from vpbench.events import Events
 from vpbench.report import markdown
 from vpbench.report.tables import fmt_value, markdown_table
@@ -103,18 +103,15 @@ def _ladder_jobs(harness: Any, models: list[str], budgets: list[str], out_dir: P
                              events=events, **plan) for b in budgets]
     check_tracking(harness, track, [r for p in plans for r in p.runs])
     with rundir.claimed(out_dir, "ladder"):
-        if not gather_only:
-            ex.save_command(out_dir, command)
         tasks = [t for b, p in zip(budgets, plans) for t in job_tasks(p, label=f"{b} ", track=track)]
-        jobs = ex.execute(tasks, executor, out_dir, events, detach=detach, gather_only=gather_only)
+        jobs = ex.execute(tasks, executor, out_dir, events, detach=detach, gather_only=gather_only, command=command)
         if detach:
             return None
         lines = ex.failed_lines(jobs)
         scored = [gather(p, lines) for p in plans]
         missing = [f"{b} {k}: {v}" for b, sc in zip(budgets, scored) for k, v in sc.failures.items()]
         if missing and not keep_going:
-            raise RunError(f"{len(missing)} runs of the ladder not done ({'; '.join(missing)}); the others' results are "
-                           "kept: rerun the command to resubmit what failed")
+            raise ex.not_done(missing, len(budgets) * len(models), "run")
         outcomes = [finish(p, sc, harness, note, events, executor=executor.describe()) for p, sc in zip(plans, scored)]
         write_scaling(out_dir, points(outcomes), _provenance(outcomes), note=note)
     return outcomes

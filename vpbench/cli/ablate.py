@@ -91,10 +91,8 @@ def ablate(
     ladder = p.budget is not None and "," in p.budget  # a budget ladder: one ablation per budget
     out_dir = Path(out) if out else default_dir(harness, model, dataset=p.dataset, preset=p.preset, config_file=p.config,
                                                 sets=p.set_ if ladder else p.sets)
-    if execution.detach and not out:
-        raise ConfigError("--detach needs --out: the folder that `vpbench gather` reads later")
     common = dict(dataset=p.dataset, preset=p.preset, config_file=p.config, seed=p.seed, device=p.device,
-                  data_dir=p.data_dir, resume=resume, executor=execution.config(), detach=execution.detach,
+                  data_dir=p.data_dir, resume=resume, executor=execution.config(has_out=bool(out)), detach=execution.detach,
                   gather_only=execution.gather_only, command=list(c.INVOKED), track=track)
     with c.rich_events() as events:
         if ladder:

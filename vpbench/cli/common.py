@@ -124,9 +124,14 @@ class Execution:
     detach: bool = False
     gather_only: bool = False
 
-    def config(self):
+    def config(self, *, has_out: bool = True):
+        """The executor settings; ``--detach`` needs ``--out`` (``has_out``), the folder ``vpbench
+        gather`` reads later (``run`` has it always: its jobs folder sits beside the run directory)."""
+        from vpbench.errors import ConfigError
         from vpbench.executor import load_config
 
+        if self.detach and not has_out:
+            raise ConfigError("--detach needs --out: the folder that `vpbench gather` reads later")
         return load_config(self.options)
 
 

@@ -31,15 +31,12 @@ def compare(
     from vpbench.plugins import get_harness
 
     note_text = read_note(note)
-    if execution.detach and not out:
-        from vpbench.errors import ConfigError
-
-        raise ConfigError("--detach needs --out: the folder that `vpbench gather` reads later")
+    executor = execution.config(has_out=bool(out))
 
     p = protocol
     common = dict(dataset=p.dataset, preset=p.preset, config_file=p.config, seed=p.seed, device=p.device, out=out,
                   data_dir=p.data_dir, resume=resume, keep_going=keep_going, note=note_text, track=track,
-                  executor=execution.config(), detach=execution.detach, gather_only=execution.gather_only,
+                  executor=executor, detach=execution.detach, gather_only=execution.gather_only,
                   command=list(c.INVOKED))
     if p.budget is not None and "," in p.budget:  # a ladder: one comparison per budget, then the scaling report
         from vpbench.ladder import parse_ladder, run_ladder
