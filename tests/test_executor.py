@@ -55,6 +55,39 @@ def task_pids(folder: Path) -> list[int]:
     return found
 
 
+def signal_tasks(folder: Path, sig: int) -> list[int]:
+    """Send ``sig`` to every running task of jobs folder ``folder``; the pids it reached."""
+    reached = []
+    for pid in task_pids(folder):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+            reached.append(pid)
+    return reached
+
+
+@contextlib.contextmanager
+def mid_training(log: Path, act, lines: int = 2, timeout: float = 400):
+    """While the block runs, once ``log`` (a run's train_log.jsonl) has ``lines`` lines, call ``act``
+    until it returns something true; the block gets the list that then holds it."""
+    done: list = []
+
+    def watch():
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not done:
+            if log.is_file() and len(log.read_text().splitlines()) >= lines:
+                result = act()
+                if result:
+                    done.append(result)
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield done
+    finally:
+        watcher.join(timeout=1)
+
+
 # -- settings -------------------------------------------------------------------------------
 
 def test_settings_layer_options_over_project_over_user_file(tmp_path, monkeypatch):
@@ -163,23 +196,9 @@ def test_a_preempted_job_checkpoints_requeues_and_resumes_bit_exactly(tmp_path, 
     reference = invoke("run", "convlstm", *budget, "--out", "ref")
     assert reference.exit_code == 0, reference.output
     folder = tmp_path / "job.jobs" / "jobs"
-    log = tmp_path / "job" / "train_log.jsonl"
-    sent: list[int] = []
-
-    def preempt():
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and not sent:
-            if log.is_file() and len(log.read_text().splitlines()) >= 2:  # 20 of its 116 steps trained
-                for pid in task_pids(folder):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGUSR2)
-                        sent.append(pid)
-            time.sleep(0.2)
-
-    watcher = threading.Thread(target=preempt, daemon=True)
-    watcher.start()
-    result = invoke("run", "convlstm", *budget, "--executor", "local", "--out", "job")
-    watcher.join(timeout=1)
+    # once 20 of its 116 steps are trained
+    with mid_training(tmp_path / "job" / "train_log.jsonl", lambda: signal_tasks(folder, signal.SIGUSR2)) as sent:
+        result = invoke("run", "convlstm", *budget, "--executor", "local", "--out", "job")
     assert result.exit_code == 0, result.output
     assert sent, "the training ended before it could be preempted"
     out = next(folder.glob("*_0_log.out")).read_text()
